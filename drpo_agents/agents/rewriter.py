@@ -1,0 +1,172 @@
+"""The prompt rewriter: turns a critique into new candidate system prompts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+
+from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
+from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.prompts import render_prompt
+from drpo_agents.schemas import AnswerEvaluation, PromptProposal, PromptProposals
+from drpo_agents.structured import StructuredResult, plan_structured
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
+_WORD = re.compile(r"\w+")
+# A run of this many query words appearing in a prompt means the prompt copied the query.
+_COPIED_RUN = 8
+
+
+def count_bullets(prompt: str) -> int:
+    """Number of bullet or numbered-list lines in a prompt."""
+    return len(_BULLET.findall(prompt))
+
+
+def _copies_query(prompt: str, query: str) -> bool:
+    words = _WORD.findall(query.casefold())
+    if len(words) < _COPIED_RUN:
+        return False
+    haystack = " ".join(_WORD.findall(prompt.casefold()))
+    return any(" ".join(words[i : i + _COPIED_RUN]) in haystack for i in range(len(words) - _COPIED_RUN + 1))
+
+
+@dataclass
+class RewriteCase:
+    """One piece of evidence for the rewriter: a query, the answer given, and its evaluation."""
+
+    query: str
+    answer: str
+    evaluation: AnswerEvaluation
+
+
+def format_evaluation(evaluation: AnswerEvaluation) -> str:
+    """``- Aspect: N/5 - rationale`` lines (the form the rewrite template shows)."""
+    return "\n".join(f"- {s.aspect}: {s.score}/5 - {s.rationale}" for s in evaluation.scores)
+
+
+class PromptRewriter:
+    """Proposes ``n`` new system prompts from the current one and its critique.
+
+    Proposals are checked before they are accepted: not blank, not the current prompt again,
+    within the bullet budget (``max_bullets`` total, ``max_new_bullets`` added), and not
+    copying a training query. A reply with no acceptable proposal is re-asked with the reasons.
+    """
+
+    role = "rewriter"
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        *,
+        max_bullets: int = 8,
+        max_new_bullets: int = 2,
+        method: StructuredOutputMethod = "auto",
+        max_retries: int = 2,
+        prompts_dir: Path | None = None,
+    ) -> None:
+        self.model = model
+        self.max_bullets = max_bullets
+        self.max_new_bullets = max_new_bullets
+        self.method: StructuredOutputMethod = method
+        self.max_retries = max_retries
+        self.prompts_dir = prompts_dir
+
+    def rejection_reason(
+        self, proposal: PromptProposal, current_prompt: str, queries: Sequence[str]
+    ) -> str | None:
+        """Why ``proposal`` is unacceptable, or None if it is fine."""
+        prompt = proposal.new_prompt
+        if prompt.strip() == current_prompt.strip():
+            return "it repeats the current prompt unchanged"
+        bullets = count_bullets(prompt)
+        if bullets > self.max_bullets:
+            return f"it has {bullets} bullets; the limit is {self.max_bullets}"
+        added = bullets - count_bullets(current_prompt)
+        if added > self.max_new_bullets:
+            return f"it adds {added} bullets; at most {self.max_new_bullets} may be added per rewrite"
+        if any(_copies_query(prompt, q) for q in queries):
+            return "it copies text from a training query; prompts must stay general"
+        return None
+
+    def plan_propose(
+        self,
+        current_prompt: str,
+        cases: Sequence[RewriteCase],
+        *,
+        n: int,
+        previous_prompts: Sequence[str] = (),
+        lessons: Sequence[str] = (),
+        config: RunnableConfig | None = None,
+    ) -> CallPlan[StructuredResult[PromptProposals]]:
+        """Up to ``n`` distinct, acceptable new prompts, at least one (a call plan)."""
+        rendered_cases = "\n".join(
+            render_prompt(
+                "rewrite_case",
+                self.prompts_dir,
+                query=c.query,
+                answer=c.answer or "(empty answer)",
+                evaluation=format_evaluation(c.evaluation),
+            )
+            for c in cases
+        )
+        prompt = render_prompt(
+            "prompt_rewrite",
+            self.prompts_dir,
+            current_prompt=current_prompt,
+            previous_prompts="\n---\n".join(previous_prompts) or "(none)",
+            cases=rendered_cases,
+            lessons="\n".join(f"- {lesson}" for lesson in lessons) or "(none yet)",
+            num_prompts=n,
+            max_bullets=self.max_bullets,
+            max_new_bullets=self.max_new_bullets,
+        )
+        queries = [c.query for c in cases]
+
+        def acceptable(result: PromptProposals) -> PromptProposals:
+            kept: list[PromptProposal] = []
+            reasons: list[str] = []
+            seen = {current_prompt.strip()}
+            for index, proposal in enumerate(result.proposals, start=1):
+                reason = self.rejection_reason(proposal, current_prompt, queries)
+                if reason is None and proposal.new_prompt in seen:
+                    reason = "it duplicates another proposal"
+                if reason:
+                    reasons.append(f"proposal {index} rejected: {reason}")
+                    continue
+                seen.add(proposal.new_prompt)
+                kept.append(proposal)
+            if not kept:
+                raise ValueError("; ".join(reasons))
+            return PromptProposals(proposals=kept[:n])
+
+        return (
+            yield from plan_structured(
+                self.model,
+                PromptProposals,
+                [SystemMessage(render_prompt("rewriter_system", self.prompts_dir)), HumanMessage(prompt)],
+                method=self.method,
+                max_retries=self.max_retries,
+                validate=acceptable,
+                config=call_config(config, self.role, "rewrite_prompt"),
+                prompts_dir=self.prompts_dir,
+            )
+        )
+
+    def propose(
+        self, current_prompt: str, cases: Sequence[RewriteCase], *, n: int, **kwargs: Any
+    ) -> list[PromptProposal]:
+        """Blocking :meth:`plan_propose`, returning the proposals."""
+        return run_plan(self.plan_propose(current_prompt, cases, n=n, **kwargs)).value.proposals
+
+    async def apropose(
+        self, current_prompt: str, cases: Sequence[RewriteCase], *, n: int, **kwargs: Any
+    ) -> list[PromptProposal]:
+        """Async :meth:`plan_propose`, returning the proposals."""
+        return (await arun_plan(self.plan_propose(current_prompt, cases, n=n, **kwargs))).value.proposals

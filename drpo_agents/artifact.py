@@ -1,0 +1,148 @@
+"""The result of an optimisation: the aligned prompt, its ICL examples and the whole search record."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drpo_agents.errors import ArtifactError
+from drpo_agents.schemas import AspectScore, ICLExample
+
+ARTIFACT_FORMAT_VERSION = 1
+
+
+class TokenUsage(BaseModel):
+    """Calls and tokens spent by one role."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class EvaluationRecord(BaseModel):
+    """One judged answer of one candidate prompt to one training query."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    candidate_id: str
+    level: int
+    query_id: str
+    query: str
+    answer: str = ""
+    aspects: list[str] = Field(default_factory=list)
+    scores: list[AspectScore] = Field(default_factory=list)
+    reward: float | None = None
+    error: str | None = Field(None, description="Why this evaluation failed; reward is None then.")
+
+
+class CandidateRecord(BaseModel):
+    """A node of the search tree: a candidate system prompt and where it came from."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    parent_id: str | None
+    prompt: str
+    level: int = Field(..., description="Level at which the candidate was created (0 = initial prompt).")
+    rewards: list[float] = Field(default_factory=list, description="Per-level rewards, inherited ones first.")
+    carried: bool = Field(
+        False, description="Same prompt as its parent, kept because it already scored high."
+    )
+    analysis: str = ""
+    thought: str = ""
+
+    @property
+    def mean_reward(self) -> float | None:
+        return sum(self.rewards) / len(self.rewards) if self.rewards else None
+
+
+class LevelRecord(BaseModel):
+    """What happened at one level of the beam search."""
+
+    level: int
+    query_ids: list[str]
+    beam: list[str] = Field(..., description="Candidate ids kept after this level, best first.")
+    beam_mean_rewards: list[float]
+    level_rewards: list[float] = Field(..., description="Reward of each kept candidate at this level.")
+    skipped: bool = Field(False, description="Every beam candidate already scored high; no rewrite.")
+    depth_limit: int = Field(..., description="The depth in force after this level.")
+    failures: list[str] = Field(default_factory=list)
+
+
+class AlignmentArtifact(BaseModel):
+    """Everything needed to apply, inspect or resume the result of a DRPO run.
+
+    Save it with :meth:`save` and load it with :meth:`load`; apply it to any chat model with
+    :func:`drpo_agents.with_alignment`.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    format_version: int = ARTIFACT_FORMAT_VERSION
+    run_id: str
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    source: str = Field("drpo-agents", description="Who produced it (our search or an import).")
+    system_prompt: str
+    icl_examples: list[ICLExample] = Field(default_factory=list)
+    icl_k: int = 2
+    best_candidate_id: str | None = None
+    candidates: list[CandidateRecord] = Field(default_factory=list)
+    evaluations: list[EvaluationRecord] = Field(default_factory=list)
+    levels: list[LevelRecord] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict, description="Role -> model identity.")
+    usage: dict[str, TokenUsage] = Field(default_factory=dict, description="Role -> calls and tokens.")
+    notes: list[str] = Field(default_factory=list)
+
+    def candidate(self, candidate_id: str) -> CandidateRecord:
+        """The search-tree node with this id."""
+        for record in self.candidates:
+            if record.id == candidate_id:
+                return record
+        raise KeyError(f"no candidate {candidate_id!r} in this artifact")
+
+    def reward_curve(self) -> list[float]:
+        """Best mean reward of the beam after each level."""
+        return [level.beam_mean_rewards[0] for level in self.levels if level.beam_mean_rewards]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the artifact as indented UTF-8 JSON (atomically) and return the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        tmp.replace(target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> AlignmentArtifact:
+        """Read an artifact written by :meth:`save`.
+
+        Raises:
+            ArtifactError: if the file is missing, not JSON, or not an artifact.
+        """
+        source = Path(path)
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"artifact file not found: {source}") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"artifact file is not UTF-8 JSON: {source}: {exc}") from exc
+        try:
+            artifact = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ArtifactError(f"not a drpo-agents artifact: {source}: {exc}") from exc
+        if artifact.format_version > ARTIFACT_FORMAT_VERSION:
+            raise ArtifactError(
+                f"{source} has artifact format {artifact.format_version}; this version of drpo-agents "
+                f"reads up to {ARTIFACT_FORMAT_VERSION}. Upgrade drpo-agents."
+            )
+        return artifact

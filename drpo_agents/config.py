@@ -1,0 +1,71 @@
+"""Search configuration: one validated object with every knob of a DRPO run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ResponderMode = Literal["auto", "chat", "completion"]
+StructuredOutputMethod = Literal["auto", "function_calling", "json_schema", "json_mode", "text"]
+
+DEFAULT_INITIAL_PROMPT = "You are a helpful assistant."
+
+
+class DRPOConfig(BaseModel):
+    """Hyper-parameters of a DRPO optimisation.
+
+    The defaults reproduce the reference search (beam 2, 3 actions, depth 20 with up to 10
+    extra levels, one training query per level, 2 retrieved ICL examples). Every field is
+    validated, so a typo or an impossible value fails before any model is called.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    beam_size: int = Field(2, ge=1, le=32, description="Candidates kept per level.")
+    n_actions: int = Field(3, ge=1, le=16, description="New prompts proposed per expanded candidate.")
+    depth: int = Field(20, ge=1, le=1000, description="Number of search levels.")
+    max_depth_increase: int = Field(
+        10, ge=0, le=1000, description="Extra levels granted when a whole level is skipped."
+    )
+    queries_per_step: int = Field(1, ge=1, le=256, description="Training queries judged per level.")
+    skip_threshold: float = Field(
+        4.5,
+        ge=1.0,
+        le=5.0,
+        description="A candidate whose answers score above this mean (or all 5s) is kept unchanged.",
+    )
+    icl_k: int = Field(2, ge=0, le=32, description="ICL examples retrieved into the responder's context.")
+    initial_prompt: str = Field(DEFAULT_INITIAL_PROMPT, min_length=1)
+    prompt_history: int = Field(3, ge=0, le=20, description="Earlier prompt versions shown to the rewriter.")
+    max_bullets: int = Field(8, ge=0, le=50, description="Most bullet points an optimized prompt may hold.")
+    max_new_bullets: int = Field(2, ge=0, le=20, description="Most bullet points a single rewrite may add.")
+    responder_mode: ResponderMode = "auto"
+    structured_output_method: StructuredOutputMethod = "auto"
+    max_parse_retries: int = Field(
+        2, ge=0, le=10, description="Re-asks after an invalid structured answer (with the error shown)."
+    )
+    shuffle_queries: bool = Field(True, description="Visit training queries in a seeded random order.")
+    seed: int = Field(0, description="Seed of every random choice the search makes.")
+    max_concurrency: int = Field(8, ge=1, le=1024, description="Most model calls in flight at once.")
+    prompts_dir: Path | None = Field(
+        None, description="Folder of prompt templates that override the packaged ones by name."
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> DRPOConfig:
+        if self.max_new_bullets > self.max_bullets:
+            raise ValueError(
+                f"max_new_bullets ({self.max_new_bullets}) cannot exceed max_bullets ({self.max_bullets})"
+            )
+        return self
+
+    @property
+    def max_levels(self) -> int:
+        """Upper bound on the number of levels a run can take (depth plus every extension)."""
+        return self.depth + self.max_depth_increase
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (paths as strings), as stored in artifacts and run directories."""
+        return self.model_dump(mode="json")

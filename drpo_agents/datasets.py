@@ -1,0 +1,165 @@
+"""Training queries and ICL examples: the packaged defaults, user files, and validation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from drpo_agents.errors import ConfigError
+from drpo_agents.schemas import ICLExample
+
+# A query longer than this is almost certainly a mistake (a whole file pasted in); refuse it
+# before paying for it to be sent to every candidate at every level.
+MAX_QUERY_CHARS = 20_000
+
+
+def _data_text(name: str) -> str:
+    return resources.files("drpo_agents").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
+    """Validate training queries and give each an id.
+
+    Accepts strings or dicts with a ``"query"`` (or ``"instruction"``) key and optional ``"id"``.
+
+    Raises:
+        ConfigError: on an empty set, a blank, over-long or duplicate query, or a duplicate id.
+    """
+    normalized: list[dict[str, str]] = []
+    seen_text: dict[str, int] = {}
+    seen_ids: set[str] = set()
+    for index, item in enumerate(queries):
+        text: Any
+        query_id: Any
+        if isinstance(item, str):
+            text, query_id = item, None
+        elif isinstance(item, dict):
+            text = item.get("query", item.get("instruction"))
+            query_id = item.get("id")
+        else:
+            raise ConfigError(
+                f"training query #{index + 1} must be a string or a dict, got {type(item).__name__}"
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"training query #{index + 1} is empty")
+        if len(text) > MAX_QUERY_CHARS:
+            raise ConfigError(
+                f"training query #{index + 1} is {len(text):,} characters long (limit {MAX_QUERY_CHARS:,})"
+            )
+        key = " ".join(text.split()).casefold()
+        if key in seen_text:
+            raise ConfigError(
+                f"training query #{index + 1} duplicates query #{seen_text[key] + 1}: {text[:80]!r}"
+            )
+        seen_text[key] = index
+        query_id = str(query_id) if query_id is not None else f"q{index + 1:04d}"
+        if query_id in seen_ids:
+            raise ConfigError(f"training query id {query_id!r} is used twice")
+        seen_ids.add(query_id)
+        normalized.append({"id": query_id, "query": text.strip()})
+    if not normalized:
+        raise ConfigError("no training queries given")
+    return normalized
+
+
+def _read_jsonl(text: str, source: str) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{source}:{number}: not valid JSON: {exc.msg}") from exc
+    return rows
+
+
+def load_queries(path: str | Path) -> list[dict[str, str]]:
+    """Read training or evaluation queries from a file, validated by :func:`normalize_queries`.
+
+    Formats: ``.jsonl`` (one object with ``"query"`` or ``"instruction"`` per line), ``.json``
+    (a list of strings or such objects), or plain text (one query per line).
+
+    Raises:
+        ConfigError: if the file is missing, not UTF-8, malformed, or holds invalid queries.
+    """
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"query file not found: {source}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"query file is not UTF-8 text: {source} (byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read query file {source}: {exc.strerror}") from exc
+    rows: Sequence[Any]
+    if source.suffix == ".jsonl":
+        rows = _read_jsonl(text, str(source))
+    elif source.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+        if not isinstance(rows, list):
+            raise ConfigError(f"{source}: expected a JSON list of queries")
+    else:
+        rows = [line for line in text.splitlines() if line.strip()]
+    try:
+        return normalize_queries(rows)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def load_icl_examples(path: str | Path) -> list[ICLExample]:
+    """Read ICL examples: a JSON list of ``{"query", "answer"}`` objects, or a JSON object
+    mapping query to answer (the reference DRPO format, ``<START>``/``<END>`` markers allowed).
+
+    Raises:
+        ConfigError: if the file is missing, not UTF-8 JSON, or not ICL examples.
+    """
+    source = Path(path)
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"ICL example file not found: {source}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"ICL example file is not UTF-8 JSON: {source}: {exc}") from exc
+    return _parse_icl(data, str(source))
+
+
+def _parse_icl(data: Any, source: str) -> list[ICLExample]:
+    rows = [{"query": q, "answer": a} for q, a in data.items()] if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise ConfigError(f"{source}: expected a list of examples or a query -> answer object")
+    try:
+        return [ICLExample.model_validate(row) for row in rows]
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid ICL example: {exc}") from exc
+
+
+def load_seed_icl_examples() -> list[ICLExample]:
+    """The packaged seed ICL examples (written for this project)."""
+    return _parse_icl(json.loads(_data_text("seed_icl.json")), "seed_icl.json")
+
+
+def load_training_queries() -> list[dict[str, str]]:
+    """The packaged default training queries (instruction, open-ended, knowledge and red-team)."""
+    return normalize_queries(_read_jsonl(_data_text("train_queries.jsonl"), "train_queries.jsonl"))
+
+
+def load_eval_queries() -> list[dict[str, str]]:
+    """The packaged held-out evaluation queries (disjoint from the training queries)."""
+    return normalize_queries(_read_jsonl(_data_text("eval_queries.jsonl"), "eval_queries.jsonl"))
+
+
+def query_categories() -> dict[str, str]:
+    """Category of every packaged query, by id (``instruction``, ``red_team``, ...)."""
+    categories: dict[str, str] = {}
+    for name in ("train_queries.jsonl", "eval_queries.jsonl"):
+        for row in _read_jsonl(_data_text(name), name):
+            categories[str(row["id"])] = str(row.get("category", ""))
+    return categories

@@ -1,0 +1,69 @@
+"""Prompt templates, loaded by name from files; nothing else in the package knows their paths.
+
+Templates are UTF-8 Markdown files named ``NAME.md`` using ``$variable`` placeholders
+(:class:`string.Template`), so JSON braces in a template need no escaping. They ship inside
+the wheel; a folder given as ``prompts_dir`` overrides them file by file.
+"""
+
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+from pathlib import Path
+
+from drpo_agents.errors import PromptTemplateError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# In a wheel the templates are copied to drpo_agents/_prompts; in a checkout they sit at the repo root.
+_SEARCH_PATH = (_PACKAGE_DIR / "_prompts", _PACKAGE_DIR.parent / "prompts")
+
+
+def packaged_prompts_dir() -> Path:
+    """The folder holding the templates that ship with the package."""
+    for folder in _SEARCH_PATH:
+        if folder.is_dir():
+            return folder
+    raise PromptTemplateError(
+        "drpo-agents' prompt templates are missing (looked in "
+        + ", ".join(str(p) for p in _SEARCH_PATH)
+        + "); reinstall the package."
+    )
+
+
+def available_prompts(prompts_dir: Path | None = None) -> list[str]:
+    """Names of every template that :func:`load_prompt` can load."""
+    names = {p.stem for p in packaged_prompts_dir().glob("*.md")}
+    if prompts_dir is not None:
+        names |= {p.stem for p in Path(prompts_dir).glob("*.md")}
+    return sorted(names)
+
+
+@lru_cache(maxsize=128)
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptTemplateError(f"prompt template {path} is not valid UTF-8: {exc}") from exc
+
+
+def load_prompt(name: str, prompts_dir: Path | None = None) -> string.Template:
+    """The template called ``name``, from ``prompts_dir`` if it has one, else the packaged one."""
+    folders = ([Path(prompts_dir)] if prompts_dir is not None else []) + [packaged_prompts_dir()]
+    for folder in folders:
+        path = folder / f"{name}.md"
+        if path.is_file():
+            return string.Template(_read(path.resolve()))
+    raise PromptTemplateError(
+        f"no prompt template named {name!r} (available: {', '.join(available_prompts(prompts_dir))})"
+    )
+
+
+def render_prompt(name: str, prompts_dir: Path | None = None, /, **variables: object) -> str:
+    """Load ``name`` and substitute ``variables``; a placeholder left unfilled is an error."""
+    template = load_prompt(name, prompts_dir)
+    try:
+        return template.substitute({k: str(v) for k, v in variables.items()}).strip()
+    except KeyError as exc:
+        raise PromptTemplateError(f"prompt template {name!r} needs variable {exc.args[0]!r}") from exc
+    except ValueError as exc:
+        raise PromptTemplateError(f"prompt template {name!r} is malformed: {exc}") from exc

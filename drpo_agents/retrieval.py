@@ -1,0 +1,81 @@
+"""Retrieving the k most similar ICL examples for a query, with an embedding that works offline."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from langchain_core.embeddings import Embeddings
+
+from drpo_agents.schemas import ICLExample
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_STOPWORDS = frozenset(
+    """a an the and or but if of to in on for with at by from as is are was were be been being it its
+    this that these those i you he she we they me my your our their what which who how why when where can could would should do does did please tell give some any about into""".split()  # noqa: SIM905
+)
+
+
+class HashingEmbeddings(Embeddings):
+    """Deterministic bag-of-words embeddings: hashed word unigrams and bigrams, L2-normalised.
+
+    Lexical, not semantic, but honest, instant and fully offline: the default so nothing
+    downloads a model. Pass any LangChain ``Embeddings`` for semantic retrieval.
+    """
+
+    def __init__(self, dimensions: int = 1024) -> None:
+        if dimensions < 16:
+            raise ValueError("dimensions must be at least 16")
+        self.dimensions = dimensions
+
+    def _embed(self, text: str) -> list[float]:
+        words = [w for w in _TOKEN.findall(text.casefold()) if w not in _STOPWORDS]
+        features = Counter(words + [f"{a} {b}" for a, b in itertools.pairwise(words)])
+        vector = [0.0] * self.dimensions
+        for feature, count in features.items():
+            digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+            index = int.from_bytes(digest[:4], "little") % self.dimensions
+            sign = 1.0 if digest[4] & 1 else -1.0
+            vector[index] += sign * (1.0 + math.log(count))
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self._embed(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed(text)
+
+
+@runtime_checkable
+class ICLRetriever(Protocol):
+    """Anything that returns the k ICL examples most relevant to a query."""
+
+    def retrieve(self, query: str, k: int) -> list[ICLExample]: ...
+
+
+class InMemoryICLRetriever:
+    """Cosine-similarity retrieval over a small in-memory set of ICL examples."""
+
+    def __init__(self, examples: Sequence[ICLExample], embeddings: Embeddings | None = None) -> None:
+        self.examples = list(examples)
+        self.embeddings = embeddings or HashingEmbeddings()
+        self._vectors = self.embeddings.embed_documents([e.query for e in self.examples]) if examples else []
+
+    def retrieve(self, query: str, k: int) -> list[ICLExample]:
+        """The ``k`` examples whose queries are most similar to ``query``, most similar first."""
+        if k <= 0 or not self.examples:
+            return []
+        target = self.embeddings.embed_query(query)
+        scored = [
+            (sum(a * b for a, b in zip(target, vector, strict=True)), index)
+            for index, vector in enumerate(self._vectors)
+        ]
+        # Ties break by original order so retrieval is deterministic.
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        return [self.examples[index] for _, index in scored[:k]]

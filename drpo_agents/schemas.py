@@ -1,0 +1,179 @@
+"""Pydantic schemas of every structured LLM output, and of the records a run keeps.
+
+The LLM-facing schemas accept the shapes real models (and the reference DRPO data) produce:
+nested or flat aspect selections, scores as strings ("4", "4/5"), evaluations keyed by aspect.
+Anything that cannot be read as a 1-5 score is a validation error, never a silent default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Length caps keep constrained decoding of small models finite; they are far above what
+# a sensible answer needs (the reference data's longest reasoning is ~900 characters).
+_SHORT_TEXT = 2_000
+_PROMPT_TEXT = 8_000
+
+_SCORE_PATTERN = re.compile(r"^\s*(\d+(?:\.0+)?)\s*(?:/\s*5(?:\.0+)?)?\s*$")
+
+
+def parse_score(value: Any) -> int:
+    """Read a 1-5 score from an int, a float with no fraction, or a string like "4" or "4/5".
+
+    Raises:
+        ValueError: for anything else, including out-of-range values such as 7 or "8/10".
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"score must be a number from 1 to 5, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and (match := _SCORE_PATTERN.match(value)):
+        number = int(float(match.group(1)))
+    else:
+        raise ValueError(f"score must be a whole number from 1 to 5 (e.g. 4 or '4/5'), got {value!r}")
+    if not 1 <= number <= 5:
+        raise ValueError(f"score must be between 1 and 5, got {value!r}")
+    return number
+
+
+class QueryAnalysis(BaseModel):
+    """The judge's reading of a query before it chooses aspects."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    main_topic: str = Field("", max_length=_SHORT_TEXT)
+    user_intent: str = Field("", max_length=_SHORT_TEXT)
+    ambiguities: str = Field("", max_length=_SHORT_TEXT)
+    response_format: str = Field("", max_length=_SHORT_TEXT)
+    challenges: str = Field("", max_length=_SHORT_TEXT)
+
+
+class AspectSelection(BaseModel):
+    """Which aspects matter for one query, and why (the first step of the dynamic reward)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query_analysis: QueryAnalysis | None = None
+    reasoning: str = Field(..., max_length=_SHORT_TEXT, description="Why these aspects matter here.")
+    selected_aspects: list[str] = Field(
+        ..., min_length=2, max_length=5, description="2 to 5 aspect names from the catalog."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_nested(cls, data: Any) -> Any:
+        # The reference data nests the choice under "aspects_selection".
+        if isinstance(data, dict) and isinstance(data.get("aspects_selection"), dict):
+            nested = data["aspects_selection"]
+            data = {**{k: v for k, v in data.items() if k != "aspects_selection"}, **nested}
+        return data
+
+    @field_validator("selected_aspects")
+    @classmethod
+    def _strip_and_dedupe(cls, names: list[str]) -> list[str]:
+        seen: dict[str, str] = {}
+        for name in names:
+            cleaned = name.strip()
+            if not cleaned:
+                raise ValueError("aspect names must not be empty")
+            seen.setdefault(cleaned.casefold(), cleaned)
+        if len(seen) < 2:
+            raise ValueError("select at least 2 different aspects")
+        return list(seen.values())
+
+
+class AspectScore(BaseModel):
+    """One aspect's 1-5 score of an answer, with the judge's reason."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    aspect: str = Field(..., min_length=1, max_length=100)
+    rationale: str = Field(..., max_length=_SHORT_TEXT)
+    score: int = Field(..., ge=1, le=5)
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _read_score(cls, value: Any) -> int:
+        return parse_score(value)
+
+
+class AnswerEvaluation(BaseModel):
+    """The judge's scores of one answer on the selected aspects."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scores: list[AspectScore] = Field(..., min_length=1, max_length=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_mapping(cls, data: Any) -> Any:
+        # Reference shape: {"Helpfulness": {"rationale": ..., "score": "4"}, ...}
+        if (
+            isinstance(data, dict)
+            and data
+            and "scores" not in data
+            and all(isinstance(v, dict) and "score" in v for v in data.values())
+        ):
+            return {"scores": [{"aspect": name, **value} for name, value in data.items()]}
+        if isinstance(data, dict) and isinstance(data.get("scores"), dict):
+            return {"scores": [{"aspect": n, **v} for n, v in data["scores"].items()]}
+        return data
+
+    @property
+    def reward(self) -> float:
+        """The dynamic reward: mean score over the evaluated aspects."""
+        return sum(s.score for s in self.scores) / len(self.scores)
+
+    def score_of(self, aspect: str) -> int | None:
+        """The score given to ``aspect`` (case-insensitive), or None if it was not scored."""
+        key = aspect.casefold()
+        return next((s.score for s in self.scores if s.aspect.casefold() == key), None)
+
+
+class PromptProposal(BaseModel):
+    """One new system prompt proposed by the rewriter."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    analysis: str = Field("", max_length=_SHORT_TEXT, description="What the critique says is missing.")
+    thought: str = Field("", max_length=_SHORT_TEXT, description="How the new prompt addresses it.")
+    new_prompt: str = Field(..., min_length=1, max_length=_PROMPT_TEXT)
+
+    @field_validator("new_prompt")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("new_prompt must not be blank")
+        return text.strip()
+
+
+class PromptProposals(BaseModel):
+    """The rewriter's answer: several alternative system prompts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    proposals: list[PromptProposal] = Field(..., min_length=1, max_length=16)
+
+
+class ICLExample(BaseModel):
+    """An in-context example: a query and a model answer to show the responder."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: str = Field(..., min_length=1)
+    answer: str = Field(..., min_length=1)
+    id: str | None = None
+
+    @field_validator("answer")
+    @classmethod
+    def _strip_markers(cls, text: str) -> str:
+        # The reference files wrap answers in <START>...<END>.
+        stripped = text.strip()
+        if stripped.startswith("<START>") and stripped.endswith("<END>"):
+            stripped = stripped[len("<START>") : -len("<END>")].strip()
+        return stripped

@@ -1,0 +1,542 @@
+"""The DRPO beam search over system prompts, as a LangGraph ``StateGraph``.
+
+One level of the search (the reference DRPO algorithm):
+
+1. every beam candidate whose last answers scored high (all 5s, or a mean above
+   ``skip_threshold``) gets one *carried* child with the same prompt; the others are
+   rewritten into ``n_actions`` children from their own last critique (``rewrite``), while
+   the judge selects aspects for the level's training queries (``select_aspects``), in parallel;
+2. every child answers the level's queries and is judged (``evaluate``, one task per child
+   and query, fanned out with ``Send``);
+3. children are ranked by the mean of their reward history (inherited rewards included)
+   and the best ``beam_size`` form the next beam (``select_beam``). A level in which any
+   candidate was carried extends the depth by one, at most ``max_depth_increase`` times.
+
+Level 0 only evaluates the initial prompt. Every candidate is recorded with its parent, so
+the whole search tree ends up in the artifact.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+from drpo_agents.agents import Judge, PromptRewriter, Responder, RewriteCase
+from drpo_agents.artifact import AlignmentArtifact, CandidateRecord, EvaluationRecord, LevelRecord, TokenUsage
+from drpo_agents.aspects import AspectCatalog
+from drpo_agents.calls import CallPlan, arun_plan, run_plan
+from drpo_agents.config import DRPOConfig
+from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
+from drpo_agents.errors import DRPOError, recoverable_errors
+from drpo_agents.models.registry import model_identity, model_notes, resolve_model
+from drpo_agents.retrieval import InMemoryICLRetriever
+from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
+from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
+from drpo_agents.usage import usage_of
+
+ROOT_ID = "c0"
+# Aspects used when the judge cannot select any for a query; the record says so.
+FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality")
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _level_batch(state: DRPOState, level: int, per_step: int) -> list[dict[str, str]]:
+    return state["query_bank"][level * per_step : (level + 1) * per_step]
+
+
+def _ranking_key(candidate: dict[str, Any]) -> tuple[float, int, str]:
+    # Best mean reward first; ties go to the earlier level, then the lower id (deterministic).
+    return (-_mean(candidate["rewards"]), candidate["level"], candidate["id"])
+
+
+class _DRPOSearch:
+    """The agents plus the config; its methods are the graph's nodes and routers."""
+
+    def __init__(
+        self,
+        *,
+        responder: Responder,
+        judge: Judge,
+        rewriter: PromptRewriter,
+        config: DRPOConfig,
+        icl_examples: list[ICLExample],
+        models: dict[str, str],
+        notes: list[str],
+    ) -> None:
+        self.responder = responder
+        self.judge = judge
+        self.rewriter = rewriter
+        self.config = config
+        self.icl_examples = icl_examples
+        self.models = models
+        self.notes = notes
+
+    # -- bookkeeping nodes (no model calls) ---------------------------------------------------
+
+    def prepare(self, state: DRPOState) -> dict[str, Any]:
+        """Validate the training queries, fix their order (seeded) and plant the initial prompt."""
+        queries = normalize_queries(state.get("queries") or [])
+        needed = 2 * self.config.queries_per_step
+        if len(queries) < needed:
+            raise DRPOError(
+                f"need at least {needed} training queries (one batch for the initial prompt and one per "
+                f"level); got {len(queries)}"
+            )
+        if self.config.shuffle_queries:
+            random.Random(self.config.seed).shuffle(queries)
+        initial_prompt = state.get("initial_prompt") or self.config.initial_prompt
+        root: dict[str, Any] = {
+            "id": ROOT_ID,
+            "parent_id": None,
+            "prompt": initial_prompt,
+            "level": 0,
+            "rewards": [],
+            "carried": False,
+            "analysis": "",
+            "thought": "",
+        }
+        return {
+            "run_id": state.get("run_id") or uuid.uuid4().hex[:12],
+            "initial_prompt": initial_prompt,
+            "query_bank": queries,
+            "level": 0,
+            "depth_limit": self.config.depth,
+            "depth_extensions": 0,
+            "beam": [],
+            "to_rewrite": [],
+            "candidates": {ROOT_ID: root},
+        }
+
+    def dispatch_evaluations(self, state: DRPOState) -> dict[str, Any]:
+        """Join point after rewriting and aspect selection; the router fans evaluations out."""
+        return {}
+
+    def select_beam(self, state: DRPOState) -> dict[str, Any]:
+        """Rank this level's children by mean reward history and keep the best ``beam_size``."""
+        level = state["level"]
+        batch_ids = [q["id"] for q in _level_batch(state, level, self.config.queries_per_step)]
+        candidates = state["candidates"]
+        children = sorted((c for c in candidates.values() if c["level"] == level), key=lambda c: c["id"])
+        results: dict[str, dict[str, dict[str, Any]]] = {}
+        for record in state.get("evaluations", []):
+            if record["level"] == level:
+                results.setdefault(record["candidate_id"], {})[record["query_id"]] = record
+
+        updates: dict[str, dict[str, Any]] = {}
+        pool: list[dict[str, Any]] = []
+        failures = [
+            f"{f['step']} {f.get('candidate_id') or f.get('query_id')}: {f['error']}"
+            for f in state.get("failures", [])
+            if f.get("level") == level
+        ]
+        for child in children:
+            records = results.get(child["id"], {})
+            failed = [r for r in records.values() if r.get("error")]
+            if failed or len(records) < len(batch_ids):
+                reason = failed[0]["error"] if failed else "missing evaluation"
+                failures.append(f"evaluate {child['id']}: {reason}")
+                continue
+            level_reward = _mean([records[qid]["reward"] for qid in batch_ids])
+            parent = candidates.get(child["parent_id"] or "")
+            rewards = [*(parent["rewards"] if parent else []), level_reward]
+            updates[child["id"]] = {"rewards": rewards}
+            pool.append({**child, "rewards": rewards, "level_reward": level_reward})
+
+        if not pool:
+            if level == 0:
+                raise DRPOError(
+                    "the initial prompt could not be evaluated, so the search cannot start: "
+                    + "; ".join(failures)
+                )
+            # Nothing at this level survived: the previous beam stays, and the failures are recorded.
+            beam = list(state["beam"])
+            kept = [candidates[cid] for cid in beam]
+            level_rewards: list[float] = []
+        else:
+            kept = sorted(pool, key=_ranking_key)[: self.config.beam_size]
+            beam = [c["id"] for c in kept]
+            level_rewards = [c["level_reward"] for c in kept]
+        level_record = {
+            "level": level,
+            "query_ids": batch_ids,
+            "beam": beam,
+            "beam_mean_rewards": [_mean(c["rewards"]) for c in kept if c["rewards"]],
+            "level_rewards": level_rewards,
+            "skipped": bool(children) and all(c.get("carried") for c in children),
+            "depth_limit": state["depth_limit"],
+            "failures": failures,
+        }
+        return {"candidates": updates, "beam": beam, "levels": [level_record]}
+
+    def next_level(self, state: DRPOState) -> dict[str, Any]:
+        """Advance one level: stop, or carry settled candidates and mark the others for rewriting."""
+        level = state["level"] + 1
+        if level > state["depth_limit"]:
+            return {"stop_reason": f"reached depth {state['depth_limit']}"}
+        if not _level_batch(state, level, self.config.queries_per_step):
+            return {"stop_reason": f"used all {len(state['query_bank'])} training queries"}
+
+        candidates = state["candidates"]
+        carried: dict[str, dict[str, Any]] = {}
+        to_rewrite: list[str] = []
+        for rank, parent_id in enumerate(state["beam"]):
+            latest = self._latest_evaluations(state, parent_id)
+            if latest and all(self._is_settled(r) for r in latest):
+                parent = candidates[parent_id]
+                child_id = f"c{level}-{rank}-0"
+                carried[child_id] = {
+                    "id": child_id,
+                    "parent_id": parent_id,
+                    "prompt": parent["prompt"],
+                    "level": level,
+                    "rewards": [],
+                    "carried": True,
+                    "analysis": "Carried forward unchanged: its answers already scored high.",
+                    "thought": "",
+                }
+            else:
+                to_rewrite.append(parent_id)
+
+        update: dict[str, Any] = {"level": level, "to_rewrite": to_rewrite, "candidates": carried}
+        extensions = state.get("depth_extensions", 0)
+        if carried and extensions < self.config.max_depth_increase:
+            update["depth_limit"] = state["depth_limit"] + 1
+            update["depth_extensions"] = extensions + 1
+        return update
+
+    def finalize(self, state: DRPOState) -> dict[str, Any]:
+        """Build the artifact from the final beam and the recorded search tree."""
+        best_id = state["beam"][0]
+        candidates = sorted(state["candidates"].values(), key=lambda c: (c["level"], c["id"]))
+        evaluations = sorted(
+            state.get("evaluations", []), key=lambda r: (r["level"], r["candidate_id"], r["query_id"])
+        )
+        artifact = AlignmentArtifact(
+            run_id=state["run_id"],
+            system_prompt=state["candidates"][best_id]["prompt"],
+            icl_examples=self.icl_examples,
+            icl_k=self.config.icl_k,
+            best_candidate_id=best_id,
+            candidates=[CandidateRecord.model_validate(c) for c in candidates],
+            evaluations=[EvaluationRecord.model_validate(e) for e in evaluations],
+            levels=[
+                LevelRecord.model_validate(r)
+                for r in sorted(state.get("levels", []), key=lambda r: r["level"])
+            ],
+            config=self.config.to_json_dict(),
+            models=self.models,
+            usage={role: TokenUsage.model_validate(u) for role, u in state.get("usage", {}).items()},
+            notes=[*self.notes, f"stopped: {state.get('stop_reason', 'finished')}"],
+        )
+        return {"artifact": artifact.model_dump(mode="json")}
+
+    # -- routers -----------------------------------------------------------------------------
+
+    def route_level_work(self, state: DRPOState) -> list[Send] | str:
+        """Fan out this level's rewrites and aspect selections, or finish."""
+        if state.get("stop_reason"):
+            return "finalize"
+        sends = [
+            Send("rewrite", self._rewrite_payload(state, parent_id, state["beam"].index(parent_id)))
+            for parent_id in state.get("to_rewrite", [])
+        ]
+        cache = state.get("aspect_cache", {})
+        sends += [
+            Send("select_aspects", {"query_id": q["id"], "query": q["query"], "level": state["level"]})
+            for q in _level_batch(state, state["level"], self.config.queries_per_step)
+            if q["id"] not in cache
+        ]
+        return sends or "dispatch_evaluations"
+
+    def route_evaluations(self, state: DRPOState) -> list[Send] | str:
+        """One ``evaluate`` task per (new candidate, training query) of this level."""
+        level = state["level"]
+        children = sorted(
+            (c for c in state["candidates"].values() if c["level"] == level), key=lambda c: c["id"]
+        )
+        batch = _level_batch(state, level, self.config.queries_per_step)
+        sends = [
+            Send(
+                "evaluate",
+                {
+                    "candidate_id": child["id"],
+                    "prompt": child["prompt"],
+                    "level": level,
+                    "query_id": q["id"],
+                    "query": q["query"],
+                    "aspects": state["aspect_cache"][q["id"]]["selected_aspects"],
+                },
+            )
+            for child in children
+            for q in batch
+        ]
+        return sends or "select_beam"
+
+    # -- model-calling nodes (call plans: the same code runs under invoke and ainvoke) ---------
+
+    def plan_select_aspects(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
+        """Ask the judge which aspects matter for one training query."""
+        try:
+            result = yield from self.judge.plan_select_aspects(
+                task["query"], config=_tagged(config, task, "query_id", "level")
+            )
+        except recoverable_errors() as exc:
+            fallback = AspectSelection(
+                reasoning=f"Fallback aspects: aspect selection failed ({_error_text(exc)}).",
+                selected_aspects=list(FALLBACK_ASPECTS),
+            )
+            return {
+                "aspect_cache": {task["query_id"]: {**fallback.model_dump(), "fallback": True}},
+                "failures": [
+                    {
+                        "step": "select_aspects",
+                        "level": task["level"],
+                        "query_id": task["query_id"],
+                        "error": _error_text(exc),
+                    }
+                ],
+            }
+        return {
+            "aspect_cache": {task["query_id"]: result.value.model_dump()},
+            "usage": usage_of("judge", result.messages),
+        }
+
+    def plan_rewrite(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
+        """Ask the rewriter for ``n_actions`` children of one beam candidate."""
+        cases = [
+            RewriteCase(query=c["query"], answer=c["answer"], evaluation=AnswerEvaluation(scores=c["scores"]))
+            for c in task["cases"]
+        ]
+        try:
+            result = yield from self.rewriter.plan_propose(
+                task["prompt"],
+                cases,
+                n=self.config.n_actions,
+                previous_prompts=task["previous_prompts"],
+                config=_tagged(config, task, "parent_id", "level"),
+            )
+        except recoverable_errors() as exc:
+            return {
+                "failures": [
+                    {
+                        "step": "rewrite",
+                        "level": task["level"],
+                        "candidate_id": task["parent_id"],
+                        "error": _error_text(exc),
+                    }
+                ]
+            }
+        children = {}
+        for index, proposal in enumerate(result.value.proposals):
+            child_id = f"c{task['level']}-{task['rank']}-{index}"
+            children[child_id] = {
+                "id": child_id,
+                "parent_id": task["parent_id"],
+                "prompt": proposal.new_prompt,
+                "level": task["level"],
+                "rewards": [],
+                "carried": False,
+                "analysis": proposal.analysis,
+                "thought": proposal.thought,
+            }
+        return {"candidates": children, "usage": usage_of("rewriter", result.messages)}
+
+    def plan_evaluate(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
+        """Answer one training query under one candidate prompt and judge the answer."""
+        record: dict[str, Any] = {
+            "candidate_id": task["candidate_id"],
+            "level": task["level"],
+            "query_id": task["query_id"],
+            "query": task["query"],
+            "aspects": list(task["aspects"]),
+            "answer": "",
+            "scores": [],
+            "reward": None,
+            "error": None,
+        }
+        call_config = _tagged(config, task, "candidate_id", "query_id", "level")
+        usage: dict[str, dict[str, int]] = {}
+        try:
+            response = yield from self.responder.plan_respond(
+                task["prompt"], task["query"], config=call_config
+            )
+            record["answer"] = response.answer
+            usage.update(usage_of("responder", response.messages))
+            scored = yield from self.judge.plan_score(
+                task["query"], response.answer, task["aspects"], config=call_config
+            )
+        except recoverable_errors() as exc:
+            record["error"] = _error_text(exc)
+            return {"evaluations": [record], "usage": usage}
+        usage.update(usage_of("judge", scored.messages))
+        record["scores"] = [s.model_dump() for s in scored.value.scores]
+        record["reward"] = scored.value.reward
+        return {"evaluations": [record], "usage": usage}
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _is_settled(self, record: dict[str, Any]) -> bool:
+        scores = [s["score"] for s in record["scores"]]
+        return bool(scores) and (all(s == 5 for s in scores) or _mean(scores) > self.config.skip_threshold)
+
+    @staticmethod
+    def _latest_evaluations(state: DRPOState, candidate_id: str) -> list[dict[str, Any]]:
+        own = [
+            r
+            for r in state.get("evaluations", [])
+            if r["candidate_id"] == candidate_id and not r.get("error")
+        ]
+        if not own:
+            return []
+        last = max(r["level"] for r in own)
+        return sorted((r for r in own if r["level"] == last), key=lambda r: r["query_id"])
+
+    def _rewrite_payload(self, state: DRPOState, parent_id: str, rank: int) -> dict[str, Any]:
+        candidates = state["candidates"]
+        history: list[str] = []
+        ancestor = candidates[parent_id].get("parent_id")
+        while ancestor is not None and len(history) < self.config.prompt_history:
+            prompt = candidates[ancestor]["prompt"]
+            if prompt not in history and prompt != candidates[parent_id]["prompt"]:
+                history.insert(0, prompt)
+            ancestor = candidates[ancestor].get("parent_id")
+        return {
+            "parent_id": parent_id,
+            "rank": rank,
+            "level": state["level"],
+            "prompt": candidates[parent_id]["prompt"],
+            "previous_prompts": history,
+            "cases": [
+                {"query": r["query"], "answer": r["answer"], "scores": r["scores"]}
+                for r in self._latest_evaluations(state, parent_id)
+            ],
+        }
+
+
+def _tagged(config: RunnableConfig, task: dict[str, Any], *keys: str) -> RunnableConfig:
+    """Forward the node's config with the task's ids as trace metadata."""
+    metadata = {**config.get("metadata", {}), **{f"drpo_{k}": task[k] for k in keys}}
+    return {**config, "metadata": metadata}
+
+
+def _plan_node(
+    name: str, plan: Callable[[dict[str, Any], RunnableConfig], CallPlan[dict[str, Any]]]
+) -> RunnableLambda[Any, Any]:
+    def run(task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        return run_plan(plan(task, config))
+
+    async def arun(task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        return await arun_plan(plan(task, config))
+
+    return RunnableLambda(run, afunc=arun, name=name)
+
+
+def create_drpo_graph(
+    responder: str | BaseLanguageModel[Any],
+    judge: str | BaseChatModel,
+    rewriter: str | BaseChatModel | None = None,
+    *,
+    config: DRPOConfig | None = None,
+    icl_examples: Sequence[ICLExample] | None = None,
+    embeddings: Embeddings | None = None,
+    aspects: AspectCatalog | None = None,
+) -> StateGraph[DRPOState, None, DRPOInput, DRPOOutput]:
+    """Build the DRPO self-alignment graph (uncompiled, so you choose the checkpointer).
+
+    Args:
+        responder: the model being aligned: a chat model, a completion model (base-model
+            mode), or a ``"provider:model"`` string for ``init_chat_model`` (``"sandbox"`` for
+            the offline simulation).
+        judge: the dynamic-reward judge model (or string).
+        rewriter: the prompt rewriter; defaults to the judge's model.
+        config: search hyper-parameters; defaults reproduce the reference DRPO search.
+        icl_examples: the ICL set the responder retrieves from; defaults to the packaged seed set.
+        embeddings: embeddings for ICL retrieval; defaults to offline :class:`HashingEmbeddings`.
+        aspects: the judge's aspect catalog; defaults to the 14 built-in aspects.
+
+    Returns:
+        A ``StateGraph``. Compile it (``graph.compile(checkpointer=...)``) and invoke it with
+        ``{"queries": [...]}``; the output's ``"artifact"`` is an :class:`AlignmentArtifact` dict.
+        Pass ``{"max_concurrency": N}`` in the run config to bound parallel model calls.
+
+    Example:
+        >>> graph = create_drpo_graph(responder="sandbox", judge="sandbox").compile()
+        >>> out = graph.invoke({"queries": ["How do tides work?", "Plan a picnic.", "Hack my ex's email."]})
+    """
+    cfg = config or DRPOConfig()
+    responder_model = resolve_model(responder, "responder")
+    judge_model = resolve_model(judge, "judge")
+    # The rewriter defaults to the judge's model (for a string, that model built for the rewriter role).
+    rewriter_model = resolve_model(rewriter if rewriter is not None else judge, "rewriter")
+    if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
+        raise TypeError("the judge and the rewriter must be chat models")
+    examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
+    search = _DRPOSearch(
+        responder=Responder(
+            responder_model,
+            retriever=InMemoryICLRetriever(examples, embeddings),
+            k=cfg.icl_k,
+            mode=cfg.responder_mode,
+            prompts_dir=cfg.prompts_dir,
+        ),
+        judge=Judge(
+            judge_model,
+            catalog=aspects,
+            method=cfg.structured_output_method,
+            max_retries=cfg.max_parse_retries,
+            prompts_dir=cfg.prompts_dir,
+        ),
+        rewriter=PromptRewriter(
+            rewriter_model,
+            max_bullets=cfg.max_bullets,
+            max_new_bullets=cfg.max_new_bullets,
+            method=cfg.structured_output_method,
+            max_retries=cfg.max_parse_retries,
+            prompts_dir=cfg.prompts_dir,
+        ),
+        config=cfg,
+        icl_examples=examples,
+        models={
+            "responder": model_identity(responder_model),
+            "judge": model_identity(judge_model),
+            "rewriter": model_identity(rewriter_model),
+        },
+        notes=model_notes({"responder": responder_model, "judge": judge_model, "rewriter": rewriter_model}),
+    )
+
+    graph = StateGraph(DRPOState, input_schema=DRPOInput, output_schema=DRPOOutput)
+    graph.add_node("prepare", search.prepare)
+    graph.add_node("rewrite", _plan_node("rewrite", search.plan_rewrite))
+    graph.add_node("select_aspects", _plan_node("select_aspects", search.plan_select_aspects))
+    graph.add_node("dispatch_evaluations", search.dispatch_evaluations)
+    graph.add_node("evaluate", _plan_node("evaluate", search.plan_evaluate))
+    graph.add_node("select_beam", search.select_beam)
+    graph.add_node("next_level", search.next_level)
+    graph.add_node("finalize", search.finalize)
+
+    level_work = ["rewrite", "select_aspects", "dispatch_evaluations", "finalize"]
+    graph.add_edge(START, "prepare")
+    graph.add_conditional_edges("prepare", search.route_level_work, level_work)
+    graph.add_edge("rewrite", "dispatch_evaluations")
+    graph.add_edge("select_aspects", "dispatch_evaluations")
+    graph.add_conditional_edges("dispatch_evaluations", search.route_evaluations, ["evaluate", "select_beam"])
+    graph.add_edge("evaluate", "select_beam")
+    graph.add_edge("select_beam", "next_level")
+    graph.add_conditional_edges("next_level", search.route_level_work, level_work)
+    graph.add_edge("finalize", END)
+    return graph

@@ -1,0 +1,62 @@
+"""Graph state of the DRPO search. Plain JSON-ready values only, so every checkpointer can store it."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Annotated, Any, Required, TypedDict
+
+from drpo_agents.usage import UsageByRole, merge_usage
+
+
+def merge_records(
+    left: Mapping[str, dict[str, Any]] | None, right: Mapping[str, dict[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
+    """Reducer for id-keyed records: fields in ``right`` update the record of the same id."""
+    merged = {key: dict(value) for key, value in (left or {}).items()}
+    for key, value in (right or {}).items():
+        merged[key] = {**merged.get(key, {}), **value}
+    return merged
+
+
+class DRPOInput(TypedDict, total=False):
+    """What a run starts from.
+
+    ``queries`` are training queries, as strings or ``{"id": ..., "query": ...}`` dicts.
+    """
+
+    queries: Required[list[Any]]
+    initial_prompt: str
+    run_id: str
+
+
+class DRPOState(DRPOInput, total=False):
+    """The whole search, checkpointed after every step.
+
+    Candidates and evaluations are append-only records (the search tree); ``beam`` and
+    ``level`` say where the search stands.
+    """
+
+    query_bank: list[dict[str, str]]  # training queries in visiting order
+    level: int
+    depth_limit: int
+    depth_extensions: int
+    beam: list[str]
+    to_rewrite: list[str]  # beam candidates to rewrite at this level
+    stop_reason: str
+    candidates: Annotated[dict[str, dict[str, Any]], merge_records]
+    evaluations: Annotated[list[dict[str, Any]], operator.add]
+    aspect_cache: Annotated[dict[str, dict[str, Any]], merge_records]
+    levels: Annotated[list[dict[str, Any]], operator.add]
+    failures: Annotated[list[dict[str, Any]], operator.add]
+    usage: Annotated[UsageByRole, merge_usage]
+    artifact: dict[str, Any]
+
+
+class DRPOOutput(TypedDict, total=False):
+    """What a finished run returns: the artifact (as a dict) and the best prompt."""
+
+    artifact: dict[str, Any]
+    beam: list[str]
+    to_rewrite: list[str]  # beam candidates to rewrite at this level
+    stop_reason: str

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+
+from drpo_agents.calls import arun_plan, run_plan
+from drpo_agents.errors import StructuredOutputError
+from drpo_agents.schemas import AnswerEvaluation
+from drpo_agents.structured import extract_json, plan_structured
+
+from .fakes import scripted
+
+GOOD = {"scores": [{"aspect": "Clarity", "rationale": "fine", "score": 4}]}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1}',
+        'Sure! ```json\n{"a": 1}\n``` hope this helps',
+        'Here you go: {"a": 1} -- done',
+        '```\n{"a": 1}\n```',
+    ],
+)
+def test_extract_json_finds_the_object(text: str) -> None:
+    assert extract_json(text) == {"a": 1}
+
+
+def test_extract_json_without_json_raises() -> None:
+    with pytest.raises(ValueError, match="no JSON"):
+        extract_json("I think the answer is good.")
+
+
+def test_tool_calling_path_returns_validated_object() -> None:
+    model = scripted(lambda _: GOOD)
+    result = run_plan(plan_structured(model, AnswerEvaluation, [HumanMessage("grade")]))
+    assert result.value.reward == 4
+    assert model.bound_tool == "AnswerEvaluation" or len(model.calls) == 1
+
+
+async def test_model_without_tools_uses_text_path_with_schema_in_prompt() -> None:
+    # GenericFakeChatModel has no bind_tools: the tolerant text path must handle it.
+    model = GenericFakeChatModel(
+        messages=iter(
+            [
+                AIMessage(
+                    content='Result:\n```json\n{"scores": [{"aspect": "Depth", "rationale": "r", "score": "4/5"}]}\n```'
+                )
+            ]
+        )
+    )
+    result = await arun_plan(plan_structured(model, AnswerEvaluation, [HumanMessage("grade")]))
+    assert result.value.scores[0].score == 4
+
+
+def test_invalid_reply_is_reasked_with_the_error() -> None:
+    replies = iter([{"scores": [{"aspect": "Clarity", "rationale": "x", "score": 9}]}, GOOD])
+    model = scripted(lambda _: next(replies))
+    result = run_plan(plan_structured(model, AnswerEvaluation, [HumanMessage("grade")], max_retries=2))
+    assert result.value.reward == 4
+    assert len(model.calls) == 2
+    feedback = model.calls[1][-1].content
+    assert "between 1 and 5" in feedback and "could not be used" in feedback
+    assert len(result.messages) == 2  # both calls are accounted for
+
+
+def test_validator_rejection_triggers_retry_and_final_error() -> None:
+    model = scripted(lambda _: GOOD)
+
+    def reject(value: AnswerEvaluation) -> AnswerEvaluation:
+        raise ValueError("missing scores for aspect(s): Safety")
+
+    with pytest.raises(StructuredOutputError, match="Safety") as info:
+        run_plan(
+            plan_structured(model, AnswerEvaluation, [HumanMessage("g")], max_retries=1, validate=reject)
+        )
+    assert len(model.calls) == 2 and len(info.value.raw_outputs) == 2
+
+
+def test_garbage_text_fails_after_retries() -> None:
+    model = scripted(lambda _: "I refuse to produce JSON.", tools=False)
+    with pytest.raises(StructuredOutputError, match="no JSON object"):
+        run_plan(plan_structured(model, AnswerEvaluation, [HumanMessage("g")], max_retries=2))
+    assert len(model.calls) == 3
