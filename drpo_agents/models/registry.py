@@ -42,9 +42,12 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
     from langchain.chat_models import init_chat_model
 
     # OpenAI's client waits forever by default; a stalled provider must not hang a run.
-    options = {"timeout": 120, "max_retries": 3} if provider in {"openai", "azure_openai"} else {}
+    options: dict[str, Any] = (
+        {"timeout": 120, "max_retries": 3} if provider in {"openai", "azure_openai"} else {}
+    )
     try:
-        return init_chat_model(text, **options)
+        model: BaseLanguageModel[Any] = init_chat_model(text, **options)
+        return model
     except (ValueError, ImportError) as exc:
         raise ConfigError(f"cannot create the {role} model from {text!r}: {exc}") from exc
 
