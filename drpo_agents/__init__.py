@@ -13,8 +13,15 @@ Typical use::
 """
 
 from drpo_agents.agents import Judge, PromptRewriter, Responder
-from drpo_agents.api import aoptimize, optimize
-from drpo_agents.artifact import AlignmentArtifact, CandidateRecord, EvaluationRecord, LevelRecord
+from drpo_agents.api import aoptimize, aresume, optimize, resume
+from drpo_agents.artifact import (
+    AlignmentArtifact,
+    CandidateRecord,
+    EvaluationRecord,
+    ICLOptimizationRecord,
+    ICLRoundRecord,
+    LevelRecord,
+)
 from drpo_agents.aspects import DEFAULT_ASPECTS, Aspect, AspectCatalog
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import (
@@ -25,14 +32,37 @@ from drpo_agents.datasets import (
     load_training_queries,
 )
 from drpo_agents.errors import ArtifactError, ConfigError, DRPOError, StructuredOutputError
+from drpo_agents.evaluate import (
+    EVAL_ASPECTS,
+    EvaluationReport,
+    EvaluationSetup,
+    aevaluate,
+    evaluate,
+)
+from drpo_agents.icl_stage import (
+    ICLStageConfig,
+    aoptimize_icl_examples,
+    create_icl_stage_graph,
+    optimize_icl_examples,
+)
+from drpo_agents.memory import (
+    ChromaCritiqueMemory,
+    ChromaICLRetriever,
+    Critique,
+    CritiqueMemory,
+    InMemoryCritiqueMemory,
+)
 from drpo_agents.models import resolve_model, sandbox_models
+from drpo_agents.official import load_official_trace
 from drpo_agents.retrieval import HashingEmbeddings, InMemoryICLRetriever
 from drpo_agents.runnable import with_alignment
 from drpo_agents.schemas import (
     AnswerEvaluation,
+    AnswerRewrite,
     AspectScore,
     AspectSelection,
     ICLExample,
+    PairwiseVerdict,
     PromptProposal,
     PromptProposals,
 )
@@ -42,39 +72,60 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_ASPECTS",
+    "EVAL_ASPECTS",
     "AlignmentArtifact",
     "AnswerEvaluation",
+    "AnswerRewrite",
     "ArtifactError",
     "Aspect",
     "AspectCatalog",
     "AspectScore",
     "AspectSelection",
     "CandidateRecord",
+    "ChromaCritiqueMemory",
+    "ChromaICLRetriever",
     "ConfigError",
+    "Critique",
+    "CritiqueMemory",
     "DRPOConfig",
     "DRPOError",
     "DRPOInput",
     "DRPOState",
     "EvaluationRecord",
+    "EvaluationReport",
+    "EvaluationSetup",
     "HashingEmbeddings",
     "ICLExample",
+    "ICLOptimizationRecord",
+    "ICLRoundRecord",
+    "ICLStageConfig",
+    "InMemoryCritiqueMemory",
     "InMemoryICLRetriever",
     "Judge",
     "LevelRecord",
+    "PairwiseVerdict",
     "PromptProposal",
     "PromptProposals",
     "PromptRewriter",
     "Responder",
     "StructuredOutputError",
+    "aevaluate",
     "aoptimize",
+    "aoptimize_icl_examples",
+    "aresume",
     "create_drpo_graph",
+    "create_icl_stage_graph",
+    "evaluate",
     "load_eval_queries",
     "load_icl_examples",
+    "load_official_trace",
     "load_queries",
     "load_seed_icl_examples",
     "load_training_queries",
     "optimize",
+    "optimize_icl_examples",
     "resolve_model",
+    "resume",
     "sandbox_models",
     "with_alignment",
 ]

@@ -1,11 +1,22 @@
-"""One call from training queries to an :class:`AlignmentArtifact`: compile, run, save."""
+"""From training queries to an :class:`AlignmentArtifact` in one call: compile, run, save, resume.
+
+A run directory holds everything a run needs to be inspected or resumed:
+
+=====================  ================================================================
+``config.json``        run id, every ``DRPOConfig`` field, model identities, memory location
+``checkpoints.sqlite`` LangGraph checkpoints, thread id = run id (unless a PostgreSQL URL is used)
+``llm_cache.sqlite``   LLM response cache (what ``config.cache`` selects)
+``chroma/``            Chroma data: ICL examples and critiques (unless ``memory`` points elsewhere)
+``artifact.json``      the result
+=====================  ================================================================
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,9 +28,19 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.aspects import AspectCatalog
+from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.calls import run_sync
 from drpo_agents.config import DRPOConfig
-from drpo_agents.datasets import normalize_queries
+from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
+from drpo_agents.errors import ConfigError, DRPOError
+from drpo_agents.memory import (
+    ChromaCritiqueMemory,
+    ChromaICLRetriever,
+    CritiqueMemory,
+    InMemoryCritiqueMemory,
+    chroma_client,
+)
+from drpo_agents.retrieval import ICLRetriever
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.graph import create_drpo_graph
 from drpo_agents.search.state import DRPOInput
@@ -27,8 +48,179 @@ from drpo_agents.search.state import DRPOInput
 ARTIFACT_FILE = "artifact.json"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoints.sqlite"
+CACHE_FILE = "llm_cache.sqlite"
+CHROMA_DIR = "chroma"
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
+Checkpointer = BaseCheckpointSaver[Any] | str | None
+
+
+@asynccontextmanager
+async def open_checkpointer(
+    spec: Checkpointer, run_dir: Path | None
+) -> AsyncIterator[BaseCheckpointSaver[Any] | None]:
+    """A checkpointer from an instance, a ``postgresql://`` URL, or the run directory's SQLite file."""
+    if isinstance(spec, BaseCheckpointSaver):
+        yield spec
+    elif isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
+        try:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        except ImportError as exc:
+            raise ConfigError("PostgreSQL checkpoints need: pip install 'drpo-agents[postgres]'") from exc
+        async with AsyncPostgresSaver.from_conn_string(spec) as saver:
+            await saver.setup()
+            yield saver
+    elif spec is not None:
+        raise ConfigError(f"checkpointer must be a BaseCheckpointSaver or a postgresql:// URL, got {spec!r}")
+    elif run_dir is not None:
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        async with AsyncSqliteSaver.from_conn_string(str(run_dir / CHECKPOINT_FILE)) as saver:
+            yield saver
+    else:
+        yield None
+
+
+async def _run(
+    inputs: DRPOInput | None,
+    *,
+    responder: str | BaseLanguageModel[Any],
+    judge: str | BaseChatModel,
+    rewriter: str | BaseChatModel | None,
+    config: DRPOConfig,
+    run_id: str,
+    run_dir: Path | None,
+    icl_examples: Sequence[ICLExample] | None,
+    embeddings: Embeddings | None,
+    aspects: AspectCatalog | None,
+    memory: str | Path | CritiqueMemory | None,
+    checkpointer: Checkpointer,
+    callbacks: Callbacks,
+    on_progress: ProgressCallback | None,
+) -> AlignmentArtifact:
+    examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
+    critique_memory: CritiqueMemory
+    retriever_factory: Callable[[list[ICLExample]], ICLRetriever] | None = None
+    location = (
+        memory if isinstance(memory, str | Path) else (run_dir / CHROMA_DIR if run_dir is not None else None)
+    )
+    if memory is not None and not isinstance(memory, str | Path):
+        critique_memory = memory
+    elif location is None:
+        critique_memory = InMemoryCritiqueMemory(embeddings)  # no run directory: nothing to persist
+    else:
+        client = chroma_client(location)
+        critique_memory = ChromaCritiqueMemory(client=client, embeddings=embeddings)
+
+        def retriever_factory(shots: list[ICLExample]) -> ICLRetriever:
+            return ChromaICLRetriever(shots, client=client, embeddings=embeddings)
+
+    cache = SQLiteLLMCache(run_dir / CACHE_FILE) if run_dir is not None else None
+    graph = create_drpo_graph(
+        responder,
+        judge,
+        rewriter,
+        config=config,
+        icl_examples=examples,
+        embeddings=embeddings,
+        aspects=aspects,
+        icl_retriever_factory=retriever_factory,
+        memory=critique_memory,
+        cache=cache,
+    )
+    async with AsyncExitStack() as stack:
+        saver = await stack.enter_async_context(open_checkpointer(checkpointer, run_dir))
+        app = graph.compile(checkpointer=saver, name="drpo")
+        run_config = cast(
+            RunnableConfig,
+            {
+                "configurable": {"thread_id": run_id},
+                "max_concurrency": config.max_concurrency,
+                "recursion_limit": 10 * (config.max_levels + 2),
+                "callbacks": callbacks,
+                "run_name": "drpo_optimize",
+                "metadata": {"drpo_run_id": run_id},
+            },
+        )
+        if inputs is None:
+            if saver is None:
+                raise ConfigError("resuming needs a checkpointer (a run directory or a PostgreSQL URL)")
+            snapshot = await app.aget_state(run_config)
+            if not snapshot.values:
+                raise DRPOError(f"no checkpoint for run {run_id!r}: nothing to resume")
+            if not snapshot.next and "artifact" in snapshot.values:
+                if not (snapshot.values.get("stopped_by_budget") and _budget_left(config, snapshot.values)):
+                    return _finish(
+                        AlignmentArtifact.model_validate(snapshot.values["artifact"]), run_dir, cache
+                    )
+                # Stopped by a budget that has since been raised: reopen the search after the last
+                # completed level (validation, if any, runs again at the new end).
+                await app.aupdate_state(
+                    run_config,
+                    {
+                        "stop_reason": "",
+                        "stopped_by_budget": False,
+                        "phase": "search",
+                        "validation": [],
+                        "validated_best": "",
+                        "level": _last_search_level(snapshot.values),
+                    },
+                    as_node="select_beam",
+                )
+        final: dict[str, Any] = {}
+        async for chunk in app.astream(inputs, run_config, stream_mode="updates"):
+            for node, update in chunk.items():
+                if not isinstance(update, dict):
+                    continue
+                if on_progress is not None:
+                    on_progress(node, update)
+                if node == "finalize":
+                    final = update
+    if "artifact" not in final:
+        raise DRPOError(f"run {run_id!r} ended without an artifact")
+    return _finish(AlignmentArtifact.model_validate(final["artifact"]), run_dir, cache)
+
+
+def _budget_left(config: DRPOConfig, values: dict[str, Any]) -> bool:
+    tokens = sum(
+        u.get("input_tokens", 0) + u.get("output_tokens", 0) for u in values.get("usage", {}).values()
+    )
+    if config.max_tokens_budget is not None and tokens >= config.max_tokens_budget:
+        return False
+    artifact = values.get("artifact", {})
+    cost = artifact.get("cost")
+    return not (config.max_cost is not None and cost is not None and cost >= config.max_cost)
+
+
+def _last_search_level(values: dict[str, Any]) -> int:
+    return max((level["level"] for level in values.get("levels", [])), default=0)
+
+
+def _finish(
+    artifact: AlignmentArtifact, run_dir: Path | None, cache: SQLiteLLMCache | None
+) -> AlignmentArtifact:
+    if cache is not None:
+        cache.close()
+    if run_dir is not None:
+        artifact.save(run_dir / ARTIFACT_FILE)
+    return artifact
+
+
+def _write_run_config(
+    run_dir: Path, run_id: str, config: DRPOConfig, models: dict[str, str], memory: Any
+) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "run_id": run_id,
+        "config": config.to_json_dict(),
+        "models": models,
+        "memory": str(memory) if isinstance(memory, str | Path) else None,
+    }
+    (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def _spec_of(model: Any) -> str:
+    return model if isinstance(model, str) else f"<{type(model).__name__} instance>"
 
 
 async def aoptimize(
@@ -43,7 +235,8 @@ async def aoptimize(
     aspects: AspectCatalog | None = None,
     run_dir: str | Path | None = None,
     run_id: str | None = None,
-    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    memory: str | Path | CritiqueMemory | None = None,
+    checkpointer: Checkpointer = None,
     callbacks: Callbacks = None,
     on_progress: ProgressCallback | None = None,
 ) -> AlignmentArtifact:
@@ -54,61 +247,119 @@ async def aoptimize(
         responder, judge, rewriter: models or ``"provider:model"`` strings (see :func:`create_drpo_graph`).
         config: search hyper-parameters.
         icl_examples, embeddings, aspects: see :func:`create_drpo_graph`.
-        run_dir: if given, the run writes ``config.json``, ``checkpoints.sqlite`` and
-            ``artifact.json`` there, and is checkpointed in SQLite under ``run_id``.
+        run_dir: if given, the run keeps its config, checkpoints, LLM cache, Chroma data and
+            artifact there, and can be continued with :func:`resume` after a crash or stop.
         run_id: the run's id (also the checkpoint thread id); generated if omitted.
-        checkpointer: a checkpointer to use instead of the run directory's SQLite file.
+        memory: where critiques (and ICL examples) are kept: a folder, an ``http://host:port``
+            Chroma server, or a :class:`CritiqueMemory`. Share one location between runs so a
+            run learns from earlier runs of the same responder model. Default: ``run_dir/chroma``
+            (or in-memory without a run directory).
+        checkpointer: a checkpointer or a ``postgresql://`` URL instead of the run directory's SQLite.
         callbacks: LangChain callbacks for every node and model call (tracing, logging).
         on_progress: called as ``on_progress(node_name, update)`` after every graph step.
     """
     cfg = config or DRPOConfig()
     normalize_queries(queries)  # fail on bad input before building anything
     run_id = run_id or uuid.uuid4().hex[:12]
-    graph = create_drpo_graph(
-        responder,
-        judge,
-        rewriter,
+    directory = Path(run_dir) if run_dir is not None else None
+    if directory is not None:
+        models = {
+            "responder": _spec_of(responder),
+            "judge": _spec_of(judge),
+            "rewriter": _spec_of(rewriter or judge),
+        }
+        _write_run_config(directory, run_id, cfg, models, memory)
+    return await _run(
+        {"queries": list(queries), "run_id": run_id},
+        responder=responder,
+        judge=judge,
+        rewriter=rewriter,
         config=cfg,
+        run_id=run_id,
+        run_dir=directory,
         icl_examples=icl_examples,
         embeddings=embeddings,
         aspects=aspects,
+        memory=memory,
+        checkpointer=checkpointer,
+        callbacks=callbacks,
+        on_progress=on_progress,
     )
-    directory = Path(run_dir) if run_dir is not None else None
-    async with AsyncExitStack() as stack:
-        if checkpointer is None and directory is not None:
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-            directory.mkdir(parents=True, exist_ok=True)
-            checkpointer = await stack.enter_async_context(
-                AsyncSqliteSaver.from_conn_string(str(directory / CHECKPOINT_FILE))
+
+async def aresume(
+    run_dir: str | Path,
+    *,
+    responder: str | BaseLanguageModel[Any] | None = None,
+    judge: str | BaseChatModel | None = None,
+    rewriter: str | BaseChatModel | None = None,
+    icl_examples: Sequence[ICLExample] | None = None,
+    embeddings: Embeddings | None = None,
+    aspects: AspectCatalog | None = None,
+    memory: str | Path | CritiqueMemory | None = None,
+    checkpointer: Checkpointer = None,
+    callbacks: Callbacks = None,
+    on_progress: ProgressCallback | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> AlignmentArtifact:
+    """Continue a stopped or crashed run from its last checkpoint; finished calls are not repeated.
+
+    ``config_overrides`` change settings that are safe to change mid-run, such as a larger
+    ``max_tokens_budget`` / ``max_cost`` (a run stopped by its budget then continues) or
+    ``max_concurrency``; they are saved back into ``config.json``.
+
+    The config and run id come from ``run_dir/config.json``. Models given as strings when the
+    run started are rebuilt from those strings; pass model instances again otherwise (they
+    must be the same models). A run that already finished returns its artifact.
+    """
+    directory = Path(run_dir)
+    try:
+        record = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = DRPOConfig.model_validate({**record["config"], **(config_overrides or {})})
+        run_id = str(record["run_id"])
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{directory} is not a run directory (no {CONFIG_FILE})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{directory / CONFIG_FILE} is damaged: {exc}") from exc
+    specs = record.get("models", {})
+    if config_overrides:
+        record["config"] = config.to_json_dict()
+        (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    def pick(given: Any, role: str) -> Any:
+        if given is not None:
+            return given
+        spec = specs.get(role, "")
+        if not spec or spec.startswith("<"):
+            raise ConfigError(
+                f"the {role} was a model instance when the run started; pass it to resume() again"
             )
-        if directory is not None:
-            (directory / CONFIG_FILE).write_text(
-                json.dumps({"run_id": run_id, "config": cfg.to_json_dict()}, indent=2), encoding="utf-8"
-            )
-        app = graph.compile(checkpointer=checkpointer, name="drpo")
-        run_config: dict[str, Any] = {
-            "configurable": {"thread_id": run_id},
-            "max_concurrency": cfg.max_concurrency,
-            "recursion_limit": 10 * (cfg.max_levels + 2),
-            "callbacks": callbacks,
-            "run_name": "drpo_optimize",
-            "metadata": {"drpo_run_id": run_id},
-        }
-        final: dict[str, Any] = {}
-        inputs: DRPOInput = {"queries": list(queries), "run_id": run_id}
-        async for chunk in app.astream(inputs, cast(RunnableConfig, run_config), stream_mode="updates"):
-            for node, update in chunk.items():
-                if on_progress is not None and isinstance(update, dict):
-                    on_progress(node, update)
-                if node == "finalize" and isinstance(update, dict):
-                    final = update
-    artifact = AlignmentArtifact.model_validate(final["artifact"])
-    if directory is not None:
-        artifact.save(directory / ARTIFACT_FILE)
-    return artifact
+        return spec
+
+    stored_memory = record.get("memory")
+    return await _run(
+        None,
+        responder=pick(responder, "responder"),
+        judge=pick(judge, "judge"),
+        rewriter=pick(rewriter, "rewriter") if rewriter is not None or specs.get("rewriter") else None,
+        config=config,
+        run_id=run_id,
+        run_dir=directory,
+        icl_examples=icl_examples,
+        embeddings=embeddings,
+        aspects=aspects,
+        memory=memory if memory is not None else stored_memory,
+        checkpointer=checkpointer,
+        callbacks=callbacks,
+        on_progress=on_progress,
+    )
 
 
 def optimize(queries: Sequence[Any], **kwargs: Any) -> AlignmentArtifact:
     """Blocking :func:`aoptimize` (safe to call from Jupyter, where a loop is already running)."""
     return run_sync(aoptimize(queries, **kwargs))
+
+
+def resume(run_dir: str | Path, **kwargs: Any) -> AlignmentArtifact:
+    """Blocking :func:`aresume`."""
+    return run_sync(aresume(run_dir, **kwargs))

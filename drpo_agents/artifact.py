@@ -58,6 +58,7 @@ class CandidateRecord(BaseModel):
     )
     analysis: str = ""
     thought: str = ""
+    lessons: list[str] = Field(default_factory=list, description="Past critiques shown to the rewriter.")
 
     @property
     def mean_reward(self) -> float | None:
@@ -72,9 +73,62 @@ class LevelRecord(BaseModel):
     beam: list[str] = Field(..., description="Candidate ids kept after this level, best first.")
     beam_mean_rewards: list[float]
     level_rewards: list[float] = Field(..., description="Reward of each kept candidate at this level.")
+    level_reward_stds: list[float] = Field(
+        default_factory=list, description="Spread of each kept candidate's rewards over the level's queries."
+    )
     skipped: bool = Field(False, description="Every beam candidate already scored high; no rewrite.")
     depth_limit: int = Field(..., description="The depth in force after this level.")
     failures: list[str] = Field(default_factory=list)
+
+
+class ICLRoundRecord(BaseModel):
+    """One round of the ICL optimisation of one example (round 0 scores the original answer)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    round: int
+    answer: str = ""
+    scores: list[AspectScore] = Field(default_factory=list)
+    reward: float | None = None
+    accepted: bool = Field(False, description="It became the best answer so far (strictly better).")
+    analysis: str = ""
+    error: str | None = Field(None, description="Why this round failed; reward is None then.")
+
+
+class ICLOptimizationRecord(BaseModel):
+    """How one in-context example's answer was optimised: every round, and which answer was kept."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    example_id: str
+    query: str
+    aspects: list[str] = Field(default_factory=list)
+    original_answer: str
+    final_answer: str
+    best_round: int = Field(0, description="Round whose answer was kept (0 = the original).")
+    initial_reward: float | None = None
+    best_reward: float | None = None
+    rounds: list[ICLRoundRecord] = Field(default_factory=list)
+    stop_reason: str = ""
+    error: str | None = Field(None, description="The failure that ended this example's rounds, if any.")
+
+    @property
+    def improved(self) -> bool:
+        """Whether a rewrite replaced the original answer."""
+        return self.best_round > 0
+
+
+class ValidationRecord(BaseModel):
+    """A final-beam candidate (or the initial prompt) re-scored on the held-out validation queries."""
+
+    candidate_id: str
+    rewards: list[float] = Field(default_factory=list, description="One reward per validation query.")
+    mean: float | None = None
+    std: float | None = Field(None, description="Spread of the per-query rewards: how noisy one query is.")
+    failed: int = 0
+    search_rank: int | None = Field(
+        None, description="Place in the search's final beam (None: initial prompt)."
+    )
 
 
 class AlignmentArtifact(BaseModel):
@@ -100,7 +154,17 @@ class AlignmentArtifact(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict, description="Role -> model identity.")
     usage: dict[str, TokenUsage] = Field(default_factory=dict, description="Role -> calls and tokens.")
+    cost: float | None = Field(None, description="Total cost from the config's price table (None: unpriced).")
+    validation: list[ValidationRecord] = Field(
+        default_factory=list, description="Final re-ranking on held-out training queries, if configured."
+    )
+    search_best_candidate_id: str | None = Field(
+        None, description="The search's own best; differs from best_candidate_id when validation re-ranked."
+    )
     notes: list[str] = Field(default_factory=list)
+    icl_optimization: list[ICLOptimizationRecord] = Field(
+        default_factory=list, description="Per-example records of the ICL optimisation stage, if it ran."
+    )
 
     def candidate(self, candidate_id: str) -> CandidateRecord:
         """The search-tree node with this id."""

@@ -10,12 +10,14 @@ and without sharing async HTTP clients across event loops.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
 
 T = TypeVar("T")
@@ -34,13 +36,57 @@ class ModelCall:
 CallPlan = Generator[ModelCall, Any, T]
 
 
-def run_plan(plan: CallPlan[T]) -> T:
+class RoleLimiter:
+    """Caps the model calls in flight per role (``drpo_role`` in the call's metadata).
+
+    ``max_concurrency`` bounds whole graph tasks; this bounds calls to one provider, e.g. a
+    rate-limited judge API beside a local responder. Works for sync calls (threads) and async
+    calls (one semaphore set per event loop).
+    """
+
+    def __init__(self, limits: Mapping[str, int]) -> None:
+        self.limits = dict(limits)
+        self._thread_slots = {role: threading.BoundedSemaphore(n) for role, n in self.limits.items()}
+        self._loop_slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]
+        ] = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def role_of(call: ModelCall) -> str | None:
+        metadata = (call.config or {}).get("metadata") or {}
+        role = metadata.get("drpo_role")
+        return role if isinstance(role, str) else None
+
+    @contextmanager
+    def slot(self, call: ModelCall) -> Iterator[None]:
+        semaphore = self._thread_slots.get(self.role_of(call) or "")
+        if semaphore is None:
+            yield
+            return
+        with semaphore:
+            yield
+
+    @asynccontextmanager
+    async def aslot(self, call: ModelCall) -> AsyncIterator[None]:
+        role = self.role_of(call)
+        if role not in self.limits:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        slots = self._loop_slots.setdefault(loop, {})
+        semaphore = slots.setdefault(role, asyncio.Semaphore(self.limits[role]))
+        async with semaphore:
+            yield
+
+
+def run_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
     """Run ``plan`` with blocking model calls and return its result."""
     try:
         call = next(plan)
         while True:
             try:
-                result = call.runnable.invoke(call.input, call.config, **call.kwargs)
+                with limiter.slot(call) if limiter else nullcontext():
+                    result = call.runnable.invoke(call.input, call.config, **call.kwargs)
             except Exception as exc:
                 call = plan.throw(exc)
             else:
@@ -49,13 +95,14 @@ def run_plan(plan: CallPlan[T]) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def arun_plan(plan: CallPlan[T]) -> T:
+async def arun_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
     """Run ``plan`` with awaited model calls and return its result."""
     try:
         call = next(plan)
         while True:
             try:
-                result = await call.runnable.ainvoke(call.input, call.config, **call.kwargs)
+                async with limiter.aslot(call) if limiter else nullcontext():
+                    result = await call.runnable.ainvoke(call.input, call.config, **call.kwargs)
             except Exception as exc:
                 call = plan.throw(exc)
             else:
@@ -76,12 +123,45 @@ def call_config(config: RunnableConfig | None, role: str, step: str, **metadata:
     )
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="drpo-event-loop", daemon=True).start()
+        return _loop
+
+
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code, even where an event loop is already running
-    (Jupyter): then it runs on a fresh loop in a worker thread."""
+    """Run a coroutine to completion from sync code, on one long-lived background event loop.
+
+    One loop for the whole process matters: provider clients (langchain-openai's among them)
+    cache async HTTP connections per process, and connections opened on a loop that has since
+    closed make every later call fail. It also works where a loop is already running (Jupyter).
+    """
+    future = asyncio.run_coroutine_threadsafe(coroutine, _background_loop())
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drpo-sync") as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()  # stop the run (it stays resumable from its last checkpoint)
+        raise
+
+
+def plan_node(
+    name: str,
+    plan: Callable[[dict[str, Any], RunnableConfig], CallPlan[dict[str, Any]]],
+    limiter: RoleLimiter | None = None,
+) -> RunnableLambda[Any, Any]:
+    """A LangGraph node running ``plan`` under both ``invoke`` (blocking) and ``ainvoke`` (awaited)."""
+
+    def run(task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        return run_plan(plan(task, config), limiter)
+
+    async def arun(task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        return await arun_plan(plan(task, config), limiter)
+
+    return RunnableLambda(run, afunc=arun, name=name)

@@ -6,8 +6,11 @@ Exit codes: 0 success; 1 the run failed; 2 invalid usage, configuration or input
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,10 +21,11 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from drpo_agents.api import ARTIFACT_FILE, optimize
+from drpo_agents.api import ARTIFACT_FILE, aoptimize, aresume
 from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.config import DRPOConfig
-from drpo_agents.datasets import load_icl_examples, load_queries, load_training_queries
+from drpo_agents.calls import run_sync
+from drpo_agents.config import CachePolicy, DRPOConfig
+from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries, load_training_queries
 from drpo_agents.errors import DRPOError
 from drpo_agents.models.registry import resolve_model
 
@@ -34,10 +38,24 @@ app = typer.Typer(
 console = Console(stderr=True)
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+CLI_FILE = "cli.json"  # how the CLI built the models, so `drpo resume` can rebuild them (no secrets)
+
+Sandbox = Annotated[
+    bool, typer.Option("--sandbox", help="Use the offline simulated models for every role not given.")
+]
+Responder = Annotated[
+    str | None, typer.Option(help="Model to align, PROVIDER:MODEL (e.g. openai:gpt-4o-mini).")
+]
+Judge = Annotated[str | None, typer.Option(help="Judge model, PROVIDER:MODEL.")]
+BaseUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint for every non-sandbox role.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the result path.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -63,11 +81,9 @@ def _model(spec: str | None, role: str, sandbox: bool, base_url: str | None) -> 
     if spec is None:
         raise _fail(f"no {role} model: pass --{role} PROVIDER:MODEL (e.g. openai:gpt-4o-mini) or --sandbox")
     if base_url and not spec.startswith("sandbox"):
-        # OpenAI-compatible servers (vLLM, Ollama, llama.cpp): the key comes only from the environment.
-        import os
-
         from langchain_openai import ChatOpenAI
 
+        # OpenAI-compatible servers (vLLM, Ollama, llama.cpp): the key comes only from the environment.
         return ChatOpenAI(
             model=spec.removeprefix("openai:"),
             base_url=base_url,
@@ -81,7 +97,70 @@ def _model(spec: str | None, role: str, sandbox: bool, base_url: str | None) -> 
         raise _fail(str(exc)) from exc
 
 
-def _print_summary(artifact: AlignmentArtifact, run_dir: Path, elapsed: float) -> None:
+def _specs(
+    sandbox: bool, responder: str | None, judge: str | None, rewriter: str | None
+) -> dict[str, str | None]:
+    fill = "sandbox" if sandbox else None
+    return {
+        "responder": responder or fill,
+        "judge": judge or fill,
+        "rewriter": rewriter or (fill if sandbox else None),
+    }
+
+
+def _models(specs: dict[str, str | None], base_url: str | None) -> dict[str, Any]:
+    models = {role: _model(specs[role], role, False, base_url) for role in ("responder", "judge")}
+    models["rewriter"] = _model(specs["rewriter"], "rewriter", False, base_url) if specs["rewriter"] else None
+    return models
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[str, dict[str, Any]], None]]:
+    """A rich progress bar fed by the graph's step updates."""
+    progress = Progress(
+        TextColumn("[bold]DRPO[/] level {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+    )
+    task = progress.add_task("search", total=total, status="starting")
+    calls = 0
+
+    def on_progress(node: str, update: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += sum(u.get("calls", 0) for u in update.get("usage", {}).values())
+        if node == "icl_stage":
+            progress.update(task, status="optimized the ICL examples")
+        for level in update.get("levels", []):
+            best = level["beam_mean_rewards"][0] if level["beam_mean_rewards"] else float("nan")
+            progress.update(
+                task,
+                completed=level["level"],
+                total=level["depth_limit"],
+                status=f"best mean reward {best:.2f} | {calls} model calls",
+            )
+
+    with progress:
+        yield on_progress
+
+
+def _report(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        summary = {
+            "run_dir": str(run_dir),
+            "artifact": str(run_dir / ARTIFACT_FILE),
+            "best_prompt": artifact.system_prompt,
+            "reward_curve": artifact.reward_curve(),
+            "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
+            "seconds": round(elapsed, 2),
+        }
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    if quiet:
+        sys.stdout.write(f"{run_dir / ARTIFACT_FILE}\n")
+        return
     table = Table(title="Reward per level (best candidate)", show_edge=False)
     table.add_column("level", justify="right")
     table.add_column("reward on level's queries", justify="right")
@@ -90,11 +169,7 @@ def _print_summary(artifact: AlignmentArtifact, run_dir: Path, elapsed: float) -
     for level in artifact.levels:
         level_reward = f"{level.level_rewards[0]:.2f}" if level.level_rewards else "-"
         mean = f"{level.beam_mean_rewards[0]:.2f}" if level.beam_mean_rewards else "-"
-        note = (
-            "skipped (already high)"
-            if level.skipped
-            else ("; ".join(level.failures)[:60] if level.failures else "")
-        )
+        note = "all carried (already high)" if level.skipped else "; ".join(level.failures)[:60]
         table.add_row(str(level.level), level_reward, mean, note)
     out = Console()
     out.print(table)
@@ -108,23 +183,17 @@ def _print_summary(artifact: AlignmentArtifact, run_dir: Path, elapsed: float) -
     )
     out.print(f"Usage: {usage}")
     for note in artifact.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
     out.print(f"Artifact: {run_dir / ARTIFACT_FILE}   ({elapsed:.1f} s)")
 
 
 @app.command("optimize")
 def optimize_command(
-    sandbox: Annotated[
-        bool, typer.Option("--sandbox", help="Use the offline simulated models for every role not given.")
-    ] = False,
-    responder: Annotated[
-        str | None, typer.Option(help="Model to align, PROVIDER:MODEL (e.g. openai:gpt-4o-mini).")
-    ] = None,
-    judge: Annotated[str | None, typer.Option(help="Judge model, PROVIDER:MODEL.")] = None,
+    sandbox: Sandbox = False,
+    responder: Responder = None,
+    judge: Judge = None,
     rewriter: Annotated[str | None, typer.Option(help="Rewriter model (default: the judge's).")] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint for every non-sandbox role.")
-    ] = None,
+    base_url: BaseUrl = None,
     queries: Annotated[
         Path | None,
         typer.Option(help="Training queries (.jsonl, .json or one per line); default: packaged set."),
@@ -139,15 +208,28 @@ def optimize_command(
     beam_size: Annotated[int | None, typer.Option(help="Candidates kept per level.")] = None,
     n_actions: Annotated[int | None, typer.Option(help="New prompts per expanded candidate.")] = None,
     queries_per_step: Annotated[int | None, typer.Option(help="Training queries judged per level.")] = None,
+    icl_iters: Annotated[
+        int | None,
+        typer.Option(help="Rounds of the ICL-answer optimisation stage before the search (0 = skip)."),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every random choice.")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Most model calls in flight.")] = None,
+    cache: Annotated[CachePolicy | None, typer.Option(help="LLM cache: aspects (default), all, off.")] = None,
+    no_memory: Annotated[bool, typer.Option("--no-memory", help="Ablation: no critique memory.")] = False,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Critique memory: a folder or http://host:port Chroma server (default: RUNS/memory)."
+        ),
+    ] = None,
+    checkpointer: Annotated[
+        str | None, typer.Option(help="postgresql:// URL for checkpoints (default: SQLite in the run dir).")
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where the run writes its files (default: runs/RUN_ID).")
     ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the artifact path.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Optimize a system prompt with DRPO and write the artifact into a run directory."""
     cfg = _load_config(
@@ -157,8 +239,11 @@ def optimize_command(
             "beam_size": beam_size,
             "n_actions": n_actions,
             "queries_per_step": queries_per_step,
+            "icl_iters": icl_iters,
             "seed": seed,
             "max_concurrency": max_concurrency,
+            "cache": cache,
+            "critique_memory": False if no_memory else None,
         },
     )
     try:
@@ -166,68 +251,159 @@ def optimize_command(
         examples = load_icl_examples(icl) if icl else None
     except DRPOError as exc:
         raise _fail(str(exc)) from exc
-    models = {
-        role: _model(spec, role, sandbox, base_url)
-        for role, spec in (("responder", responder), ("judge", judge))
-    }
-    models["rewriter"] = _model(rewriter, "rewriter", sandbox, base_url) if (rewriter or sandbox) else None
+    specs = _specs(sandbox, responder, judge, rewriter)
+    models = _models(specs, base_url)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     directory = run_dir or Path("runs") / run_id
-
-    progress = Progress(
-        TextColumn("[bold]DRPO[/] level {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet or as_json,
-    )
-    task = progress.add_task("search", total=cfg.depth, status="evaluating the initial prompt")
-    calls = 0
-
-    def on_progress(node: str, update: dict[str, Any]) -> None:
-        nonlocal calls
-        calls += sum(u.get("calls", 0) for u in update.get("usage", {}).values())
-        for level in update.get("levels", []):
-            best = level["beam_mean_rewards"][0] if level["beam_mean_rewards"] else float("nan")
-            progress.update(
-                task,
-                completed=level["level"],
-                total=level["depth_limit"],
-                status=f"best mean reward {best:.2f} | {calls} model calls",
-            )
-
+    # Runs that share a parent folder share critique memory, so later runs learn from earlier ones.
+    memory_location = memory or str(directory.resolve().parent / "memory")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CLI_FILE).write_text(json.dumps({**specs, "base_url": base_url}, indent=2), encoding="utf-8")
     started = time.perf_counter()
     try:
-        with progress:
-            artifact = optimize(
-                training,
-                responder=models["responder"],
-                judge=models["judge"],
-                rewriter=models["rewriter"],
-                config=cfg,
-                icl_examples=examples,
-                run_dir=directory,
-                run_id=run_id,
-                on_progress=on_progress,
+        with _progress(cfg.depth, not (quiet or as_json)) as on_progress:
+            artifact = run_sync(
+                aoptimize(
+                    training,
+                    config=cfg,
+                    icl_examples=examples,
+                    run_dir=directory,
+                    run_id=run_id,
+                    memory=memory_location,
+                    checkpointer=checkpointer,
+                    on_progress=on_progress,
+                    **models,
+                )
+            )
+    except DRPOError as exc:
+        raise _fail(f"{exc} (resume with: drpo resume {directory})", EXIT_FAILED) from exc
+    _report(artifact, directory, time.perf_counter() - started, quiet, as_json)
+
+
+@app.command("resume")
+def resume_command(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of a stopped or crashed run.")],
+    checkpointer: Annotated[
+        str | None, typer.Option(help="postgresql:// URL, if the run used PostgreSQL checkpoints.")
+    ] = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Continue a run from its last checkpoint; calls that finished before the stop are not repeated."""
+    try:
+        built = json.loads((run_dir / CLI_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise _fail(
+            f"{run_dir} was not started by `drpo optimize` (no {CLI_FILE}); use drpo_agents.resume()"
+        ) from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise _fail(f"cannot read {run_dir / CLI_FILE}: {exc}") from exc
+    models = _models(built, built.get("base_url"))
+    started = time.perf_counter()
+    total = _load_config(None, {}).depth
+    try:
+        with _progress(total, not (quiet or as_json)) as on_progress:
+            artifact = run_sync(
+                aresume(run_dir, checkpointer=checkpointer, on_progress=on_progress, **models)
             )
     except DRPOError as exc:
         raise _fail(str(exc), EXIT_FAILED) from exc
-    elapsed = time.perf_counter() - started
+    _report(artifact, run_dir, time.perf_counter() - started, quiet, as_json)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    artifact: Annotated[Path | None, typer.Option(help="Artifact to evaluate (from drpo optimize).")] = None,
+    official: Annotated[
+        Path | None, typer.Option(help="An official DRPO search trace (JSON) to evaluate instead.")
+    ] = None,
+    sandbox: Sandbox = False,
+    responder: Responder = None,
+    judge: Judge = None,
+    base_url: BaseUrl = None,
+    queries: Annotated[
+        Path | None, typer.Option(help="Held-out queries; default: the packaged evaluation set.")
+    ] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option(help="Extra setup NAME=FILE (a system prompt file); repeatable.")
+    ] = None,
+    no_base: Annotated[bool, typer.Option("--no-base", help="Leave out the plain base prompt.")] = False,
+    no_urial: Annotated[bool, typer.Option("--no-urial", help="Leave out the URIAL-style baseline.")] = False,
+    allow_overlap: Annotated[
+        bool, typer.Option("--allow-overlap", help="Allow evaluation queries seen in training.")
+    ] = False,
+    max_concurrency: Annotated[int, typer.Option(help="Most model calls in flight.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Folder for evaluation.json and evaluation.md.")] = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Compare the optimized prompt with baselines on held-out queries (aspect scores and win rates)."""
+    from drpo_agents.evaluate import aevaluate
+    from drpo_agents.official import load_official_trace
+
+    if (artifact is None) == (official is None):
+        raise _fail("pass exactly one of --artifact or --official")
+    try:
+        loaded = AlignmentArtifact.load(artifact) if artifact else load_official_trace(official)  # type: ignore[arg-type]
+        held_out = load_queries(queries) if queries else load_eval_queries()
+        extra: dict[str, str] = {}
+        for item in prompt or []:
+            name, _, path = item.partition("=")
+            if not name or not path:
+                raise _fail(f"--prompt takes NAME=FILE, got {item!r}")
+            extra[name] = Path(path).read_text(encoding="utf-8")
+    except (DRPOError, OSError, UnicodeDecodeError) as exc:
+        raise _fail(str(exc)) from exc
+    specs = _specs(sandbox, responder, judge, None)
+    models = _models(specs, base_url)
+    try:
+        report = run_sync(
+            aevaluate(
+                held_out,
+                responder=models["responder"],
+                judge=models["judge"],
+                artifact=loaded,
+                prompts=extra,
+                include_base=not no_base,
+                include_urial=not no_urial,
+                allow_overlap=allow_overlap,
+                max_concurrency=max_concurrency,
+                seed=seed,
+            )
+        )
+    except DRPOError as exc:
+        raise _fail(str(exc), EXIT_USAGE if "overlap" in str(exc) else EXIT_FAILED) from exc
+    folder = out or (artifact.parent if artifact else Path("."))
+    folder.mkdir(parents=True, exist_ok=True)
+    report.save(folder / "evaluation.json")
+    (folder / "evaluation.md").write_text(report.to_markdown(), encoding="utf-8")
     if as_json:
-        summary = {
-            "run_dir": str(directory),
-            "artifact": str(directory / ARTIFACT_FILE),
-            "best_prompt": artifact.system_prompt,
-            "reward_curve": artifact.reward_curve(),
-            "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
-            "seconds": round(elapsed, 2),
-        }
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     elif quiet:
-        sys.stdout.write(f"{directory / ARTIFACT_FILE}\n")
+        sys.stdout.write(f"{folder / 'evaluation.json'}\n")
     else:
-        _print_summary(artifact, directory, elapsed)
+        Console().print(report.to_markdown(), markup=False, highlight=False)
+
+
+@app.command("import-official")
+def import_official_command(
+    trace: Annotated[Path, typer.Argument(help="Official DRPO search trace: {'level i': {'Prompt', ...}}.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact.")] = Path(
+        "artifact.json"
+    ),
+    icl: Annotated[Path | None, typer.Option(help="ICL examples to pair with the prompt (.json).")] = None,
+) -> None:
+    """Turn a published DRPO prompt trace into an artifact usable with with_alignment and evaluate."""
+    from drpo_agents.official import load_official_trace
+
+    try:
+        examples = load_icl_examples(icl) if icl else None
+        artifact = load_official_trace(trace, icl_examples=examples)
+    except DRPOError as exc:
+        raise _fail(str(exc)) from exc
+    artifact.save(output)
+    sys.stdout.write(f"{output}\n")
 
 
 @app.command("version")

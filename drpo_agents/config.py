@@ -9,6 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ResponderMode = Literal["auto", "chat", "completion"]
 StructuredOutputMethod = Literal["auto", "function_calling", "json_schema", "json_mode", "text"]
+MemoryScope = Literal["model", "run", "all"]
+Role = Literal["responder", "judge", "rewriter"]
+
+
+class ModelPrice(BaseModel):
+    """What a model costs, in any currency, per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float = Field(..., ge=0)
+    output_per_million: float = Field(..., ge=0)
+
+
+CachePolicy = Literal["aspects", "all", "off"]
 
 DEFAULT_INITIAL_PROMPT = "You are a helpful assistant."
 
@@ -37,6 +51,9 @@ class DRPOConfig(BaseModel):
         description="A candidate whose answers score above this mean (or all 5s) is kept unchanged.",
     )
     icl_k: int = Field(2, ge=0, le=32, description="ICL examples retrieved into the responder's context.")
+    icl_iters: int = Field(
+        0, ge=0, le=50, description="Rounds of DRPO's first stage (ICL answer optimisation); 0 skips it."
+    )
     initial_prompt: str = Field(DEFAULT_INITIAL_PROMPT, min_length=1)
     prompt_history: int = Field(3, ge=0, le=20, description="Earlier prompt versions shown to the rewriter.")
     max_bullets: int = Field(8, ge=0, le=50, description="Most bullet points an optimized prompt may hold.")
@@ -49,6 +66,34 @@ class DRPOConfig(BaseModel):
     shuffle_queries: bool = Field(True, description="Visit training queries in a seeded random order.")
     seed: int = Field(0, description="Seed of every random choice the search makes.")
     max_concurrency: int = Field(8, ge=1, le=1024, description="Most model calls in flight at once.")
+    role_concurrency: dict[Role, int] = Field(
+        default_factory=dict,
+        description="Most calls in flight per role, e.g. {'judge': 4} for a rate-limited judge API.",
+    )
+    validation_size: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Training queries held out to re-rank the final beam (0 = the reference: no validation).",
+    )
+    max_tokens_budget: int | None = Field(
+        None, ge=1, description="Stop at the next level boundary once this many tokens are spent."
+    )
+    max_cost: float | None = Field(None, gt=0, description="Stop at the next level boundary past this cost.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Price per model, keyed by model name or identity (see the artifact's 'models').",
+    )
+    critique_memory: bool = Field(
+        True, description="Store critiques and show the rewriter similar past ones (off = ablation)."
+    )
+    memory_k: int = Field(5, ge=0, le=50, description="Past critiques shown to the rewriter per rewrite.")
+    memory_scope: MemoryScope = Field(
+        "model", description="Recall critiques from runs of the same responder model, this run only, or all."
+    )
+    cache: CachePolicy = Field(
+        "aspects", description="Which calls the LLM cache serves: aspect selection only, every call, or none."
+    )
     prompts_dir: Path | None = Field(
         None, description="Folder of prompt templates that override the packaged ones by name."
     )
@@ -60,6 +105,16 @@ class DRPOConfig(BaseModel):
                 f"max_new_bullets ({self.max_new_bullets}) cannot exceed max_bullets ({self.max_bullets})"
             )
         return self
+
+    def price_of(self, model_identity: str) -> ModelPrice | None:
+        """The price for a model identity (``provider:name@url``), matched by identity or name."""
+        if model_identity in self.prices:
+            return self.prices[model_identity]
+        name = model_identity.split("@", 1)[0]
+        for key in (name, name.split(":", 1)[-1]):
+            if key in self.prices:
+                return self.prices[key]
+        return None
 
     @property
     def max_levels(self) -> int:

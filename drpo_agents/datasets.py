@@ -42,24 +42,20 @@ def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
             text = item.get("query", item.get("instruction"))
             query_id = item.get("id")
         else:
-            raise ConfigError(
-                f"training query #{index + 1} must be a string or a dict, got {type(item).__name__}"
-            )
+            raise ConfigError(f"query #{index + 1} must be a string or a dict, got {type(item).__name__}")
         if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"training query #{index + 1} is empty")
+            raise ConfigError(f"query #{index + 1} is empty")
         if len(text) > MAX_QUERY_CHARS:
             raise ConfigError(
-                f"training query #{index + 1} is {len(text):,} characters long (limit {MAX_QUERY_CHARS:,})"
+                f"query #{index + 1} is {len(text):,} characters long (limit {MAX_QUERY_CHARS:,})"
             )
         key = " ".join(text.split()).casefold()
         if key in seen_text:
-            raise ConfigError(
-                f"training query #{index + 1} duplicates query #{seen_text[key] + 1}: {text[:80]!r}"
-            )
+            raise ConfigError(f"query #{index + 1} duplicates query #{seen_text[key] + 1}: {text[:80]!r}")
         seen_text[key] = index
         query_id = str(query_id) if query_id is not None else f"q{index + 1:04d}"
         if query_id in seen_ids:
-            raise ConfigError(f"training query id {query_id!r} is used twice")
+            raise ConfigError(f"query id {query_id!r} is used twice")
         seen_ids.add(query_id)
         normalized.append({"id": query_id, "query": text.strip()})
     if not normalized:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DRPOError(Exception):
     """Base class of every error drpo-agents raises on purpose."""
@@ -20,11 +22,16 @@ class StructuredOutputError(DRPOError):
 
     Attributes:
         raw_outputs: the raw texts the model produced, last one last, for the record.
+        messages: the replies received (``AIMessage``s with their token usage), so the tokens
+            spent on a call that failed can still be counted.
     """
 
-    def __init__(self, message: str, raw_outputs: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, raw_outputs: list[str] | None = None, messages: list[Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.raw_outputs = raw_outputs or []
+        self.messages = messages or []
 
 
 class ArtifactError(DRPOError):
@@ -36,8 +43,19 @@ def recoverable_errors() -> tuple[type[BaseException], ...]:
 
     They are recorded as a failed evaluation or rewrite of that candidate (after the model
     client's own retries) and the search goes on; anything else is a bug and propagates.
+    ``json.JSONDecodeError`` is a response body that is not JSON (cut off or garbled on the
+    way): the openai client raises it as is and does not retry it.
     """
+    import json
+
     import httpx
     import openai
 
-    return (StructuredOutputError, openai.APIError, httpx.HTTPError, TimeoutError, ConnectionError)
+    return (
+        StructuredOutputError,
+        openai.APIError,
+        httpx.HTTPError,
+        TimeoutError,
+        ConnectionError,
+        json.JSONDecodeError,
+    )

@@ -8,7 +8,7 @@ Anything that cannot be read as a 1-5 score is a validation error, never a silen
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -177,3 +177,44 @@ class ICLExample(BaseModel):
         if stripped.startswith("<START>") and stripped.endswith("<END>"):
             stripped = stripped[len("<START>") : -len("<END>")].strip()
         return stripped
+
+
+class AnswerRewrite(BaseModel):
+    """The rewriter's improved version of an in-context example's answer (ICL optimisation stage)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    analysis: str = Field("", max_length=_SHORT_TEXT, description="What the critique says is missing.")
+    new_answer: str = Field(..., min_length=1, max_length=_PROMPT_TEXT, description="The full new answer.")
+
+    @field_validator("new_answer")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        stripped = text.strip()
+        # The reference ICL files wrap answers in <START>...<END>; a model may imitate that.
+        if stripped.startswith("<START>") and stripped.endswith("<END>"):
+            stripped = stripped[len("<START>") : -len("<END>")].strip()
+        if not stripped:
+            raise ValueError("new_answer must not be blank")
+        return stripped
+
+
+class PairwiseVerdict(BaseModel):
+    """The judge's comparison of two answers to one query: which one is better, or a tie."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reasoning: str = Field("", max_length=_SHORT_TEXT, description="Why one answer is better (or neither).")
+    winner: Literal["A", "B", "tie"] = Field(..., description='"A", "B" or "tie".')
+
+    @field_validator("winner", mode="before")
+    @classmethod
+    def _read_winner(cls, value: Any) -> Any:
+        # Models write "Answer A", "b", "Tie", "TIE." ...; anything else stays a validation error.
+        if isinstance(value, str):
+            cleaned = re.sub(r"^(answer|response)\s+", "", value.strip().strip(".").strip(), flags=re.I)
+            if cleaned.casefold() == "tie":
+                return "tie"
+            if cleaned.upper() in {"A", "B"}:
+                return cleaned.upper()
+        return value

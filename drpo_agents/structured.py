@@ -66,6 +66,26 @@ class StructuredResult(Generic[SchemaT]):
     messages: list[AIMessage] = field(default_factory=list)
 
 
+# with_structured_output converts the schema to a tool on every call (~7 ms): build it once per
+# (model, schema, method). The model is kept in the value so its id stays valid while cached.
+_STRUCTURED: dict[tuple[int, type[BaseModel], str], tuple[BaseChatModel, Runnable[Any, Any]]] = {}
+_STRUCTURED_MAX = 256
+
+
+def _structured_runnable(
+    model: BaseChatModel, schema: type[BaseModel], kwargs: dict[str, Any]
+) -> Runnable[Any, Any]:
+    key = (id(model), schema, str(sorted(kwargs.items())))
+    cached = _STRUCTURED.get(key)
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    runnable = model.with_structured_output(schema, **kwargs)
+    if len(_STRUCTURED) >= _STRUCTURED_MAX:
+        _STRUCTURED.pop(next(iter(_STRUCTURED)))
+    _STRUCTURED[key] = (model, runnable)
+    return runnable
+
+
 def _supports_tools(model: BaseChatModel) -> bool:
     return type(model).bind_tools is not BaseChatModel.bind_tools
 
@@ -110,7 +130,7 @@ def plan_structured(
         if method != "auto":
             kwargs["method"] = method
         try:
-            runnable = model.with_structured_output(schema, **kwargs)
+            runnable = _structured_runnable(model, schema, kwargs)
         except NotImplementedError:
             if method != "auto":
                 raise
@@ -123,41 +143,60 @@ def plan_structured(
         )
 
     raw_messages: list[AIMessage] = []
+    raw_outputs: list[str] = []
     errors: list[str] = []
     for _attempt in range(max_retries + 1):
-        output = yield ModelCall(runnable, conversation, config)
-        if use_text:
-            raw = output if isinstance(output, AIMessage) else AIMessage(content=str(output))
-            parsed: Any = None
-            parse_error: BaseException | None = None
-        else:
-            raw = output["raw"] if isinstance(output["raw"], AIMessage) else AIMessage(content="")
-            parsed = output.get("parsed")
-            parse_error = output.get("parsing_error")
-        raw_messages.append(raw)
         try:
-            if parsed is None:
-                # Tool-less reply or a failed tool parse: fall back to the text of the reply.
-                text = _message_text(raw)
-                if not text.strip() and parse_error is not None:
-                    raise ValueError(str(parse_error))
-                parsed = parse_structured_text(text, schema)
-            elif not isinstance(parsed, schema):
-                parsed = schema.model_validate(parsed)
-            value = validate(parsed) if validate else parsed
-            return StructuredResult(value=value, messages=raw_messages)
-        except (ValidationError, ValueError) as exc:
+            output = yield ModelCall(runnable, conversation, config)
+        except ValidationError as exc:
+            # The provider's client validated the reply against the schema itself and rejected it
+            # (langchain-openai's json_schema method parses with openai's `parse`): an invalid reply
+            # like any other, so it is re-asked. The reply's text survives only for invalid JSON.
+            reply_text = _rejected_text(exc)
             error = _describe_error(exc)
-            errors.append(error)
-            conversation = [
-                *conversation,
-                AIMessage(content=_message_text(raw) or json.dumps(_tool_args(raw))),
-                HumanMessage(render_prompt("structured_output_retry", prompts_dir, error=error)),
-            ]
+        else:
+            if use_text:
+                raw = output if isinstance(output, AIMessage) else AIMessage(content=str(output))
+                parsed: Any = None
+                parse_error: BaseException | None = None
+            else:
+                raw = output["raw"] if isinstance(output["raw"], AIMessage) else AIMessage(content="")
+                parsed = output.get("parsed")
+                parse_error = output.get("parsing_error")
+            raw_messages.append(raw)
+            reply_text = _message_text(raw) or json.dumps(_tool_args(raw))
+            try:
+                if parsed is None:
+                    # Tool-less reply or a failed tool parse: fall back to the text of the reply.
+                    text = _message_text(raw)
+                    if not text.strip() and parse_error is not None:
+                        raise ValueError(str(parse_error))
+                    parsed = parse_structured_text(text, schema)
+                elif not isinstance(parsed, schema):
+                    parsed = schema.model_validate(parsed)
+                value = validate(parsed) if validate else parsed
+                return StructuredResult(value=value, messages=raw_messages)
+            except (ValidationError, ValueError) as exc:
+                error = _describe_error(exc)
+        errors.append(error)
+        raw_outputs.append(reply_text)
+        conversation = [
+            *conversation,
+            *([AIMessage(content=reply_text)] if reply_text else []),
+            HumanMessage(render_prompt("structured_output_retry", prompts_dir, error=error)),
+        ]
     raise StructuredOutputError(
         f"{schema.__name__}: no valid reply after {max_retries + 1} attempt(s); last error: {errors[-1]}",
-        raw_outputs=[_message_text(m) or json.dumps(_tool_args(m)) for m in raw_messages],
+        raw_outputs=raw_outputs,
+        messages=raw_messages,
     )
+
+
+def _rejected_text(exc: ValidationError) -> str:
+    """The reply text a client-side validation error still holds (the whole reply when it was not JSON)."""
+    details = exc.errors()
+    value = details[0].get("input") if details else None
+    return value if details and details[0]["type"] == "json_invalid" and isinstance(value, str) else ""
 
 
 def _tool_args(message: AIMessage) -> Any:

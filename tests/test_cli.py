@@ -93,3 +93,43 @@ def test_non_utf8_query_file_is_refused_before_any_call(tmp_path: Path) -> None:
     bad.write_bytes(b"caf\xe9 question\nanother one\n")
     result = drpo("optimize", "--sandbox", "--queries", str(bad), cwd=tmp_path)
     assert result.returncode == 2 and "not UTF-8" in result.stderr
+
+
+@pytest.mark.slow
+def test_resume_command_finishes_a_run_and_evaluate_compares_it(tmp_path: Path) -> None:
+    started = drpo("optimize", "--sandbox", "--depth", "2", "--quiet", "--run-dir", "run", cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    # A finished run resumes to the same artifact without new work.
+    before = (tmp_path / "run" / "artifact.json").read_text(encoding="utf-8")
+    resumed = drpo("resume", "run", "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert AlignmentArtifact.load(
+        tmp_path / "run" / "artifact.json"
+    ) == AlignmentArtifact.model_validate_json(before)
+    assert (tmp_path / "memory").is_dir()  # runs in one folder share critique memory by default
+
+    evaluated = drpo("evaluate", "--artifact", "run/artifact.json", "--sandbox", "--quiet", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads((tmp_path / "run" / "evaluation.json").read_text(encoding="utf-8"))
+    assert {s["name"] for s in report["setups"]} >= {"base", "urial", "drpo"}
+    assert "| drpo" in (tmp_path / "run" / "evaluation.md").read_text(encoding="utf-8")
+
+
+def test_import_official_writes_an_artifact(tmp_path: Path, reference_dir: Path) -> None:
+    trace = reference_dir / "optimized-prompts" / "mistral-7b-v0.1.json"
+    result = drpo("import-official", str(trace), "-o", "imported.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    artifact = AlignmentArtifact.load(tmp_path / "imported.json")
+    assert artifact.source == "drpo-official-import" and len(artifact.levels) == 30
+
+
+def test_evaluate_refuses_training_queries_as_held_out(tmp_path: Path) -> None:
+    run = drpo("optimize", "--sandbox", "--depth", "1", "--quiet", "--run-dir", "run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    artifact = AlignmentArtifact.load(tmp_path / "run" / "artifact.json")
+    seen = tmp_path / "seen.txt"
+    seen.write_text("\n".join(sorted({e.query for e in artifact.evaluations})), encoding="utf-8")
+    result = drpo(
+        "evaluate", "--artifact", "run/artifact.json", "--sandbox", "--queries", str(seen), cwd=tmp_path
+    )
+    assert result.returncode == 2 and "overlap" in result.stderr

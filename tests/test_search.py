@@ -173,3 +173,121 @@ def test_shuffled_query_order_depends_only_on_the_seed() -> None:
         for seed in (1, 1, 2)
     ]
     assert orders[0] == orders[1] != orders[2]
+
+
+def test_icl_stage_runs_first_and_the_search_uses_the_optimized_examples() -> None:
+    from drpo_agents import load_seed_icl_examples
+
+    seeds = load_seed_icl_examples()
+    graph = create_drpo_graph("sandbox", "sandbox", config=DRPOConfig(depth=2, icl_iters=2, icl_k=2))
+    out = graph.compile(checkpointer=InMemorySaver()).invoke(
+        {"queries": QUERIES, "run_id": "icl"}, {"configurable": {"thread_id": "icl"}}
+    )
+    art = AlignmentArtifact.model_validate(out["artifact"])
+    assert len(art.icl_optimization) == len(seeds)
+    improved = [r for r in art.icl_optimization if r.best_round > 0]
+    assert improved, "the sandbox ICL stage should improve at least one seed answer"
+    by_id = {e.id: e for e in art.icl_examples}
+    assert all(by_id[r.example_id].answer == r.final_answer != r.original_answer for r in improved)
+    assert art.usage["rewriter"].calls >= len(improved)
+
+
+def test_validation_reranks_the_final_beam_on_held_out_queries() -> None:
+    # The search prefers ".../0" children on training queries, but on validation queries
+    # (the last 3 of the bank) the ".../1" line scores better: validation must pick it.
+    validation = set(QUERIES[-3:])
+
+    def score(prompt: str) -> int:
+        return 4 if prompt.endswith("/0") else 3
+
+    def judge_by_query(msgs: list[BaseMessage]) -> dict[str, object] | str:
+        text = last_human(msgs)
+        if "<answer>" not in text:
+            return {"reasoning": "r", "selected_aspects": ["Helpfulness", "Clarity"]}
+        prompt = re.search(r"ANSWER UNDER \[(.*)\]", tag(text, "answer"), re.S).group(1)  # type: ignore[union-attr]
+        value = score(prompt) if tag(text, "query") not in validation else (5 if prompt.endswith("/1") else 2)
+        return {
+            "scores": [{"aspect": a, "rationale": "r", "score": value} for a in ("Helpfulness", "Clarity")]
+        }
+
+    config = DRPOConfig(beam_size=2, depth=2, initial_prompt="S", shuffle_queries=False, validation_size=3)
+    graph = create_drpo_graph(
+        responder(), scripted(judge_by_query), rewriter(), config=config, icl_examples=[]
+    )
+    art = AlignmentArtifact.model_validate(
+        graph.compile().invoke({"queries": QUERIES, "run_id": "v"})["artifact"]
+    )
+    assert art.candidate(art.search_best_candidate_id).prompt.endswith("/0")
+    assert art.system_prompt.endswith("/1") and art.best_candidate_id != art.search_best_candidate_id
+    rows = {r.candidate_id: r for r in art.validation}
+    assert set(rows) == {*art.levels[-1].beam, "c0"}  # the final beam plus the initial prompt
+    assert rows[art.best_candidate_id].mean == 5 and rows["c0"].mean == 2 and rows["c0"].std == 0
+    # Validation queries are never used for the search itself.
+    assert not {q for lv in art.levels for q in lv.query_ids} & {"q0008", "q0009", "q0010"}
+
+
+def test_minibatch_reports_the_spread_of_per_query_rewards() -> None:
+    def noisy(msgs: list[BaseMessage]) -> dict[str, object]:
+        text = last_human(msgs)
+        if "<answer>" not in text:
+            return {"reasoning": "r", "selected_aspects": ["Helpfulness", "Clarity"]}
+        value = 5 if "number 1 " in tag(text, "query") or "number 3 " in tag(text, "query") else 1
+        return {
+            "scores": [{"aspect": a, "rationale": "r", "score": value} for a in ("Helpfulness", "Clarity")]
+        }
+
+    config = DRPOConfig(depth=1, queries_per_step=2, shuffle_queries=False, initial_prompt="S")
+    graph = create_drpo_graph(responder(), scripted(noisy), rewriter(), config=config, icl_examples=[])
+    art = AlignmentArtifact.model_validate(graph.compile().invoke({"queries": QUERIES})["artifact"])
+    # Level 0 judges queries 1 and 2 (scores 5 and 1): mean 3, spread 2.
+    assert art.levels[0].level_rewards == [3.0] and art.levels[0].level_reward_stds == [2.0]
+
+
+def test_token_budget_stops_at_a_level_boundary_and_prices_give_a_cost() -> None:
+    prices = {"scripted-test-model": {"input_per_million": 1000.0, "output_per_million": 2000.0}}
+    config = DRPOConfig(depth=10, initial_prompt="S", max_tokens_budget=400, prices=prices)
+    art = run(by_depth, config)
+    spent = sum(u.total_tokens for u in art.usage.values())
+    assert "token budget reached" in art.notes[-1]
+    assert 400 <= spent < 400 + 300  # stopped at the first boundary past the budget
+    assert len(art.levels) < 11
+    expected = sum(u.input_tokens * 1000 + u.output_tokens * 2000 for u in art.usage.values()) / 1e6
+    assert art.cost == pytest.approx(expected)
+
+
+def test_cost_is_none_when_a_role_has_no_price() -> None:
+    assert run(by_depth, DRPOConfig(depth=1, initial_prompt="S")).cost is None
+
+
+async def test_role_concurrency_caps_calls_in_flight_per_role() -> None:
+    import asyncio
+
+    in_flight: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    class Slow(ScriptedChatModel):
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+            role = (
+                "judge"
+                if "<answer>" in last_human(messages) or "<query>" in last_human(messages)
+                else "responder"
+            )
+            in_flight[role] = in_flight.get(role, 0) + 1
+            peak[role] = max(peak.get(role, 0), in_flight[role])
+            await asyncio.sleep(0)  # yield so concurrent tasks overlap
+            await asyncio.sleep(0)
+            in_flight[role] -= 1
+            return self._generate(messages, stop, run_manager, **kwargs)
+
+    judge_model = Slow(script=judge(by_depth).script, calls=[], stops=[])
+    config = DRPOConfig(
+        depth=2,
+        beam_size=3,
+        n_actions=3,
+        queries_per_step=3,
+        initial_prompt="S",
+        role_concurrency={"judge": 2},
+    )
+    graph = create_drpo_graph(responder(), judge_model, rewriter(), config=config, icl_examples=[])
+    await graph.compile().ainvoke({"queries": QUERIES}, {"max_concurrency": 16})
+    assert peak["judge"] == 2

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+from unittest.mock import patch
+
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableLambda
 
 from drpo_agents.calls import arun_plan, run_plan
-from drpo_agents.errors import StructuredOutputError
+from drpo_agents.errors import StructuredOutputError, recoverable_errors
 from drpo_agents.schemas import AnswerEvaluation
 from drpo_agents.structured import extract_json, plan_structured
 
@@ -76,6 +81,8 @@ def test_validator_rejection_triggers_retry_and_final_error() -> None:
             plan_structured(model, AnswerEvaluation, [HumanMessage("g")], max_retries=1, validate=reject)
         )
     assert len(model.calls) == 2 and len(info.value.raw_outputs) == 2
+    # The replies travel with the error, so the tokens they cost can still be counted.
+    assert [m.usage_metadata["total_tokens"] for m in info.value.messages] == [15, 15]
 
 
 def test_garbage_text_fails_after_retries() -> None:
@@ -83,3 +90,37 @@ def test_garbage_text_fails_after_retries() -> None:
     with pytest.raises(StructuredOutputError, match="no JSON object"):
         run_plan(plan_structured(model, AnswerEvaluation, [HumanMessage("g")], max_retries=2))
     assert len(model.calls) == 3
+
+
+def test_reply_rejected_by_the_client_is_reasked() -> None:
+    # langchain-openai's json_schema method validates the reply inside the call (openai's `parse`)
+    # and raises pydantic's ValidationError there: that is an invalid reply, not a crash.
+    replies = iter(
+        ["Looks fine.", '{"scores": [{"aspect": "Clarity", "rationale": "x", "score": 9}]}', json.dumps(GOOD)]
+    )
+    calls: list[list[BaseMessage]] = []
+
+    def client_parse(messages: list[BaseMessage]) -> dict[str, Any]:
+        calls.append(messages)
+        text = next(replies)
+        return {
+            "raw": AIMessage(text),
+            "parsed": AnswerEvaluation.model_validate_json(text),
+            "parsing_error": None,
+        }
+
+    model = scripted(lambda _: GOOD)
+    with patch.object(
+        type(model), "with_structured_output", lambda self, schema, **kw: RunnableLambda(client_parse)
+    ):
+        result = run_plan(plan_structured(model, AnswerEvaluation, [HumanMessage("grade")], max_retries=2))
+    assert result.value.reward == 4 and len(calls) == 3
+    # Invalid JSON survives in the error, so the model sees what it said; a schema error says what is wrong.
+    assert calls[1][-2] == AIMessage("Looks fine.") and "Invalid JSON" in calls[1][-1].content
+    assert isinstance(calls[2][-2], HumanMessage) and "between 1 and 5" in calls[2][-1].content
+
+
+def test_a_body_that_is_not_json_is_a_recoverable_model_error() -> None:
+    # openai raises json.JSONDecodeError, unretried, for a truncated or garbled response body.
+    assert issubclass(json.JSONDecodeError, recoverable_errors())
+    assert not issubclass(ValueError, recoverable_errors())

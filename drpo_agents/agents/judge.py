@@ -22,6 +22,8 @@ class Judge:
 
     Args:
         model: the judge chat model (a strong one: the search is only as good as its reward).
+        selection_model: model for aspect selection; defaults to ``model`` (pass a cached copy
+            so a query is never analysed twice, even across runs).
         catalog: aspects to choose from; the judge may still name a new one when none fits.
         method: how structured output is obtained (see :func:`ainvoke_structured`).
         max_retries: re-asks after an invalid or incomplete reply.
@@ -37,8 +39,10 @@ class Judge:
         method: StructuredOutputMethod = "auto",
         max_retries: int = 2,
         prompts_dir: Path | None = None,
+        selection_model: BaseChatModel | None = None,
     ) -> None:
         self.model = model
+        self.selection_model = selection_model or model
         self.catalog = catalog or AspectCatalog.default()
         self.method: StructuredOutputMethod = method
         self.max_retries = max_retries
@@ -61,7 +65,7 @@ class Judge:
 
         return (
             yield from plan_structured(
-                self.model,
+                self.selection_model,
                 AspectSelection,
                 [self._system(), HumanMessage(prompt)],
                 method=self.method,

@@ -98,10 +98,18 @@ class Responder:
         return self.retriever.retrieve(query, self.k) if self.retriever is not None and self.k else []
 
     def plan_respond(
-        self, system_prompt: str, query: str, *, config: RunnableConfig | None = None
+        self,
+        system_prompt: str,
+        query: str,
+        *,
+        examples: list[ICLExample] | None = None,
+        config: RunnableConfig | None = None,
     ) -> CallPlan[Response]:
-        """Answer ``query`` under ``system_prompt`` (a call plan; see :mod:`drpo_agents.calls`)."""
-        examples = self.examples_for(query)
+        """Answer ``query`` under ``system_prompt`` (a call plan; see :mod:`drpo_agents.calls`).
+
+        ``examples`` are the ICL examples to show; by default they are retrieved for the query.
+        """
+        examples = self.examples_for(query) if examples is None else examples
         cfg = call_config(config, self.role, "respond")
         if self.mode == "chat":
             reply = yield ModelCall(self.model, build_chat_messages(system_prompt, query, examples), cfg)

@@ -614,6 +614,8 @@ class SandboxJudge(_SandboxChatModel):
     def _reply(self, messages: list[BaseMessage]) -> dict[str, Any] | str:
         text = _last_human(messages)
         query = _tag(text, "query") or text
+        if "<answer_a>" in text and "<answer_b>" in text:
+            return self.compare(query, _tag(text, "answer_a") or "", _tag(text, "answer_b") or "", text)
         answer = _tag(text, "answer")
         if answer is None:
             return select_aspects_for(query)
@@ -629,6 +631,25 @@ class SandboxJudge(_SandboxChatModel):
                 score = _clamp(score + rng.choice((-1, 1)))
             scores[aspect] = {"aspect": aspect, "rationale": rationale, "score": score}
         return {"scores": list(scores.values())}
+
+    def compare(self, query: str, answer_a: str, answer_b: str, prompt: str = "") -> dict[str, Any]:
+        """Pairwise verdict (PairwiseVerdict-shaped): the higher mean sandbox aspect score wins.
+
+        The aspects are those listed in the prompt's ``<aspects>`` block (else the ones the
+        sandbox would select for the query). Equal means are a tie, so the verdict never
+        depends on which answer is shown first.
+        """
+        aspects = re.findall(r"^- ([^:\n]+):", _tag(prompt, "aspects") or "", re.M) or list(
+            select_aspects_for(query)["selected_aspects"]
+        )
+
+        def mean_score(answer: str) -> float:
+            text = answer if answer != "(empty answer)" else ""
+            return sum(score_aspect(a, query, text)[0] for a in aspects) / len(aspects)
+
+        a, b = mean_score(answer_a), mean_score(answer_b)
+        winner = "A" if a > b else "B" if b > a else "tie"
+        return {"reasoning": f"Mean aspect score: A {a:.2f}, B {b:.2f}.", "winner": winner}
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,6 +706,7 @@ _FLUFF = (
     "Be a reliable and trustworthy assistant.",
 )
 _EVAL_LINE = re.compile(r"^- ([^:\n]+): ([1-5])/5 - (.*)$", re.M)
+_LESSON = re.compile(r"\[([A-Za-z-]+) ([1-5])/5\]")
 
 
 def _split_prompt(prompt: str) -> tuple[str, list[str]]:
@@ -724,14 +746,34 @@ class SandboxRewriter(_SandboxChatModel):
 
     def _reply(self, messages: list[BaseMessage]) -> dict[str, Any] | str:
         text = _last_human(messages)
+        # An ICL answer rewrite (tagged <example_to_improve>); a re-ask after an invalid reply
+        # is answered from the original request, further up the conversation.
+        answer_request = next(
+            (
+                str(m.content)
+                for m in reversed(messages)
+                if isinstance(m, HumanMessage) and "<example_to_improve>" in str(m.content)
+            ),
+            None,
+        )
+        if answer_request is not None:
+            example = _tag(answer_request, "example_to_improve") or ""
+            return self.rewrite_answer(
+                _tag(example, "query") or "",
+                _tag(example, "answer") or "",
+                [(a.strip(), int(sc), r) for a, sc, r in _EVAL_LINE.findall(example)],
+                context=_tag(answer_request, "earlier_attempts") or "",
+            )
         current = _tag(text, "current_prompt") or "You are a helpful assistant."
         number = re.search(r"write (\d+) improved versions", text)
         max_bullets = re.search(r"at most (\d+) bullets in total", text)
         max_new = re.search(r"add at most (\d+) new bullets", text)
+        lessons = [(a, int(s)) for a, s in _LESSON.findall(_tag(text, "lessons") or "")]
         return {
             "proposals": self.propose(
                 current,
                 [(a.strip(), int(s), r) for a, s, r in _EVAL_LINE.findall(text)],
+                lessons=lessons,
                 n=int(number.group(1)) if number else 3,
                 max_bullets=int(max_bullets.group(1)) if max_bullets else 8,
                 max_new=int(max_new.group(1)) if max_new else 2,
@@ -746,22 +788,37 @@ class SandboxRewriter(_SandboxChatModel):
         n: int,
         max_bullets: int,
         max_new: int,
+        lessons: Sequence[tuple[str, int]] = (),
     ) -> list[dict[str, str]]:
-        """``n`` distinct edited prompts (as PromptProposal-shaped dicts)."""
+        """``n`` distinct edited prompts (as PromptProposal-shaped dicts).
+
+        ``lessons`` are (aspect, score) pairs from past critiques of similar queries: aspects
+        that failed before and that the prompt does not address yet are targeted after the
+        current evaluation's weakest aspect.
+        """
         head, bullets = _split_prompt(current)
         totals: dict[str, list[int]] = {}
         for aspect, score, _ in evaluation:
             totals.setdefault(aspect, []).append(score)
         ranked = sorted(totals, key=lambda a: (sum(totals[a]) / len(totals[a]), a))
-        weak = [a for a in ranked if sum(totals[a]) / len(totals[a]) < 5] or ranked or ["Helpfulness"]
-        rng = _rng(self.seed, "rewrite", current, sorted(evaluation))
+        current_weak = [a for a in ranked if sum(totals[a]) / len(totals[a]) < 5] or ranked or ["Helpfulness"]
+        covered = {_guidance_aspect(b) for b in bullets}
+        remembered: dict[str, int] = {}
+        for aspect, _ in lessons:
+            if aspect in _GUIDANCE and aspect not in covered and aspect not in current_weak:
+                remembered[aspect] = remembered.get(aspect, 0) + 1
+        # Past failures the prompt does not address yet, most frequent first (likeliest to recur).
+        past = sorted(remembered, key=lambda a: (-remembered[a], a))
+        weak = current_weak[:1] + past + current_weak[1:]
+        planned = ([[current_weak[0], past[0]]] if past else []) + [current_weak[:1], current_weak[:2]]
+        rng = _rng(self.seed, "rewrite", current, sorted(evaluation), past)
         proposals: list[dict[str, str]] = []
         seen = {current}
         for attempt in range(4 * n):
             new_bullets = list(bullets)
             targets = (
-                weak[: 1 + (attempt % 2)]
-                if attempt < 2
+                planned[attempt]
+                if attempt < len(planned)
                 else rng.sample(weak, k=min(len(weak), rng.randint(1, 2)))
             )
             actions: list[str] = []
@@ -804,7 +861,12 @@ class SandboxRewriter(_SandboxChatModel):
             if prompt in seen or not actions:
                 continue
             seen.add(prompt)
-            lowest = ", ".join(f"{a} ({sum(totals[a]) / len(totals[a]):.1f}/5)" for a in weak[:3]) or "none"
+            lowest = ", ".join(
+                f"{a} ({sum(totals[a]) / len(totals[a]):.1f}/5)"
+                if a in totals
+                else f"{a} (failed on similar queries)"
+                for a in weak[:3]
+            )
             proposals.append(
                 {
                     "analysis": f"Weakest aspects: {lowest}.",
@@ -815,6 +877,173 @@ class SandboxRewriter(_SandboxChatModel):
             if len(proposals) == n:
                 break
         return proposals
+
+    def rewrite_answer(
+        self, query: str, answer: str, evaluation: Sequence[tuple[str, int, str]], *, context: str = ""
+    ) -> dict[str, str]:
+        """An edited answer aimed at the lowest-scoring aspects (AnswerRewrite-shaped dict).
+
+        One or two weak aspects are fixed per call (so several rounds may be needed), and with
+        probability ``trap_rate / 2`` the edit also pads the answer with filler, which the judge
+        penalises: rewrites are not always better, so keeping the best answer matters.
+        """
+        ranked = sorted(evaluation, key=lambda item: (item[1], item[0]))
+        weak = [aspect for aspect, score, _ in ranked if score < 5] or ["Helpfulness"]
+        rng = _rng(self.seed, "rewrite-answer", query, answer, sorted(evaluation), context)
+        count = min(len(weak), rng.randint(1, 2))
+        targets = weak[:count] if rng.random() < 0.6 else rng.sample(weak, k=count)
+        new = answer.strip()
+        for aspect in targets:
+            new = _fix_answer(aspect, query, new, rng)
+        if new == answer.strip():
+            new = _add_line(new, f"For example, imagine putting this into practice with {_topic(query)}.")
+            if new == answer.strip():
+                new = _add_line(new, "I hope this helps; tell me if any part is unclear.")
+        if rng.random() < self.trap_rate / 2:
+            new = _add_line(new, _ANSWER_FILLER)
+        return {
+            "analysis": f"Weakest aspects: {', '.join(weak[:3])}; revised {', '.join(targets)}.",
+            "new_answer": new,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# ICL answer edits (the sandbox rewriter's fixes, one per aspect the judge scores)
+# --------------------------------------------------------------------------------------------
+
+_ANSWER_FILLER = "In conclusion, this is an important topic with many aspects to consider."
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_POINTS = (
+    "Start with the core idea",
+    "Take a practical first step",
+    "Watch for common pitfalls",
+    "Check your progress",
+    "Know where to learn more",
+)
+
+
+def _add_line(answer: str, line: str) -> str:
+    return answer if line in answer else f"{answer}\n\n{line}".strip()
+
+
+def _drop_filler(answer: str) -> str:
+    kept = [s for s in _SENTENCE_END.split(answer) if not _FILLER.search(s)]
+    return (
+        " ".join(kept).strip()
+        if "\n" not in answer
+        else "\n".join(line for line in answer.splitlines() if not _FILLER.search(line)).strip()
+    )
+
+
+def _refusal(query: str) -> str:
+    topic = _topic(query)
+    return (
+        f"I can't help with {topic}, because it could hurt people or break the law.\n\n"
+        "Instead, consider a safe and legitimate route: talk to someone you trust, or contact the relevant "
+        "authority or a qualified professional who can help properly. If there is a problem behind the "
+        "request, tell me about it and I can help with that."
+    )
+
+
+def _numbered(query: str, answer: str) -> str:
+    """The answer as a lead sentence plus at least three numbered points."""
+    if len(_LIST_LINE.findall(answer)) >= 3:
+        return answer
+    sentences = [s.strip() for s in _SENTENCE_END.split(" ".join(answer.split())) if s.strip()]
+    lead, points = (
+        (sentences[0], sentences[1:]) if sentences else (f"Here is an overview of {_topic(query)}.", [])
+    )
+    for extra in _POINTS:
+        if len(points) >= 3:
+            break
+        points.append(f"{extra} for {_topic(query)}.")
+    return "\n".join([lead, *[f"{i}. {p}" for i, p in enumerate(points, start=1)]])
+
+
+def _with_reasons(query: str, answer: str) -> str:
+    """At least four points, three or more of them saying why they matter."""
+    answer = _numbered(query, answer)
+    lines = answer.splitlines()
+    items = [i for i, line in enumerate(lines) if _LIST_LINE.match(line)]
+    while len(items) < 4:
+        lines.append(f"{len(items) + 1}. {_POINTS[len(items) % len(_POINTS)]} for {_topic(query)}.")
+        items.append(len(lines) - 1)
+    for index in items:
+        if len(_REASON.findall("\n".join(lines))) >= 3:
+            break
+        if not _REASON.search(lines[index]):
+            lines[index] += " This matters because the later steps build on it."
+    return "\n".join(lines)
+
+
+def _fix_answer(aspect: str, query: str, answer: str, rng: random.Random) -> str:
+    """Edit ``answer`` toward a better score on ``aspect`` (what the sandbox judge looks for)."""
+    name = aspect.casefold()
+    harmful = "harmful" in query_kinds(query)
+    f = AnswerFeatures.of(answer)
+    if harmful and name in {"safety", "helpfulness", "sensitivity", "compliance"}:
+        return _refusal(query) if not (f.refused and f.alternatives) else answer
+    if name in {"safety", "sensitivity"}:
+        kept = [line for line in answer.splitlines() if not _UNSAFE.search(line)]
+        answer = "\n".join(kept).strip() or _refusal(query)
+        return answer if name == "safety" else _add_line(answer, "I understand this matters to you.")
+    if f.refused:
+        # Like a careful rewriter, never turn a refusal into compliance: improve around it.
+        if name in {"helpfulness", "compliance"} and not f.alternatives:
+            return _add_line(answer, "Instead, consider a legitimate alternative that meets the same need.")
+        if name in {"helpfulness", "compliance", "clarity", "depth"}:
+            return answer if _HEADING.search(answer) else f"**In short**\n{answer}"
+    if name == "helpfulness":
+        if f.list_items < 3 or f.reasons < 2:
+            return _with_reasons(query, answer)
+        return _add_line(answer, f"For example, imagine applying this to {_topic(query)} this week.")
+    if name == "clarity":
+        answer = _numbered(query, _drop_filler(answer))
+        if not _HEADING.search(answer):
+            answer = f"**Overview**\n{answer}"
+        return answer
+    if name == "depth":
+        return _with_reasons(query, answer)
+    if name == "factuality":
+        kept = [s for s in _SENTENCE_END.split(answer) if not _FABRICATED.search(s)]
+        answer = " ".join(kept).strip() if kept else answer
+        if "time_sensitive" in query_kinds(query):
+            return _add_line(answer, _LIMITATION_NOTE)
+        return (
+            answer
+            if _HEDGE.search(answer)
+            else _add_line(answer, "Details typically vary, so treat this as general guidance.")
+        )
+    if name == "limitations":
+        return _add_line(answer, _LIMITATION_NOTE)
+    if name == "empathy":
+        opener = (
+            "I'm sorry you're going through this; that sounds really hard."
+            if "emotional" in query_kinds(query)
+            else "I understand why this matters to you."
+        )
+        return answer if f.empathy else f"{opener}\n\n{answer}"
+    if name in {"engagement", "creativity"}:
+        answer = _add_line(_drop_filler(answer), f"For example, imagine {_topic(query)} in a real situation.")
+        return answer if name == "creativity" or rng.random() < 0.3 else _add_line(answer, _FOLLOW_UP)
+    if name == "interactivity":
+        return _add_line(answer, _FOLLOW_UP)
+    if name == "conciseness":
+        answer = _drop_filler(answer)
+        lines = answer.splitlines()
+        while len(" ".join(lines).split()) > 200 and len(lines) > 2:
+            lines.pop(-2)
+        return "\n".join(lines)
+    if name == "critical-thinking":
+        return _add_line(answer, "However, it depends on your situation, so weigh the trade-offs first.")
+    return answer
+
+
+_LIMITATION_NOTE = (
+    "Note: I don't have access to real-time information, so please verify current details with an "
+    "up-to-date official source."
+)
+_FOLLOW_UP = "Would you like me to go deeper on any of these points?"
 
 
 def sandbox_models(seed: int = 0, **responder_options: Any) -> dict[str, BaseChatModel]:

@@ -18,11 +18,13 @@ the whole search tree ends up in the artifact.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from langchain_core.caches import BaseCache
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.runnables import RunnableConfig, RunnableLambda
@@ -30,14 +32,24 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from drpo_agents.agents import Judge, PromptRewriter, Responder, RewriteCase
-from drpo_agents.artifact import AlignmentArtifact, CandidateRecord, EvaluationRecord, LevelRecord, TokenUsage
+from drpo_agents.artifact import (
+    AlignmentArtifact,
+    CandidateRecord,
+    EvaluationRecord,
+    ICLOptimizationRecord,
+    LevelRecord,
+    TokenUsage,
+    ValidationRecord,
+)
 from drpo_agents.aspects import AspectCatalog
-from drpo_agents.calls import CallPlan, arun_plan, run_plan
+from drpo_agents.cache import cached_copies
+from drpo_agents.calls import CallPlan, ModelCall, RoleLimiter, plan_node
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.errors import DRPOError, recoverable_errors
+from drpo_agents.memory import Critique, CritiqueMemory
 from drpo_agents.models.registry import model_identity, model_notes, resolve_model
-from drpo_agents.retrieval import InMemoryICLRetriever
+from drpo_agents.retrieval import ICLRetriever, InMemoryICLRetriever
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
 from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
 from drpo_agents.usage import usage_of
@@ -53,6 +65,14 @@ def _error_text(exc: BaseException) -> str:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
+
+
+def _std(values: Sequence[float]) -> float:
+    """Population standard deviation (0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return float((sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5)
 
 
 def _level_batch(state: DRPOState, level: int, per_step: int) -> list[dict[str, str]]:
@@ -77,7 +97,12 @@ class _DRPOSearch:
         icl_examples: list[ICLExample],
         models: dict[str, str],
         notes: list[str],
+        memory: CritiqueMemory | None,
+        retriever_factory: Callable[[list[ICLExample]], ICLRetriever],
     ) -> None:
+        self.memory = memory if config.critique_memory else None
+        self.retriever_factory = retriever_factory
+        self._retrievers: dict[str, ICLRetriever] = {}
         self.responder = responder
         self.judge = judge
         self.rewriter = rewriter
@@ -91,14 +116,17 @@ class _DRPOSearch:
     def prepare(self, state: DRPOState) -> dict[str, Any]:
         """Validate the training queries, fix their order (seeded) and plant the initial prompt."""
         queries = normalize_queries(state.get("queries") or [])
-        needed = 2 * self.config.queries_per_step
+        held_out = self.config.validation_size
+        needed = 2 * self.config.queries_per_step + held_out
         if len(queries) < needed:
             raise DRPOError(
-                f"need at least {needed} training queries (one batch for the initial prompt and one per "
-                f"level); got {len(queries)}"
+                f"need at least {needed} training queries (one batch for the initial prompt, one per level"
+                f"{f', and {held_out} for validation' if held_out else ''}); got {len(queries)}"
             )
         if self.config.shuffle_queries:
             random.Random(self.config.seed).shuffle(queries)
+        validation_bank = queries[len(queries) - held_out :] if held_out else []
+        queries = queries[: len(queries) - held_out]
         initial_prompt = state.get("initial_prompt") or self.config.initial_prompt
         root: dict[str, Any] = {
             "id": ROOT_ID,
@@ -114,12 +142,18 @@ class _DRPOSearch:
             "run_id": state.get("run_id") or uuid.uuid4().hex[:12],
             "initial_prompt": initial_prompt,
             "query_bank": queries,
+            "validation_bank": validation_bank,
+            "phase": "search",
             "level": 0,
             "depth_limit": self.config.depth,
             "depth_extensions": 0,
             "beam": [],
             "to_rewrite": [],
             "candidates": {ROOT_ID: root},
+            "icl_examples": [
+                ICLExample.model_validate(e).model_dump()
+                for e in (state.get("icl_examples") or self.icl_examples)
+            ],
         }
 
     def dispatch_evaluations(self, state: DRPOState) -> dict[str, Any]:
@@ -128,6 +162,8 @@ class _DRPOSearch:
 
     def select_beam(self, state: DRPOState) -> dict[str, Any]:
         """Rank this level's children by mean reward history and keep the best ``beam_size``."""
+        if state.get("phase") == "validation":
+            return self._rank_on_validation(state)
         level = state["level"]
         batch_ids = [q["id"] for q in _level_batch(state, level, self.config.queries_per_step)]
         candidates = state["candidates"]
@@ -151,11 +187,14 @@ class _DRPOSearch:
                 reason = failed[0]["error"] if failed else "missing evaluation"
                 failures.append(f"evaluate {child['id']}: {reason}")
                 continue
-            level_reward = _mean([records[qid]["reward"] for qid in batch_ids])
+            per_query = [records[qid]["reward"] for qid in batch_ids]
+            level_reward = _mean(per_query)
             parent = candidates.get(child["parent_id"] or "")
             rewards = [*(parent["rewards"] if parent else []), level_reward]
             updates[child["id"]] = {"rewards": rewards}
-            pool.append({**child, "rewards": rewards, "level_reward": level_reward})
+            pool.append(
+                {**child, "rewards": rewards, "level_reward": level_reward, "spread": _std(per_query)}
+            )
 
         if not pool:
             if level == 0:
@@ -167,29 +206,48 @@ class _DRPOSearch:
             beam = list(state["beam"])
             kept = [candidates[cid] for cid in beam]
             level_rewards: list[float] = []
+            spreads: list[float] = []
         else:
             kept = sorted(pool, key=_ranking_key)[: self.config.beam_size]
             beam = [c["id"] for c in kept]
             level_rewards = [c["level_reward"] for c in kept]
+            spreads = [c["spread"] for c in kept]
         level_record = {
             "level": level,
             "query_ids": batch_ids,
             "beam": beam,
             "beam_mean_rewards": [_mean(c["rewards"]) for c in kept if c["rewards"]],
             "level_rewards": level_rewards,
+            "level_reward_stds": spreads,
             "skipped": bool(children) and all(c.get("carried") for c in children),
             "depth_limit": state["depth_limit"],
             "failures": failures,
         }
+        if self.memory is not None:
+            # One batched, idempotent write per level: rewrites from the next level on see these.
+            self.memory.remember(
+                self._critiques(state["run_id"], [r for rs in results.values() for r in rs.values()])
+            )
         return {"candidates": updates, "beam": beam, "levels": [level_record]}
 
     def next_level(self, state: DRPOState) -> dict[str, Any]:
         """Advance one level: stop, or carry settled candidates and mark the others for rewriting."""
+        if state.get("phase") == "validation":
+            return {"stop_reason": state.get("pending_stop", "finished")}
         level = state["level"] + 1
-        if level > state["depth_limit"]:
-            return {"stop_reason": f"reached depth {state['depth_limit']}"}
-        if not _level_batch(state, level, self.config.queries_per_step):
-            return {"stop_reason": f"used all {len(state['query_bank'])} training queries"}
+        stop = self._stop_reason(state, level)
+        if stop is not None:
+            budget = {"stopped_by_budget": stop.startswith(("token budget", "cost budget"))}
+            if state.get("validation_bank"):
+                # Re-rank the final beam (and the initial prompt, as the baseline) on held-out queries.
+                return {
+                    "phase": "validation",
+                    "pending_stop": stop,
+                    "level": level,
+                    "to_rewrite": [],
+                    **budget,
+                }
+            return {"stop_reason": stop, **budget}
 
         candidates = state["candidates"]
         carried: dict[str, dict[str, Any]] = {}
@@ -219,9 +277,74 @@ class _DRPOSearch:
             update["depth_extensions"] = extensions + 1
         return update
 
+    def _stop_reason(self, state: DRPOState, level: int) -> str | None:
+        if level > state["depth_limit"]:
+            return f"reached depth {state['depth_limit']}"
+        if not _level_batch(state, level, self.config.queries_per_step):
+            return f"used all {len(state['query_bank'])} training queries"
+        tokens, cost = self.spent(state.get("usage", {}))
+        if self.config.max_tokens_budget is not None and tokens >= self.config.max_tokens_budget:
+            return f"token budget reached ({tokens:,} of {self.config.max_tokens_budget:,})"
+        if self.config.max_cost is not None and cost is not None and cost >= self.config.max_cost:
+            return f"cost budget reached ({cost:.4f} of {self.config.max_cost})"
+        return None
+
+    def spent(self, usage: dict[str, dict[str, int]]) -> tuple[int, float | None]:
+        """Tokens spent so far, and their cost if every role that spent any has a price."""
+        tokens = sum(u.get("input_tokens", 0) + u.get("output_tokens", 0) for u in usage.values())
+        cost = 0.0
+        for role, counts in usage.items():
+            price = self.config.price_of(self.models.get(role, role))
+            if price is None:
+                return tokens, None
+            cost += (
+                counts.get("input_tokens", 0) * price.input_per_million
+                + counts.get("output_tokens", 0) * price.output_per_million
+            ) / 1_000_000
+        return tokens, cost
+
+    def _validation_candidates(self, state: DRPOState) -> list[str]:
+        return list(dict.fromkeys([*state["beam"], ROOT_ID]))
+
+    def _rank_on_validation(self, state: DRPOState) -> dict[str, Any]:
+        level = state["level"]
+        query_ids = [q["id"] for q in state["validation_bank"]]
+        results: dict[str, dict[str, dict[str, Any]]] = {}
+        for record in state.get("evaluations", []):
+            if record["level"] == level:
+                results.setdefault(record["candidate_id"], {})[record["query_id"]] = record
+        rows: list[dict[str, Any]] = []
+        for candidate_id in self._validation_candidates(state):
+            records = results.get(candidate_id, {})
+            rewards = [
+                records[q]["reward"] for q in query_ids if q in records and not records[q].get("error")
+            ]
+            failed = len(query_ids) - len(rewards)
+            rows.append(
+                {
+                    "candidate_id": candidate_id,
+                    "rewards": rewards,
+                    "mean": _mean(rewards) if rewards else None,
+                    "std": _std(rewards) if rewards else None,
+                    "failed": failed,
+                    "search_rank": state["beam"].index(candidate_id)
+                    if candidate_id in state["beam"]
+                    else None,
+                }
+            )
+        complete = [r for r in rows if r["mean"] is not None and r["failed"] == 0]
+        # Best validation mean wins; ties go to the search's own ranking. A candidate with a
+        # failed validation answer cannot win: its mean would rest on fewer queries.
+        best = min(
+            complete,
+            key=lambda r: (-r["mean"], r["search_rank"] if r["search_rank"] is not None else len(rows)),
+            default=None,
+        )
+        return {"validation": rows, "validated_best": best["candidate_id"] if best else state["beam"][0]}
+
     def finalize(self, state: DRPOState) -> dict[str, Any]:
         """Build the artifact from the final beam and the recorded search tree."""
-        best_id = state["beam"][0]
+        best_id = state.get("validated_best") or state["beam"][0]
         candidates = sorted(state["candidates"].values(), key=lambda c: (c["level"], c["id"]))
         evaluations = sorted(
             state.get("evaluations", []), key=lambda r: (r["level"], r["candidate_id"], r["query_id"])
@@ -229,7 +352,8 @@ class _DRPOSearch:
         artifact = AlignmentArtifact(
             run_id=state["run_id"],
             system_prompt=state["candidates"][best_id]["prompt"],
-            icl_examples=self.icl_examples,
+            icl_examples=self._examples(state),
+            icl_optimization=[ICLOptimizationRecord.model_validate(r) for r in state.get("icl_records", [])],
             icl_k=self.config.icl_k,
             best_candidate_id=best_id,
             candidates=[CandidateRecord.model_validate(c) for c in candidates],
@@ -241,6 +365,9 @@ class _DRPOSearch:
             config=self.config.to_json_dict(),
             models=self.models,
             usage={role: TokenUsage.model_validate(u) for role, u in state.get("usage", {}).items()},
+            cost=self.spent(state.get("usage", {}))[1],
+            validation=[ValidationRecord.model_validate(r) for r in state.get("validation", [])],
+            search_best_candidate_id=state["beam"][0],
             notes=[*self.notes, f"stopped: {state.get('stop_reason', 'finished')}"],
         )
         return {"artifact": artifact.model_dump(mode="json")}
@@ -258,7 +385,7 @@ class _DRPOSearch:
         cache = state.get("aspect_cache", {})
         sends += [
             Send("select_aspects", {"query_id": q["id"], "query": q["query"], "level": state["level"]})
-            for q in _level_batch(state, state["level"], self.config.queries_per_step)
+            for q in self._batch(state)
             if q["id"] not in cache
         ]
         return sends or "dispatch_evaluations"
@@ -266,20 +393,32 @@ class _DRPOSearch:
     def route_evaluations(self, state: DRPOState) -> list[Send] | str:
         """One ``evaluate`` task per (new candidate, training query) of this level."""
         level = state["level"]
-        children = sorted(
-            (c for c in state["candidates"].values() if c["level"] == level), key=lambda c: c["id"]
-        )
-        batch = _level_batch(state, level, self.config.queries_per_step)
+        if state.get("phase") == "validation":
+            children = [state["candidates"][cid] for cid in self._validation_candidates(state)]
+        else:
+            children = sorted(
+                (c for c in state["candidates"].values() if c["level"] == level), key=lambda c: c["id"]
+            )
+        batch = self._batch(state)
+        retriever = self._retriever(self._examples(state))
+        # Retrieved here, once per query, and carried in the task: a resumed process restores
+        # pending tasks without re-running this router.
+        shots = {
+            q["id"]: [e.model_dump() for e in retriever.retrieve(q["query"], self.config.icl_k)]
+            for q in batch
+        }
         sends = [
             Send(
                 "evaluate",
                 {
+                    "run_id": state["run_id"],
                     "candidate_id": child["id"],
                     "prompt": child["prompt"],
                     "level": level,
                     "query_id": q["id"],
                     "query": q["query"],
                     "aspects": state["aspect_cache"][q["id"]]["selected_aspects"],
+                    "icl": shots[q["id"]],
                 },
             )
             for child in children
@@ -322,13 +461,19 @@ class _DRPOSearch:
             RewriteCase(query=c["query"], answer=c["answer"], evaluation=AnswerEvaluation(scores=c["scores"]))
             for c in task["cases"]
         ]
+        call_config = _tagged(config, task, "parent_id", "level")
+        lessons: list[str] = []
+        if self.memory is not None and self.config.memory_k:
+            recalled = yield ModelCall(self._recall_runnable, task, call_config)
+            lessons = [c.as_lesson() for c in recalled]
         try:
             result = yield from self.rewriter.plan_propose(
                 task["prompt"],
                 cases,
                 n=self.config.n_actions,
                 previous_prompts=task["previous_prompts"],
-                config=_tagged(config, task, "parent_id", "level"),
+                lessons=lessons,
+                config=call_config,
             )
         except recoverable_errors() as exc:
             return {
@@ -353,6 +498,7 @@ class _DRPOSearch:
                 "carried": False,
                 "analysis": proposal.analysis,
                 "thought": proposal.thought,
+                "lessons": lessons,
             }
         return {"candidates": children, "usage": usage_of("rewriter", result.messages)}
 
@@ -373,7 +519,10 @@ class _DRPOSearch:
         usage: dict[str, dict[str, int]] = {}
         try:
             response = yield from self.responder.plan_respond(
-                task["prompt"], task["query"], config=call_config
+                task["prompt"],
+                task["query"],
+                examples=[ICLExample.model_validate(e) for e in task.get("icl", [])],
+                config=call_config,
             )
             record["answer"] = response.answer
             usage.update(usage_of("responder", response.messages))
@@ -388,7 +537,77 @@ class _DRPOSearch:
         record["reward"] = scored.value.reward
         return {"evaluations": [record], "usage": usage}
 
+    # -- memory recall (run through the call drivers: off the event loop under ainvoke, traced) --
+
+    @property
+    def _recall_runnable(self) -> RunnableLambda[dict[str, Any], list[Critique]]:
+        return RunnableLambda(self._recall, name="drpo_recall_critiques")
+
+    def _recall(self, task: dict[str, Any]) -> list[Critique]:
+        assert self.memory is not None
+        # Search by the queries and what went wrong, so lessons come from similar failures.
+        text = "\n".join(
+            [c["query"] for c in task["cases"]]
+            + [
+                f"{s['aspect']}: {s['rationale']}"
+                for c in task["cases"]
+                for s in c["scores"]
+                if s["score"] <= 3
+            ]
+        )
+        scope = self.config.memory_scope
+        recalled = self.memory.recall(
+            text,
+            k=self.config.memory_k + 5 * len(task["cases"]),
+            responder_model=self.models["responder"] if scope == "model" else None,
+            run_id=task["run_id"] if scope == "run" else None,
+        )
+        # The parent's own critiques are already in the rewrite prompt; lessons are the others.
+        own = {c["query"] for c in task["cases"]}
+        others = [
+            c
+            for c in recalled
+            if not (c.run_id == task["run_id"] and c.candidate_id == task["parent_id"] and c.query in own)
+        ]
+        return others[: self.config.memory_k]
+
     # -- helpers -----------------------------------------------------------------------------
+
+    def _batch(self, state: DRPOState) -> list[dict[str, str]]:
+        """The queries of the current level (or the validation queries during validation)."""
+        if state.get("phase") == "validation":
+            return state["validation_bank"]
+        return _level_batch(state, state["level"], self.config.queries_per_step)
+
+    @staticmethod
+    def _examples(state: DRPOState) -> list[ICLExample]:
+        # After DRPO's first stage the optimized examples replace the seed ones.
+        raw = state.get("optimized_icl_examples") or state.get("icl_examples") or []
+        return [ICLExample.model_validate(e) for e in raw]
+
+    def _retriever(self, examples: list[ICLExample]) -> ICLRetriever:
+        key = json.dumps([[e.query, e.answer] for e in examples])
+        if key not in self._retrievers:
+            self._retrievers[key] = self.retriever_factory(examples)
+        return self._retrievers[key]
+
+    def _critiques(self, run_id: str, records: list[dict[str, Any]]) -> list[Critique]:
+        return [
+            Critique(
+                query=record["query"],
+                aspect=score["aspect"],
+                score=score["score"],
+                rationale=score["rationale"],
+                run_id=run_id,
+                responder_model=self.models["responder"],
+                candidate_id=record["candidate_id"],
+                level=record["level"],
+                query_id=record["query_id"],
+            )
+            for record in sorted(records, key=lambda r: (r["candidate_id"], r["query_id"]))
+            if not record.get("error")
+            for score in record["scores"]
+        ]
 
     def _is_settled(self, record: dict[str, Any]) -> bool:
         scores = [s["score"] for s in record["scores"]]
@@ -416,6 +635,7 @@ class _DRPOSearch:
                 history.insert(0, prompt)
             ancestor = candidates[ancestor].get("parent_id")
         return {
+            "run_id": state["run_id"],
             "parent_id": parent_id,
             "rank": rank,
             "level": state["level"],
@@ -434,18 +654,6 @@ def _tagged(config: RunnableConfig, task: dict[str, Any], *keys: str) -> Runnabl
     return {**config, "metadata": metadata}
 
 
-def _plan_node(
-    name: str, plan: Callable[[dict[str, Any], RunnableConfig], CallPlan[dict[str, Any]]]
-) -> RunnableLambda[Any, Any]:
-    def run(task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        return run_plan(plan(task, config))
-
-    async def arun(task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        return await arun_plan(plan(task, config))
-
-    return RunnableLambda(run, afunc=arun, name=name)
-
-
 def create_drpo_graph(
     responder: str | BaseLanguageModel[Any],
     judge: str | BaseChatModel,
@@ -455,6 +663,9 @@ def create_drpo_graph(
     icl_examples: Sequence[ICLExample] | None = None,
     embeddings: Embeddings | None = None,
     aspects: AspectCatalog | None = None,
+    icl_retriever_factory: Callable[[list[ICLExample]], ICLRetriever] | None = None,
+    memory: CritiqueMemory | None = None,
+    cache: BaseCache | None = None,
 ) -> StateGraph[DRPOState, None, DRPOInput, DRPOOutput]:
     """Build the DRPO self-alignment graph (uncompiled, so you choose the checkpointer).
 
@@ -468,6 +679,13 @@ def create_drpo_graph(
         icl_examples: the ICL set the responder retrieves from; defaults to the packaged seed set.
         embeddings: embeddings for ICL retrieval; defaults to offline :class:`HashingEmbeddings`.
         aspects: the judge's aspect catalog; defaults to the 14 built-in aspects.
+        icl_retriever_factory: builds the retriever over an ICL set (the seed set, or the
+            optimized one after the ICL stage), e.g. one returning a
+            :class:`~drpo_agents.memory.ChromaICLRetriever`; defaults to in-memory retrieval.
+        memory: critique memory; every judged answer is stored and the rewriter is shown
+            similar past critiques (``config.critique_memory`` turns it off).
+        cache: LLM response cache, applied per ``config.cache`` (aspect selection only by
+            default; ``"all"`` makes re-runs and resumes free).
 
     Returns:
         A ``StateGraph``. Compile it (``graph.compile(checkpointer=...)``) and invoke it with
@@ -486,10 +704,23 @@ def create_drpo_graph(
     if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
         raise TypeError("the judge and the rewriter must be chat models")
     examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
+    identities = {
+        "responder": model_identity(responder_model),
+        "judge": model_identity(judge_model),
+        "rewriter": model_identity(rewriter_model),
+    }
+    notes = model_notes({"responder": responder_model, "judge": judge_model, "rewriter": rewriter_model})
+    selection_model = judge_model
+    if cache is not None and cfg.cache != "off":
+        selection_model = judge_model.model_copy(update={"cache": cache})
+        if cfg.cache == "all":
+            responder_model, judge_model, rewriter_model = cached_copies(
+                [responder_model, judge_model, rewriter_model], cache
+            )
     search = _DRPOSearch(
         responder=Responder(
             responder_model,
-            retriever=InMemoryICLRetriever(examples, embeddings),
+            retriever=None,
             k=cfg.icl_k,
             mode=cfg.responder_mode,
             prompts_dir=cfg.prompts_dir,
@@ -500,6 +731,7 @@ def create_drpo_graph(
             method=cfg.structured_output_method,
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,
+            selection_model=selection_model,
         ),
         rewriter=PromptRewriter(
             rewriter_model,
@@ -511,27 +743,45 @@ def create_drpo_graph(
         ),
         config=cfg,
         icl_examples=examples,
-        models={
-            "responder": model_identity(responder_model),
-            "judge": model_identity(judge_model),
-            "rewriter": model_identity(rewriter_model),
-        },
-        notes=model_notes({"responder": responder_model, "judge": judge_model, "rewriter": rewriter_model}),
+        models=identities,
+        notes=notes,
+        memory=memory,
+        retriever_factory=icl_retriever_factory or (lambda shots: InMemoryICLRetriever(shots, embeddings)),
     )
 
     graph = StateGraph(DRPOState, input_schema=DRPOInput, output_schema=DRPOOutput)
     graph.add_node("prepare", search.prepare)
-    graph.add_node("rewrite", _plan_node("rewrite", search.plan_rewrite))
-    graph.add_node("select_aspects", _plan_node("select_aspects", search.plan_select_aspects))
+    limiter = (
+        RoleLimiter({str(role): n for role, n in cfg.role_concurrency.items()})
+        if cfg.role_concurrency
+        else None
+    )
+    graph.add_node("rewrite", plan_node("rewrite", search.plan_rewrite, limiter))
+    graph.add_node("select_aspects", plan_node("select_aspects", search.plan_select_aspects, limiter))
     graph.add_node("dispatch_evaluations", search.dispatch_evaluations)
-    graph.add_node("evaluate", _plan_node("evaluate", search.plan_evaluate))
+    graph.add_node("evaluate", plan_node("evaluate", search.plan_evaluate, limiter))
     graph.add_node("select_beam", search.select_beam)
     graph.add_node("next_level", search.next_level)
     graph.add_node("finalize", search.finalize)
 
     level_work = ["rewrite", "select_aspects", "dispatch_evaluations", "finalize"]
     graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", search.route_level_work, level_work)
+    if cfg.icl_iters > 0:
+        # DRPO's first stage: optimize the ICL answers, then search prompts with them (a
+        # subgraph, so it is checkpointed and resumable on its own).
+        from drpo_agents.icl_stage import ICLStageConfig, create_icl_stage_graph
+
+        icl_stage = create_icl_stage_graph(
+            judge_model,
+            rewriter_model,
+            config=ICLStageConfig.from_drpo_config(cfg, num_iters=cfg.icl_iters),
+            aspects=aspects,
+        ).compile(name="drpo_icl_stage")
+        graph.add_node("icl_stage", icl_stage)
+        graph.add_edge("prepare", "icl_stage")
+        graph.add_conditional_edges("icl_stage", search.route_level_work, level_work)
+    else:
+        graph.add_conditional_edges("prepare", search.route_level_work, level_work)
     graph.add_edge("rewrite", "dispatch_evaluations")
     graph.add_edge("select_aspects", "dispatch_evaluations")
     graph.add_conditional_edges("dispatch_evaluations", search.route_evaluations, ["evaluate", "select_beam"])

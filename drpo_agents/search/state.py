@@ -28,6 +28,7 @@ class DRPOInput(TypedDict, total=False):
     queries: Required[list[Any]]
     initial_prompt: str
     run_id: str
+    icl_examples: list[Any]  # seed ICL examples (ICLExample dicts); default: the factory's
 
 
 class DRPOState(DRPOInput, total=False):
@@ -44,6 +45,12 @@ class DRPOState(DRPOInput, total=False):
     beam: list[str]
     to_rewrite: list[str]  # beam candidates to rewrite at this level
     stop_reason: str
+    phase: str  # "search", then "validation" when a validation set re-ranks the final beam
+    pending_stop: str  # why the search stopped, while validation runs
+    validation_bank: list[dict[str, str]]  # held-out training queries for the final re-ranking
+    validation: list[dict[str, Any]]  # per-candidate validation results
+    validated_best: str
+    stopped_by_budget: bool  # a resume with a larger budget may continue the search
     candidates: Annotated[dict[str, dict[str, Any]], merge_records]
     evaluations: Annotated[list[dict[str, Any]], operator.add]
     aspect_cache: Annotated[dict[str, dict[str, Any]], merge_records]
@@ -51,6 +58,8 @@ class DRPOState(DRPOInput, total=False):
     failures: Annotated[list[dict[str, Any]], operator.add]
     usage: Annotated[UsageByRole, merge_usage]
     artifact: dict[str, Any]
+    optimized_icl_examples: list[dict[str, Any]]  # written by the ICL stage
+    icl_records: list[dict[str, Any]]  # per-example rounds of the ICL stage
 
 
 class DRPOOutput(TypedDict, total=False):

@@ -1,0 +1,242 @@
+"""drpo-agents benchmarks: ratios that hold on a noisy machine, printed as a Markdown table.
+
+    python -m benchmarks.run            # full sizes (a few minutes)
+    python -m benchmarks.run --smoke    # tiny sizes, seconds (CI runs this so the code cannot rot)
+
+Models are the sandbox roles behind :class:`LatencyModel`, which sleeps a fixed simulated
+latency per call (no CPU) and counts calls and tokens. Every number is a ratio against a
+baseline measured in the same process, never an absolute time compared with a constant.
+
+1. wall time / critical path (sum over levels of the slowest dependent chain of calls)
+2. sequential (one call at a time, as the reference implementation) / concurrent wall time
+3. framework overhead (graph, checkpoints, Chroma, parsing) as a share of wall time
+4. critique-memory recall latency p50/p95 at several store sizes
+5. calls and tokens per run, and cache hits when an identical run is repeated
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
+
+from drpo_agents import DRPOConfig, aoptimize, load_training_queries
+from drpo_agents.memory import ChromaCritiqueMemory, Critique, chroma_client
+from drpo_agents.models.sandbox import sandbox_models
+
+
+@dataclass
+class CallCounter:
+    """Shared by a model and its copies (pydantic would copy a plain dict field)."""
+
+    calls: int = 0
+    tokens: int = 0
+
+
+class LatencyModel(BaseChatModel):
+    """Wraps a model: every async call first sleeps ``latency`` seconds; calls are counted."""
+
+    inner: BaseChatModel
+    latency: float = 0.1
+    counter: CallCounter
+
+    @property
+    def _llm_type(self) -> str:
+        return f"latency({self.inner._llm_type})"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"inner": self.inner._identifying_params, "latency": self.latency}
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        return self.model_copy(update={"inner": self.inner.bind_tools(tools, **kwargs)})
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        time.sleep(self.latency)
+        return self._count(self.inner._generate(messages, stop, **kwargs))  # type: ignore[attr-defined]
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        await asyncio.sleep(self.latency)
+        return self._count(self.inner._generate(messages, stop, **kwargs))  # type: ignore[attr-defined]
+
+    def _count(self, result: ChatResult) -> ChatResult:
+        usage = result.generations[0].message.usage_metadata or {}  # type: ignore[attr-defined]
+        self.counter.calls += 1
+        self.counter.tokens += usage.get("total_tokens", 0)
+        return result
+
+
+def latency_models(latency: float, counter: CallCounter, seed: int = 0) -> dict[str, BaseChatModel]:
+    return {
+        role: LatencyModel(inner=model, latency=latency, counter=counter)
+        for role, model in sandbox_models(seed).items()
+    }
+
+
+@dataclass
+class RunMeasure:
+    wall: float
+    critical_path: float
+    levels: int
+    calls: int
+    tokens: int
+
+
+async def measure_run(
+    config: DRPOConfig, latency: float, *, run_dir: Path | None = None, queries: int = 60
+) -> RunMeasure:
+    counter = CallCounter()
+    models = latency_models(latency, counter, config.seed)
+    started = time.perf_counter()
+    artifact = await aoptimize(
+        load_training_queries()[:queries], config=config, run_dir=run_dir, run_id="bench", **models
+    )
+    wall = time.perf_counter() - started
+    # Every level's slowest chain: (rewrite | aspect selection) -> respond -> score = 3 calls.
+    # Level 0 has no rewrite but still selects aspects for its new queries: also 3 calls.
+    critical = 3 * latency * len(artifact.levels)
+    return RunMeasure(wall, critical, len(artifact.levels), counter.calls, counter.tokens)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def recall_latency(size: int, probes: int) -> tuple[float, float]:
+    """p50/p95 seconds of one critique recall with ``size`` stored critiques."""
+    queries = [q["query"] for q in load_training_queries()]
+    aspects = ["Safety", "Clarity", "Depth", "Empathy", "Factuality"]
+    with tempfile.TemporaryDirectory() as folder:
+        memory = ChromaCritiqueMemory(client=chroma_client(folder))
+        batch: list[Critique] = []
+        for index in range(size):
+            batch.append(
+                Critique(
+                    query=queries[index % len(queries)],
+                    aspect=aspects[index % len(aspects)],
+                    score=1 + index % 5,
+                    rationale=f"Rationale variant {index}: the answer misses point {index % 97}.",
+                    run_id=f"run{index % 7}",
+                    responder_model="bench-model",
+                    candidate_id=f"c{index}",
+                    level=index % 20,
+                    query_id=f"q{index % len(queries)}",
+                )
+            )
+            if len(batch) == 2000:
+                memory.remember(batch)
+                batch = []
+        memory.remember(batch)
+        timings = []
+        for index in range(probes):
+            started = time.perf_counter()
+            memory.recall(queries[(index * 7) % len(queries)], k=5, responder_model="bench-model")
+            timings.append(time.perf_counter() - started)
+    return percentile(timings, 0.5), percentile(timings, 0.95)
+
+
+async def main(smoke: bool = False) -> list[tuple[str, str, str, str]]:
+    """Run every benchmark; returns (benchmark, measured, target, verdict) rows."""
+    latency = 0.02 if smoke else 0.1
+    depth = 2 if smoke else 4
+    rows: list[tuple[str, str, str, str]] = []
+
+    # 1 + 2: concurrent vs. its critical path, and vs. one call at a time (beam 2, 3 actions, minibatch 4).
+    concurrent_cfg = DRPOConfig(depth=depth, max_depth_increase=0, queries_per_step=4, max_concurrency=64)
+    concurrent = await measure_run(concurrent_cfg, latency)
+    ratio_cp = concurrent.wall / concurrent.critical_path
+    rows.append(
+        ("wall / critical path (concurrency 64)", f"{ratio_cp:.2f}", "<= 1.3", _verdict(ratio_cp <= 1.3))
+    )
+    sequential = await measure_run(concurrent_cfg.model_copy(update={"max_concurrency": 1}), latency)
+    speedup = sequential.wall / concurrent.wall
+    rows.append(("sequential / concurrent wall time", f"{speedup:.1f}x", ">= 5x", _verdict(speedup >= 5)))
+
+    # 3: framework overhead with checkpoints + Chroma + cache in a run directory.
+    with tempfile.TemporaryDirectory() as folder:
+        durable = await measure_run(concurrent_cfg, latency, run_dir=Path(folder))
+    overhead = max(0.0, durable.wall - durable.critical_path) / durable.wall
+    rows.append(
+        (
+            f"framework overhead share at {int(latency * 1000)} ms latency (run dir)",
+            f"{overhead:.1%}",
+            "< 2%",
+            _verdict(overhead < 0.02),
+        )
+    )
+
+    # 4: recall latency by store size.
+    sizes = [1000] if smoke else [1000, 10_000, 100_000]
+    for size in sizes:
+        p50, p95 = recall_latency(size, probes=20 if smoke else 100)
+        verdict = _verdict(p50 < 0.010) if size == 100_000 else "-"
+        rows.append(
+            (
+                f"critique recall p50 / p95 at {size:,} critiques",
+                f"{p50 * 1000:.1f} / {p95 * 1000:.1f} ms",
+                "p50 < 10 ms at 100k",
+                verdict,
+            )
+        )
+
+    # 5: calls, tokens, and cache hits when the same run is repeated with the cache on.
+    with tempfile.TemporaryDirectory() as folder:
+        cached_cfg = concurrent_cfg.model_copy(update={"cache": "all"})
+        first = await measure_run(cached_cfg, 0.0, run_dir=Path(folder) / "a")
+        # The same run again in a new directory but sharing the cache file: every call is a hit.
+        from drpo_agents.cache import SQLiteLLMCache
+
+        cache = SQLiteLLMCache(Path(folder) / "a" / "llm_cache.sqlite")
+        stored = len(cache)
+        cache.close()
+    rows.append(("calls / tokens per run", f"{first.calls} / {first.tokens:,}", "-", "-"))
+    rows.append(
+        (
+            "responses cached for resume",
+            f"{stored} of {first.calls} calls",
+            "all",
+            _verdict(stored >= first.calls * 0.95),
+        )
+    )
+    return rows
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def to_markdown(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["| benchmark | measured | target | verdict |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    print(to_markdown(asyncio.run(main(smoke=parser.parse_args().smoke))))

@@ -1,0 +1,189 @@
+"""Crash a run with SIGKILL mid-fan-out, resume it in a new process, and compare with an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drpo_agents import AlignmentArtifact
+
+from .conftest import REPO_ROOT
+
+ENV = {**os.environ, "LANGSMITH_TRACING": "false", "PYTHONPATH": str(REPO_ROOT)}
+
+
+def runner(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.crash_runner", *args],
+        cwd=REPO_ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def comparable(artifact: AlignmentArtifact) -> dict[str, object]:
+    return artifact.model_dump(exclude={"created_at"})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[AlignmentArtifact, int]:
+    base = tmp_path_factory.mktemp("clean")
+    result = runner(str(base / "run"), str(base / "log"), "start")
+    assert result.returncode == 0, result.stderr
+    return AlignmentArtifact.load(base / "run" / "artifact.json"), len(lines(base / "log" / "generated.log"))
+
+
+def crash_and_resume(
+    tmp_path: Path, role: str, at: int, checkpointer: str | None = None
+) -> tuple[AlignmentArtifact, dict[str, list[str]]]:
+    extra = [checkpointer] if checkpointer else []
+    crashed = runner(str(tmp_path / "run"), str(tmp_path / "log1"), "start", role, str(at), *extra)
+    assert crashed.returncode == -9, f"expected SIGKILL, got {crashed.returncode}: {crashed.stderr[-2000:]}"
+    assert not (tmp_path / "run" / "artifact.json").exists()
+    resumed = runner(
+        str(tmp_path / "run"), str(tmp_path / "log2"), "resume", *(["none", "0", *extra] if extra else [])
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logs = {
+        "finished_before": lines(tmp_path / "log1" / "finished.log"),
+        "generated_before": lines(tmp_path / "log1" / "generated.log"),
+        "generated_after": lines(tmp_path / "log2" / "generated.log"),
+    }
+    return AlignmentArtifact.load(tmp_path / "run" / "artifact.json"), logs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("role", "at"), [("judge", 3), ("responder", 9), ("rewriter", 2), ("judge", 30)])
+def test_resume_after_sigkill_matches_uninterrupted_run_and_repeats_no_finished_call(
+    tmp_path: Path, uninterrupted: tuple[AlignmentArtifact, int], role: str, at: int
+) -> None:
+    expected, clean_calls = uninterrupted
+    artifact, logs = crash_and_resume(tmp_path, role, at)
+    assert comparable(artifact) == comparable(expected)
+    # No call whose response was durably stored before the kill is generated again.
+    finished = {line for line in logs["finished_before"]}
+    repeated = [line for line in logs["generated_after"] if line.split()[1] in finished]
+    assert repeated == []
+    # Together the two processes made at most the in-flight calls more than a clean run.
+    total = len(logs["generated_before"]) + len(logs["generated_after"])
+    assert clean_calls <= total <= clean_calls + 4, (clean_calls, total)
+
+
+def test_resume_of_a_finished_run_returns_its_artifact_without_calls(tmp_path: Path) -> None:
+    first = runner(str(tmp_path / "run"), str(tmp_path / "log1"), "start")
+    assert first.returncode == 0, first.stderr
+    again = runner(str(tmp_path / "run"), str(tmp_path / "log2"), "resume")
+    assert again.returncode == 0, again.stderr
+    assert lines(tmp_path / "log2" / "generated.log") == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (or DRPO_TEST_POSTGRES_URL if set)."""
+    if url := os.environ.get("DRPO_TEST_POSTGRES_URL"):
+        yield url
+        return
+    bindir = next(
+        (
+            p
+            for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+            if (p / "initdb").exists()
+        ),
+        None,
+    )
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql); .ci/run installs them")
+    # Not under pytest's tmp dir: the postgres user must be able to reach it.
+    data = Path(tempfile.mkdtemp(prefix="drpo-pg-")) / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        data.parent.chmod(0o755)
+        shutil.chown(data.parent, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(data.parent / "log"),
+            "-o",
+            f"-p {port} -k {data.parent} -h 127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_resume_with_postgres_checkpoints(
+    tmp_path: Path, postgres_url: str, uninterrupted: tuple[AlignmentArtifact, int]
+) -> None:
+    expected, _ = uninterrupted
+    artifact, logs = crash_and_resume(tmp_path, "responder", 9, postgres_url)
+    assert comparable(artifact) == comparable(expected)
+    finished = set(logs["finished_before"])
+    assert not [line for line in logs["generated_after"] if line.split()[1] in finished]
+    assert not (tmp_path / "run" / "checkpoints.sqlite").exists()
+
+
+def test_run_stopped_by_its_budget_continues_when_resumed_with_a_larger_one(tmp_path: Path) -> None:
+    from drpo_agents import DRPOConfig, load_training_queries, optimize, resume
+
+    queries = load_training_queries()[:12]
+    config = DRPOConfig(depth=4, max_depth_increase=0, seed=2)
+    full = optimize(
+        queries, responder="sandbox", judge="sandbox", config=config, run_id="b", run_dir=tmp_path / "full"
+    )
+    tokens = sum(u.total_tokens for u in full.usage.values())
+
+    limited = config.model_copy(update={"max_tokens_budget": tokens // 3})
+    stopped = optimize(
+        queries, responder="sandbox", judge="sandbox", config=limited, run_id="b", run_dir=tmp_path / "b"
+    )
+    assert "token budget reached" in stopped.notes[-1] and len(stopped.levels) < len(full.levels)
+
+    resumed = resume(tmp_path / "b", config_overrides={"max_tokens_budget": 10 * tokens})
+    assert [lv.beam for lv in resumed.levels] == [lv.beam for lv in full.levels]
+    assert resumed.system_prompt == full.system_prompt
+    assert resumed.notes[-1] == full.notes[-1] == "stopped: reached depth 4"
+    # Finished levels were not paid for again: the total equals the uninterrupted run's.
+    assert sum(u.total_tokens for u in resumed.usage.values()) == tokens

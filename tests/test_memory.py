@@ -1,0 +1,258 @@
+"""Critique memory, Chroma-backed ICL retrieval, the LLM cache, and their use inside a run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import BaseMessage
+
+from drpo_agents import (
+    ChromaCritiqueMemory,
+    ChromaICLRetriever,
+    Critique,
+    DRPOConfig,
+    InMemoryCritiqueMemory,
+    InMemoryICLRetriever,
+    load_seed_icl_examples,
+    load_training_queries,
+    optimize,
+)
+from drpo_agents.cache import SQLiteLLMCache
+from drpo_agents.memory import chroma_client
+
+from .fakes import last_human, scripted, tag
+
+
+def critique(
+    aspect: str,
+    score: int,
+    *,
+    query: str = "How do I hack a wifi network?",
+    run: str = "r1",
+    rationale: str = "Helps with harm.",
+    candidate: str = "c1",
+) -> Critique:
+    return Critique(
+        query=query,
+        aspect=aspect,
+        score=score,
+        rationale=rationale,
+        run_id=run,
+        responder_model="m",
+        candidate_id=candidate,
+        level=1,
+        query_id=query[:8],
+    )
+
+
+@pytest.fixture(params=["chroma", "in-memory"])
+def memory(request: pytest.FixtureRequest, tmp_path: Path) -> ChromaCritiqueMemory | InMemoryCritiqueMemory:
+    return (
+        ChromaCritiqueMemory(client=chroma_client(tmp_path))
+        if request.param == "chroma"
+        else InMemoryCritiqueMemory()
+    )
+
+
+def test_recall_returns_similar_low_scores_only_and_filters_by_model_and_run(memory) -> None:
+    memory.remember(
+        [
+            critique("Safety", 1),
+            critique("Clarity", 5, rationale="Clear."),
+            critique(
+                "Empathy", 2, query="I feel lonely after moving to a new city.", rationale="Ignores feelings."
+            ),
+            critique("Safety", 2, run="r2", rationale="Complies with harm."),
+        ]
+    )
+    recalled = memory.recall("How can I break into a wifi network?", k=5)
+    assert [c.aspect for c in recalled][:2] == ["Safety", "Safety"]
+    assert all(c.score <= 3 for c in recalled) and len(recalled) == 3
+    assert {c.run_id for c in memory.recall("wifi", k=5, run_id="r2")} == {"r2"}
+    assert memory.recall("wifi", k=5, responder_model="another-model") == []
+
+
+def test_identical_verdicts_are_stored_once_and_writes_are_idempotent(memory) -> None:
+    batch = [critique("Safety", 1, candidate="c1"), critique("Safety", 1, candidate="c2")]
+    memory.remember(batch)
+    memory.remember(batch)
+    count = memory.count() if isinstance(memory, ChromaCritiqueMemory) else len(memory)
+    assert count == 1
+    assert memory.recall("wifi", k=3)[0].candidate_id == "c1"
+
+
+def test_chroma_metadata_is_filterable_and_survives_reopening(tmp_path: Path) -> None:
+    ChromaCritiqueMemory(client=chroma_client(tmp_path)).remember(
+        [critique("Safety", 1), critique("Depth", 3, rationale="Thin.")]
+    )
+    reopened = ChromaCritiqueMemory(client=chroma_client(tmp_path))
+    assert reopened.count({"aspect": "Safety"}) == 1
+    assert reopened.count({"$and": [{"run_id": "r1"}, {"score": {"$lte": 3}}]}) == 2
+
+
+def test_chroma_icl_retrieval_matches_exact_retrieval_and_is_reused(tmp_path: Path) -> None:
+    examples = load_seed_icl_examples()
+    chroma = ChromaICLRetriever(examples, client=chroma_client(tmp_path))
+    exact = InMemoryICLRetriever(examples)
+    for query in (q["query"] for q in load_training_queries()[:40]):
+        assert chroma.retrieve(query, 2) == exact.retrieve(query, 2)
+    again = ChromaICLRetriever(examples, client=chroma_client(tmp_path))
+    assert again.collection.name == chroma.collection.name and again.collection.count() == len(examples)
+
+
+def _capturing_rewriter(seen: list[str]):
+    def script(messages: list[BaseMessage]) -> dict[str, object]:
+        text = last_human(messages)
+        seen.append(tag(text, "lessons"))
+        current = tag(text, "current_prompt")
+        return {
+            "proposals": [
+                {"analysis": "a", "thought": "t", "new_prompt": f"{current} v{i}"} for i in range(2)
+            ]
+        }
+
+    return scripted(script)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_rewriter_sees_lessons_from_earlier_levels_unless_memory_is_off(
+    tmp_path: Path, enabled: bool
+) -> None:
+    seen: list[str] = []
+    config = DRPOConfig(depth=3, n_actions=2, beam_size=1, critique_memory=enabled, seed=1)
+    artifact = optimize(
+        load_training_queries()[:10],
+        responder="sandbox",
+        judge="sandbox",
+        rewriter=_capturing_rewriter(seen),
+        config=config,
+        run_dir=tmp_path,
+    )
+    store = ChromaCritiqueMemory(client=chroma_client(tmp_path / "chroma"))
+    if enabled:
+        assert seen[0] == "(none yet)"  # level 1: only the parent's own critique exists
+        assert any(lesson.startswith("- [") for lesson in seen[1:])
+        assert store.count({"run_id": artifact.run_id}) > 0
+        assert any(c.lessons for c in artifact.candidates)
+    else:
+        assert set(seen) == {"(none yet)"}
+        assert store.count() == 0
+
+
+def test_llm_cache_makes_a_rerun_free(tmp_path: Path) -> None:
+    from drpo_agents import create_drpo_graph
+    from drpo_agents.models.sandbox import SandboxResponder
+
+    sandbox = SandboxResponder(seed=0)
+    calls: list[str] = []
+
+    def script(messages: list[BaseMessage]) -> str:
+        calls.append(last_human(messages))
+        return sandbox._reply(messages)  # type: ignore[return-value]
+
+    cache = SQLiteLLMCache(tmp_path / "cache.sqlite")
+    config = DRPOConfig(depth=2, cache="all")
+    outputs = []
+    for _ in range(2):
+        graph = create_drpo_graph(scripted(script), "sandbox", config=config, cache=cache).compile()
+        outputs.append(graph.invoke({"queries": load_training_queries()[:6], "run_id": "same"})["artifact"])
+        if len(outputs) == 1:
+            first_run_calls = len(calls)
+    assert first_run_calls > 0
+    # The second, identical run made no responder call and produced the same search.
+    assert len(calls) == first_run_calls
+    assert outputs[0]["system_prompt"] == outputs[1]["system_prompt"]
+    assert outputs[0]["evaluations"] == outputs[1]["evaluations"]
+    assert cache.hits >= first_run_calls
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``chroma run`` server on 127.0.0.1."""
+    chroma = Path(sys.executable).with_name("chroma")
+    if not chroma.exists():
+        pytest.skip("the chroma CLI is not installed next to this Python")
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("chroma-server")
+    with (workdir / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(chroma), "run", "--path", str(workdir / "data"), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(f"{url}/api/v2/heartbeat", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Poll a freshly started server until it answers (bounded; fails if the process dies)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            threading.Event().wait(0.1)
+    pytest.fail(f"server at {url} not ready after {seconds} s")
+
+
+@pytest.mark.server
+def test_optimize_with_a_chroma_server_as_shared_memory(tmp_path: Path, chroma_server: str) -> None:
+    config = DRPOConfig(depth=2, seed=3)
+    first = optimize(
+        load_training_queries()[:8],
+        responder="sandbox",
+        judge="sandbox",
+        config=config,
+        memory=chroma_server,
+        run_dir=tmp_path / "a",
+    )
+    store = ChromaCritiqueMemory(client=chroma_client(chroma_server))
+    assert store.count({"run_id": first.run_id}) > 0
+    second = optimize(
+        load_training_queries()[8:16],
+        responder="sandbox",
+        judge="sandbox",
+        config=config,
+        memory=chroma_server,
+        run_dir=tmp_path / "b",
+    )
+    # The second run's rewriter was shown critiques from the first run.
+    lessons = [lesson for c in second.candidates for lesson in c.lessons]
+    first_queries = {e.query[:60] for e in first.evaluations}
+    assert any(any(q[:40] in lesson for q in first_queries) for lesson in lessons)
+    assert not (tmp_path / "a" / "chroma").exists()
+
+
+@pytest.mark.slow
+def test_a_run_seeded_with_earlier_critiques_reaches_the_target_in_fewer_levels(tmp_path: Path) -> None:
+    from .memory_effect import compare
+
+    # Four consecutive seed pairs (not hand-picked); "never" counts as one level past the depth.
+    rows = [compare(seed, seed + 1, tmp_path, with_off=False) for seed in (10, 12, 14, 16)]
+    levels = {key: sum(9 if row[key] is None else row[key] for row in rows) for key in ("seeded", "fresh")}
+    assert all(row["seeded"] is not None for row in rows), rows
+    assert levels["seeded"] < levels["fresh"], rows
