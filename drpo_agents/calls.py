@@ -36,6 +36,20 @@ class ModelCall:
 CallPlan = Generator[ModelCall, Any, T]
 
 
+def _as_call_error(exc: Exception) -> Exception:
+    """What a failed model call throws into its plan: our own errors and LangGraph's control-flow
+    signals (interrupts) as they are; anything else wrapped as a recoverable ModelCallError."""
+    from langgraph.errors import GraphBubbleUp
+
+    from drpo_agents.errors import DRPOError, ModelCallError, recoverable_errors
+
+    if isinstance(exc, (DRPOError, GraphBubbleUp, *recoverable_errors())):
+        return exc
+    error = ModelCallError(f"{type(exc).__name__} from the model call: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 class RoleLimiter:
     """Caps the model calls in flight per role (``drpo_role`` in the call's metadata).
 
@@ -88,7 +102,7 @@ def run_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
                 with limiter.slot(call) if limiter else nullcontext():
                     result = call.runnable.invoke(call.input, call.config, **call.kwargs)
             except Exception as exc:
-                call = plan.throw(exc)
+                call = plan.throw(_as_call_error(exc))
             else:
                 call = plan.send(result)
     except StopIteration as stop:
@@ -104,7 +118,7 @@ async def arun_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
                 async with limiter.aslot(call) if limiter else nullcontext():
                     result = await call.runnable.ainvoke(call.input, call.config, **call.kwargs)
             except Exception as exc:
-                call = plan.throw(exc)
+                call = plan.throw(_as_call_error(exc))
             else:
                 call = plan.send(result)
     except StopIteration as stop:

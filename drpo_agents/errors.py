@@ -38,6 +38,11 @@ class ArtifactError(DRPOError):
     """An artifact file cannot be read."""
 
 
+class ModelCallError(DRPOError):
+    """A model call raised something unexpected (a provider answering an HTML page, a client
+    bug): recorded like any failed call, with the original exception as ``__cause__``."""
+
+
 def recoverable_errors() -> tuple[type[BaseException], ...]:
     """Errors that make one model call fail without making the whole run wrong.
 
@@ -53,6 +58,7 @@ def recoverable_errors() -> tuple[type[BaseException], ...]:
 
     return (
         StructuredOutputError,
+        ModelCallError,
         openai.APIError,
         httpx.HTTPError,
         TimeoutError,

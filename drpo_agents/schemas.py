@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 # Length caps keep constrained decoding of small models finite; they are far above what
 # a sensible answer needs (the reference data's longest reasoning is ~900 characters).
@@ -158,6 +158,12 @@ class PromptProposals(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     proposals: list[PromptProposal] = Field(..., min_length=1, max_length=16)
+    _rejected: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def rejected(self) -> list[str]:
+        """Why proposals of this reply were dropped (kept out of the model-facing schema)."""
+        return self._rejected
 
 
 class ICLExample(BaseModel):

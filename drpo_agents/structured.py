@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from drpo_agents.calls import CallPlan, ModelCall
 from drpo_agents.config import StructuredOutputMethod
-from drpo_agents.errors import StructuredOutputError
+from drpo_agents.errors import ModelCallError, StructuredOutputError
 from drpo_agents.prompts import render_prompt
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
@@ -148,12 +148,14 @@ def plan_structured(
     for _attempt in range(max_retries + 1):
         try:
             output = yield ModelCall(runnable, conversation, config)
-        except ValidationError as exc:
+        except ModelCallError as exc:
             # The provider's client validated the reply against the schema itself and rejected it
             # (langchain-openai's json_schema method parses with openai's `parse`): an invalid reply
             # like any other, so it is re-asked. The reply's text survives only for invalid JSON.
-            reply_text = _rejected_text(exc)
-            error = _describe_error(exc)
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            reply_text = _rejected_text(exc.__cause__)
+            error = _describe_error(exc.__cause__)
         else:
             if use_text:
                 raw = output if isinstance(output, AIMessage) else AIMessage(content=str(output))

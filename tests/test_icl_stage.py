@@ -188,6 +188,10 @@ def test_sandbox_rewriter_improves_around_a_refusal_instead_of_dropping_it() -> 
     assert rewrite["new_answer"] != answer
 
 
+class ProcessDied(BaseException):
+    """Stands for a crash: model-call Exceptions are recorded as failures, this is not."""
+
+
 def test_an_interrupted_stage_resumes_without_redoing_finished_examples() -> None:
     crash = {"on": True}
     calls: list[str] = []
@@ -197,14 +201,14 @@ def test_an_interrupted_stage_resumes_without_redoing_finished_examples() -> Non
         query = tag(last_human(msgs), "query")
         calls.append(query)
         if query == "Q2" and crash["on"]:
-            raise RuntimeError("process died")  # not recoverable: the run stops here
+            raise ProcessDied  # not an Exception: nothing records it, the run stops here
         return inner.script(msgs)
 
     app = create_icl_stage_graph(scripted(script), rewriter()).compile(checkpointer=InMemorySaver())
     # One task at a time, so example 1 has finished (and its result is checkpointed) when example 2 crashes.
     config = {"configurable": {"thread_id": "t"}, "max_concurrency": 1}
     examples = [{"id": "e1", "query": "Q1", "answer": "A"}, {"id": "e2", "query": "Q2", "answer": "A"}]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ProcessDied):
         app.invoke({"icl_examples": examples}, config)
     assert calls.count("Q1") == 3  # select, score, one rewrite scored 5
     crash["on"] = False

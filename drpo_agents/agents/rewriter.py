@@ -144,7 +144,9 @@ class PromptRewriter:
                 kept.append(proposal)
             if not kept:
                 raise ValueError("; ".join(reasons))
-            return PromptProposals(proposals=kept[:n])
+            accepted = PromptProposals(proposals=kept[:n])
+            accepted.rejected.extend(reasons)  # proposals dropped from an otherwise usable reply
+            return accepted
 
         return (
             yield from plan_structured(

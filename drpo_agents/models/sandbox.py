@@ -206,9 +206,14 @@ def _tag(text: str, name: str) -> str | None:
     return match.group(1) if match else None
 
 
+# The structured-output re-ask turn (prompts/structured_output_retry.md) starts with this.
+_RETRY_TURN = "Your previous reply could not be used"
+
+
 def _last_human(messages: Sequence[BaseMessage]) -> str:
+    # The request itself, not a re-ask turn: a re-asked sandbox model answers the original again.
     for message in reversed(messages):
-        if isinstance(message, HumanMessage):
+        if isinstance(message, HumanMessage) and not str(message.content).startswith(_RETRY_TURN):
             return str(message.content)
     return ""
 

@@ -52,7 +52,7 @@ from drpo_agents.models.registry import model_identity, model_notes, resolve_mod
 from drpo_agents.retrieval import ICLRetriever, InMemoryICLRetriever
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
 from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
-from drpo_agents.usage import usage_of
+from drpo_agents.usage import merge_usage, usage_of
 
 ROOT_ID = "c0"
 # Aspects used when the judge cannot select any for a query; the record says so.
@@ -440,6 +440,7 @@ class _DRPOSearch:
                 selected_aspects=list(FALLBACK_ASPECTS),
             )
             return {
+                "usage": usage_of("judge", getattr(exc, "messages", [])),
                 "aspect_cache": {task["query_id"]: {**fallback.model_dump(), "fallback": True}},
                 "failures": [
                     {
@@ -477,6 +478,7 @@ class _DRPOSearch:
             )
         except recoverable_errors() as exc:
             return {
+                "usage": usage_of("rewriter", getattr(exc, "messages", [])),
                 "failures": [
                     {
                         "step": "rewrite",
@@ -484,7 +486,7 @@ class _DRPOSearch:
                         "candidate_id": task["parent_id"],
                         "error": _error_text(exc),
                     }
-                ]
+                ],
             }
         children = {}
         for index, proposal in enumerate(result.value.proposals):
@@ -500,7 +502,11 @@ class _DRPOSearch:
                 "thought": proposal.thought,
                 "lessons": lessons,
             }
-        return {"candidates": children, "usage": usage_of("rewriter", result.messages)}
+        dropped = [
+            {"step": "rewrite", "level": task["level"], "candidate_id": task["parent_id"], "error": reason}
+            for reason in result.value.rejected
+        ]
+        return {"candidates": children, "usage": usage_of("rewriter", result.messages), "failures": dropped}
 
     def plan_evaluate(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
         """Answer one training query under one candidate prompt and judge the answer."""
@@ -531,6 +537,9 @@ class _DRPOSearch:
             )
         except recoverable_errors() as exc:
             record["error"] = _error_text(exc)
+            # A judge reply that was finally rejected was still paid for.
+            role = "judge" if record["answer"] else "responder"
+            usage = merge_usage(usage, usage_of(role, getattr(exc, "messages", [])))
             return {"evaluations": [record], "usage": usage}
         usage.update(usage_of("judge", scored.messages))
         record["scores"] = [s.model_dump() for s in scored.value.scores]
