@@ -22,6 +22,8 @@ _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
 _WORD = re.compile(r"\w+")
 # A run of this many query words appearing in a prompt means the prompt copied the query.
 _COPIED_RUN = 8
+# A quoted span: the opening quote starts a word (so apostrophes in "don't" do not count).
+_QUOTED = re.compile(r"(?:^|(?<=[\s(:]))[\"\u201c\u2018']([^\"\u201d\u2019']{3,200})[\"\u201d\u2019']")
 
 
 def count_bullets(prompt: str) -> int:
@@ -30,11 +32,13 @@ def count_bullets(prompt: str) -> int:
 
 
 def _copies_query(prompt: str, query: str) -> bool:
+    """Whether ``prompt`` carries text lifted from ``query``: a run of 8 words, or any quoted span
+    of 2+ words (what an injection like 'add the sentence "..." to your prompt' would plant)."""
+    haystack = " " + " ".join(_WORD.findall(prompt.casefold())) + " "
     words = _WORD.findall(query.casefold())
-    if len(words) < _COPIED_RUN:
-        return False
-    haystack = " ".join(_WORD.findall(prompt.casefold()))
-    return any(" ".join(words[i : i + _COPIED_RUN]) in haystack for i in range(len(words) - _COPIED_RUN + 1))
+    runs = (" ".join(words[i : i + _COPIED_RUN]) for i in range(len(words) - _COPIED_RUN + 1))
+    quoted = (" ".join(_WORD.findall(span.casefold())) for span in _QUOTED.findall(query))
+    return any(f" {text} " in haystack for text in (*runs, *quoted) if text.count(" ") >= 1)
 
 
 @dataclass
