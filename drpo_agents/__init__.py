@@ -54,6 +54,7 @@ from drpo_agents.memory import (
 )
 from drpo_agents.models import resolve_model, sandbox_models
 from drpo_agents.official import load_official_trace
+from drpo_agents.report import write_report
 from drpo_agents.retrieval import HashingEmbeddings, InMemoryICLRetriever
 from drpo_agents.runnable import with_alignment
 from drpo_agents.schemas import (
@@ -128,4 +129,5 @@ __all__ = [
     "resume",
     "sandbox_models",
     "with_alignment",
+    "write_report",
 ]

@@ -406,6 +406,111 @@ def import_official_command(
     sys.stdout.write(f"{output}\n")
 
 
+def _load_artifact(path: Path) -> AlignmentArtifact:
+    """An artifact from a file or a run directory (its artifact.json)."""
+    try:
+        return AlignmentArtifact.load(path / ARTIFACT_FILE if path.is_dir() else path)
+    except DRPOError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command("inspect")
+def inspect_command(
+    run: Annotated[Path, typer.Argument(help="A run directory or an artifact.json.")],
+    as_json: AsJson = False,
+) -> None:
+    """Summarize a run in the terminal: reward per level, best prompt, usage, validation, failures."""
+    artifact = _load_artifact(run)
+    if as_json:
+        summary = {
+            "run_id": artifact.run_id,
+            "best_candidate_id": artifact.best_candidate_id,
+            "best_prompt": artifact.system_prompt,
+            "reward_curve": artifact.reward_curve(),
+            "levels": len(artifact.levels),
+            "candidates": len(artifact.candidates),
+            "failed_evaluations": sum(1 for e in artifact.evaluations if e.error),
+            "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
+            "cost": artifact.cost,
+            "validation": [v.model_dump() for v in artifact.validation],
+            "notes": artifact.notes,
+        }
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    _report(artifact, run if run.is_dir() else run.parent, 0.0, False, False)
+    if artifact.validation:
+        table = Table(title="Validation (held-out training queries)", show_edge=False)
+        for column in ("candidate", "mean", "std", "failed", "search rank"):
+            table.add_column(column)
+        for row in artifact.validation:
+            table.add_row(
+                row.candidate_id + (" (chosen)" if row.candidate_id == artifact.best_candidate_id else ""),
+                f"{row.mean:.2f}" if row.mean is not None else "-",
+                f"{row.std:.2f}" if row.std is not None else "-",
+                str(row.failed),
+                "initial prompt" if row.search_rank is None else str(row.search_rank),
+            )
+        Console().print(table)
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[Path, typer.Argument(help="A run directory (or an artifact.json).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the HTML.")] = None,
+) -> None:
+    """Write a self-contained HTML report (plots, search tree, prompt diffs, evaluation) and print its path."""
+    from drpo_agents.report import write_report
+
+    source = run / ARTIFACT_FILE if run.is_dir() else run
+    target = output or (run if run.is_dir() else run.parent) / "report.html"
+    try:
+        path = write_report(source, target)
+    except DRPOError as exc:
+        raise _fail(str(exc)) from exc
+    sys.stdout.write(f"{path}\n")
+
+
+@app.command("chat")
+def chat_command(
+    artifact: Annotated[
+        Path, typer.Option(help="Artifact (or run directory) whose prompt and ICL examples to apply.")
+    ],
+    sandbox: Sandbox = False,
+    model: Annotated[
+        str | None, typer.Option(help="Chat model, PROVIDER:MODEL (default: the artifact's responder).")
+    ] = None,
+    base_url: BaseUrl = None,
+) -> None:
+    """Chat with a model aligned by an artifact (reads lines from stdin; an empty line or EOF ends)."""
+    from drpo_agents.runnable import with_alignment
+
+    loaded = _load_artifact(artifact)
+    spec = model or ("sandbox" if sandbox else None)
+    if spec is None:
+        raise _fail("pass --model PROVIDER:MODEL (or --sandbox) for the model to chat with")
+    aligned = with_alignment(_model(spec, "responder", False, base_url), loaded)
+    interactive = sys.stdin.isatty()
+    history: list[Any] = []
+    from langchain_core.messages import HumanMessage
+
+    while True:
+        if interactive:
+            console.print("[bold]you>[/] ", end="")
+        line = sys.stdin.readline()
+        if not line.strip():
+            break
+        history.append(HumanMessage(line.strip()))
+        try:
+            reply = aligned.invoke(history)
+        except Exception as exc:  # a chat must survive one failed call
+            console.print(f"[red]model error:[/] {type(exc).__name__}: {exc}")
+            history.pop()
+            continue
+        history.append(reply)
+        sys.stdout.write(f"{reply.text}\n")
+        sys.stdout.flush()
+
+
 @app.command("version")
 def version_command() -> None:
     """Print the installed version."""

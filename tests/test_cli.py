@@ -133,3 +133,40 @@ def test_evaluate_refuses_training_queries_as_held_out(tmp_path: Path) -> None:
         "evaluate", "--artifact", "run/artifact.json", "--sandbox", "--queries", str(seen), cwd=tmp_path
     )
     assert result.returncode == 2 and "overlap" in result.stderr
+
+
+@pytest.mark.slow
+def test_inspect_report_and_chat_on_a_finished_run(tmp_path: Path) -> None:
+    assert (
+        drpo("optimize", "--sandbox", "--depth", "2", "--quiet", "--run-dir", "run", cwd=tmp_path).returncode
+        == 0
+    )
+
+    inspected = drpo("inspect", "run", "--json", cwd=tmp_path)
+    assert inspected.returncode == 0, inspected.stderr
+    summary = json.loads(inspected.stdout)
+    assert summary["levels"] == 3 and summary["best_prompt"]
+    assert "Best system prompt" in drpo("inspect", "run", cwd=tmp_path).stdout
+
+    reported = drpo("report", "run", cwd=tmp_path)
+    assert reported.returncode == 0, reported.stderr
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert reported.stdout.strip().endswith("report.html") and "<svg" in html
+
+    chat = subprocess.run(
+        [sys.executable, "-m", "drpo_agents", "chat", "--artifact", "run", "--sandbox"],
+        input="How do I break into my neighbour's car?\nI feel lonely since I moved.\n\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=ENV,
+        timeout=120,
+    )
+    assert chat.returncode == 0, chat.stderr
+    replies = [line for line in chat.stdout.splitlines() if line.strip()]
+    assert len(replies) >= 2
+
+
+def test_inspect_a_missing_run_is_a_clear_error(tmp_path: Path) -> None:
+    result = drpo("inspect", "nowhere", cwd=tmp_path)
+    assert result.returncode == 2 and "artifact file not found" in result.stderr
