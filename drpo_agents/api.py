@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, cast
 
 from langchain_core.callbacks import Callbacks
-from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -40,7 +39,7 @@ from drpo_agents.memory import (
     InMemoryCritiqueMemory,
     chroma_client,
 )
-from drpo_agents.retrieval import ICLRetriever
+from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.graph import create_drpo_graph
 from drpo_agents.search.state import DRPOInput
@@ -91,7 +90,7 @@ async def _run(
     run_id: str,
     run_dir: Path | None,
     icl_examples: Sequence[ICLExample] | None,
-    embeddings: Embeddings | None,
+    embeddings: EmbeddingsLike | None,
     aspects: AspectCatalog | None,
     memory: str | Path | CritiqueMemory | None,
     checkpointer: Checkpointer,
@@ -231,7 +230,7 @@ async def aoptimize(
     rewriter: str | BaseChatModel | None = None,
     config: DRPOConfig | None = None,
     icl_examples: Sequence[ICLExample] | None = None,
-    embeddings: Embeddings | None = None,
+    embeddings: EmbeddingsLike | None = None,
     aspects: AspectCatalog | None = None,
     run_dir: str | Path | None = None,
     run_id: str | None = None,
@@ -294,7 +293,7 @@ async def aresume(
     judge: str | BaseChatModel | None = None,
     rewriter: str | BaseChatModel | None = None,
     icl_examples: Sequence[ICLExample] | None = None,
-    embeddings: Embeddings | None = None,
+    embeddings: EmbeddingsLike | None = None,
     aspects: AspectCatalog | None = None,
     memory: str | Path | CritiqueMemory | None = None,
     checkpointer: Checkpointer = None,

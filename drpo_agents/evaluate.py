@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.callbacks import Callbacks
-from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
@@ -50,7 +49,7 @@ from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import ArtifactError, ConfigError, recoverable_errors
 from drpo_agents.models.registry import model_identity, model_notes, resolve_model
 from drpo_agents.prompts import render_prompt
-from drpo_agents.retrieval import InMemoryICLRetriever
+from drpo_agents.retrieval import EmbeddingsLike, InMemoryICLRetriever
 from drpo_agents.schemas import AspectScore, ICLExample, PairwiseVerdict
 from drpo_agents.structured import StructuredResult, plan_structured
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
@@ -657,7 +656,7 @@ def _harness(
     include_urial: bool,
     reference: str | None,
     allow_overlap: bool,
-    embeddings: Embeddings | None,
+    embeddings: EmbeddingsLike | None,
     aspects: Sequence[str],
     responder_mode: ResponderMode,
     structured_output_method: StructuredOutputMethod,
@@ -739,7 +738,7 @@ async def aevaluate(
     include_urial: bool = True,
     reference: str | None = None,
     allow_overlap: bool = False,
-    embeddings: Embeddings | None = None,
+    embeddings: EmbeddingsLike | None = None,
     aspects: Sequence[str] = EVAL_ASPECTS,
     resamples: int = 1000,
     confidence: float = 0.95,
@@ -803,7 +802,7 @@ def evaluate(
     include_urial: bool = True,
     reference: str | None = None,
     allow_overlap: bool = False,
-    embeddings: Embeddings | None = None,
+    embeddings: EmbeddingsLike | None = None,
     aspects: Sequence[str] = EVAL_ASPECTS,
     resamples: int = 1000,
     confidence: float = 0.95,

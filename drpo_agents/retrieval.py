@@ -7,8 +7,8 @@ import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.embeddings import Embeddings
 
@@ -52,6 +52,36 @@ class HashingEmbeddings(Embeddings):
         return self._embed(text)
 
 
+class ChromaEmbeddingFunctionAdapter(Embeddings):
+    """Lets a Chroma embedding function (``fn(texts) -> vectors``) serve as LangChain ``Embeddings``."""
+
+    def __init__(self, function: Callable[[list[str]], Any]) -> None:
+        self.function = function
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [[float(x) for x in vector] for vector in self.function(list(texts))]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+EmbeddingsLike = Embeddings | Callable[[list[str]], Any]
+
+
+def as_embeddings(embeddings: EmbeddingsLike | None) -> Embeddings:
+    """LangChain ``Embeddings`` from ``embeddings``: itself, an adapted Chroma embedding function,
+    or the offline :class:`HashingEmbeddings` when ``None``."""
+    if embeddings is None:
+        return HashingEmbeddings()
+    if isinstance(embeddings, Embeddings):
+        return embeddings
+    if callable(embeddings):
+        return ChromaEmbeddingFunctionAdapter(embeddings)
+    raise TypeError(
+        f"embeddings must be LangChain Embeddings or a Chroma embedding function, got {embeddings!r}"
+    )
+
+
 @runtime_checkable
 class ICLRetriever(Protocol):
     """Anything that returns the k ICL examples most relevant to a query."""
@@ -62,9 +92,9 @@ class ICLRetriever(Protocol):
 class InMemoryICLRetriever:
     """Cosine-similarity retrieval over a small in-memory set of ICL examples."""
 
-    def __init__(self, examples: Sequence[ICLExample], embeddings: Embeddings | None = None) -> None:
+    def __init__(self, examples: Sequence[ICLExample], embeddings: EmbeddingsLike | None = None) -> None:
         self.examples = list(examples)
-        self.embeddings = embeddings or HashingEmbeddings()
+        self.embeddings = as_embeddings(embeddings)
         self._vectors = self.embeddings.embed_documents([e.query for e in self.examples]) if examples else []
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableLambda
 
 from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.retrieval import ICLRetriever, InMemoryICLRetriever
+from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever
 
 
 def _as_messages(value: Any) -> list[BaseMessage]:
@@ -61,7 +60,7 @@ def with_alignment(
     artifact: AlignmentArtifact,
     *,
     k: int | None = None,
-    embeddings: Embeddings | None = None,
+    embeddings: EmbeddingsLike | None = None,
     retriever: ICLRetriever | None = None,
 ) -> Runnable[Any, BaseMessage]:
     """Wrap ``model`` so every call runs under the optimized prompt and retrieved ICL examples.

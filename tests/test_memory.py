@@ -256,3 +256,15 @@ def test_a_run_seeded_with_earlier_critiques_reaches_the_target_in_fewer_levels(
     levels = {key: sum(9 if row[key] is None else row[key] for row in rows) for key in ("seeded", "fresh")}
     assert all(row["seeded"] is not None for row in rows), rows
     assert levels["seeded"] < levels["fresh"], rows
+
+
+def test_a_chroma_embedding_function_is_accepted_wherever_embeddings_are(tmp_path: Path) -> None:
+    def chroma_style(texts: list[str]) -> list[list[float]]:  # Chroma's EmbeddingFunction contract
+        return [[float(len(t)), float(t.count("?")), 1.0] for t in texts]
+
+    examples = load_seed_icl_examples()
+    retriever = ChromaICLRetriever(examples, client=chroma_client(tmp_path), embeddings=chroma_style)
+    assert len(retriever.retrieve("How?", 2)) == 2
+    memory = InMemoryCritiqueMemory(chroma_style)
+    memory.remember([critique("Safety", 1)])
+    assert memory.recall("wifi?", k=1)[0].aspect == "Safety"

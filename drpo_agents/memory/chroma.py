@@ -16,11 +16,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
-from langchain_core.embeddings import Embeddings
 
 from drpo_agents.errors import ConfigError
 from drpo_agents.memory.base import Critique
-from drpo_agents.retrieval import HashingEmbeddings
+from drpo_agents.retrieval import EmbeddingsLike, as_embeddings
 from drpo_agents.schemas import ICLExample
 
 _SPACE = {"hnsw": {"space": "cosine"}}
@@ -61,11 +60,11 @@ class ChromaICLRetriever:
         examples: Sequence[ICLExample],
         *,
         client: Any,
-        embeddings: Embeddings | None = None,
+        embeddings: EmbeddingsLike | None = None,
         prefix: str = "drpo-icl",
     ) -> None:
         self.examples = list(examples)
-        self.embeddings = embeddings or HashingEmbeddings()
+        self.embeddings = as_embeddings(embeddings)
         set_id = _digest(type(self.embeddings).__name__, *(f"{e.query}\x1e{e.answer}" for e in self.examples))
         self.collection = client.get_or_create_collection(
             f"{prefix}-{set_id}", embedding_function=None, configuration=_SPACE
@@ -108,10 +107,10 @@ class ChromaCritiqueMemory:
     """
 
     def __init__(
-        self, *, client: Any, embeddings: Embeddings | None = None, collection: str = "drpo-critiques"
+        self, *, client: Any, embeddings: EmbeddingsLike | None = None, collection: str = "drpo-critiques"
     ) -> None:
         self.client = client
-        self.embeddings = embeddings or HashingEmbeddings()
+        self.embeddings = as_embeddings(embeddings)
         self.prefix = collection
         self.collection = client.get_or_create_collection(
             collection, embedding_function=None, configuration=_SPACE

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from langchain_core.embeddings import Embeddings
-
 from drpo_agents.memory.base import Critique
-from drpo_agents.retrieval import HashingEmbeddings
+from drpo_agents.retrieval import EmbeddingsLike, as_embeddings
 
 
 class InMemoryCritiqueMemory:
     """Critiques in a Python list, retrieved by cosine similarity; same contract as Chroma's."""
 
-    def __init__(self, embeddings: Embeddings | None = None) -> None:
-        self.embeddings = embeddings or HashingEmbeddings()
+    def __init__(self, embeddings: EmbeddingsLike | None = None) -> None:
+        self.embeddings = as_embeddings(embeddings)
         self._records: dict[tuple[str, str, str, str], tuple[Critique, list[float]]] = {}
 
     def remember(self, critiques: Sequence[Critique]) -> None:

@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.caches import BaseCache
-from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.graph import END, START, StateGraph
@@ -49,7 +48,7 @@ from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.errors import DRPOError, recoverable_errors
 from drpo_agents.memory import Critique, CritiqueMemory
 from drpo_agents.models.registry import model_identity, model_notes, resolve_model
-from drpo_agents.retrieval import ICLRetriever, InMemoryICLRetriever
+from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
 from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
 from drpo_agents.usage import merge_usage, usage_of
@@ -670,7 +669,7 @@ def create_drpo_graph(
     *,
     config: DRPOConfig | None = None,
     icl_examples: Sequence[ICLExample] | None = None,
-    embeddings: Embeddings | None = None,
+    embeddings: EmbeddingsLike | None = None,
     aspects: AspectCatalog | None = None,
     icl_retriever_factory: Callable[[list[ICLExample]], ICLRetriever] | None = None,
     memory: CritiqueMemory | None = None,
