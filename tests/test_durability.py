@@ -78,9 +78,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run_and_repeats_no_finished_
     finished = {line for line in logs["finished_before"]}
     repeated = [line for line in logs["generated_after"] if line.split()[1] in finished]
     assert repeated == []
-    # Together the two processes made at most the in-flight calls more than a clean run.
+    # Together the two processes made about as many calls as a clean run: the killed in-flight
+    # calls are redone, and identical concurrent calls (two misses in one run, a miss and a cache
+    # hit in the other) make the count vary by a call or two either way.
     total = len(logs["generated_before"]) + len(logs["generated_after"])
-    assert clean_calls <= total <= clean_calls + 4, (clean_calls, total)
+    assert abs(total - clean_calls) <= 4, (clean_calls, total)
 
 
 def test_resume_of_a_finished_run_returns_its_artifact_without_calls(tmp_path: Path) -> None:
