@@ -31,7 +31,7 @@ from drpo_agents.datasets import (
     load_seed_icl_examples,
     load_training_queries,
 )
-from drpo_agents.errors import ArtifactError, ConfigError, DRPOError, StructuredOutputError
+from drpo_agents.errors import ArtifactError, ConfigError, DRPOError, ReviewRequired, StructuredOutputError
 from drpo_agents.evaluate import (
     EVAL_ASPECTS,
     EvaluationReport,
@@ -109,6 +109,7 @@ __all__ = [
     "PromptProposals",
     "PromptRewriter",
     "Responder",
+    "ReviewRequired",
     "StructuredOutputError",
     "aevaluate",
     "aoptimize",

@@ -24,6 +24,7 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.aspects import AspectCatalog
@@ -31,7 +32,7 @@ from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.calls import run_sync
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
-from drpo_agents.errors import ConfigError, DRPOError
+from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
 from drpo_agents.memory import (
     ChromaCritiqueMemory,
     ChromaICLRetriever,
@@ -51,6 +52,7 @@ CACHE_FILE = "llm_cache.sqlite"
 CHROMA_DIR = "chroma"
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
+Reviewer = Callable[[dict[str, Any]], Any]  # gets the review request, returns the decision
 Checkpointer = BaseCheckpointSaver[Any] | str | None
 
 
@@ -96,6 +98,8 @@ async def _run(
     checkpointer: Checkpointer,
     callbacks: Callbacks,
     on_progress: ProgressCallback | None,
+    reviewer: Reviewer | None = None,
+    review: Any = None,
 ) -> AlignmentArtifact:
     examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
     critique_memory: CritiqueMemory
@@ -167,14 +171,29 @@ async def _run(
                     as_node="select_beam",
                 )
         final: dict[str, Any] = {}
-        async for chunk in app.astream(inputs, run_config, stream_mode="updates"):
-            for node, update in chunk.items():
-                if not isinstance(update, dict):
-                    continue
-                if on_progress is not None:
-                    on_progress(node, update)
-                if node == "finalize":
-                    final = update
+        step_input: Any = inputs if review is None else Command(resume=review)
+        while True:
+            async for chunk in app.astream(step_input, run_config, stream_mode="updates"):
+                for node, update in chunk.items():
+                    if not isinstance(update, dict):
+                        continue
+                    if on_progress is not None:
+                        on_progress(node, update)
+                    if node == "finalize":
+                        final = update
+            if "artifact" in final or saver is None:
+                break
+            pending = (await app.aget_state(run_config)).interrupts
+            if not pending:
+                break
+            request = pending[0].value
+            if reviewer is None:
+                raise ReviewRequired(
+                    f"run {run_id!r} is paused for review of its final prompt; resume it with "
+                    "resume(run_dir, review={'action': 'approve' | 'reject'} or {'action': 'edit', 'prompt': ...})",
+                    request,
+                )
+            step_input = Command(resume=reviewer(request))
     if "artifact" not in final:
         raise DRPOError(f"run {run_id!r} ended without an artifact")
     return _finish(AlignmentArtifact.model_validate(final["artifact"]), run_dir, cache)
@@ -238,6 +257,7 @@ async def aoptimize(
     checkpointer: Checkpointer = None,
     callbacks: Callbacks = None,
     on_progress: ProgressCallback | None = None,
+    reviewer: Reviewer | None = None,
 ) -> AlignmentArtifact:
     """Run a DRPO optimisation and return its artifact.
 
@@ -256,6 +276,10 @@ async def aoptimize(
         checkpointer: a checkpointer or a ``postgresql://`` URL instead of the run directory's SQLite.
         callbacks: LangChain callbacks for every node and model call (tracing, logging).
         on_progress: called as ``on_progress(node_name, update)`` after every graph step.
+        reviewer: with ``config.review``, called with the review request (final prompt, initial
+            prompt, rewards); returns ``{"action": "approve" | "reject"}`` or
+            ``{"action": "edit", "prompt": ...}``. Without one the run pauses and
+            :class:`ReviewRequired` is raised; continue with ``resume(run_dir, review=...)``.
     """
     cfg = config or DRPOConfig()
     normalize_queries(queries)  # fail on bad input before building anything
@@ -283,6 +307,7 @@ async def aoptimize(
         checkpointer=checkpointer,
         callbacks=callbacks,
         on_progress=on_progress,
+        reviewer=reviewer,
     )
 
 
@@ -300,12 +325,15 @@ async def aresume(
     callbacks: Callbacks = None,
     on_progress: ProgressCallback | None = None,
     config_overrides: dict[str, Any] | None = None,
+    reviewer: Reviewer | None = None,
+    review: Any = None,
 ) -> AlignmentArtifact:
     """Continue a stopped or crashed run from its last checkpoint; finished calls are not repeated.
 
     ``config_overrides`` change settings that are safe to change mid-run, such as a larger
     ``max_tokens_budget`` / ``max_cost`` (a run stopped by its budget then continues) or
-    ``max_concurrency``; they are saved back into ``config.json``.
+    ``max_concurrency``; they are saved back into ``config.json``. ``review`` answers a run
+    paused for review (see :func:`aoptimize`'s ``reviewer``).
 
     The config and run id come from ``run_dir/config.json``. Models given as strings when the
     run started are rebuilt from those strings; pass model instances again otherwise (they
@@ -351,6 +379,8 @@ async def aresume(
         checkpointer=checkpointer,
         callbacks=callbacks,
         on_progress=on_progress,
+        reviewer=reviewer,
+        review=review,
     )
 
 

@@ -158,6 +158,9 @@ class AlignmentArtifact(BaseModel):
     validation: list[ValidationRecord] = Field(
         default_factory=list, description="Final re-ranking on held-out training queries, if configured."
     )
+    review: dict[str, Any] | None = Field(
+        None, description="A reviewer's decision on the final prompt (approve, edit or reject), if reviewed."
+    )
     search_best_candidate_id: str | None = Field(
         None, description="The search's own best; differs from best_candidate_id when validation re-ranked."
     )

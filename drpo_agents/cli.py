@@ -187,6 +187,30 @@ def _report(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: b
     out.print(f"Artifact: {run_dir / ARTIFACT_FILE}   ({elapsed:.1f} s)")
 
 
+def _ask_reviewer(request: dict[str, Any]) -> dict[str, str]:
+    """Show the final prompt and read a decision from the terminal (or piped stdin)."""
+    console.print(Panel(request["prompt"], title=f"Review the optimized prompt ({request['candidate_id']})"))
+    console.print("Decide: [bold]a[/]pprove, [bold]r[/]eject (keep the initial prompt), or [bold]e[/]dit")
+    for raw in iter(sys.stdin.readline, ""):
+        answer = raw.strip().lower()
+        if answer in {"a", "approve"}:
+            return {"action": "approve"}
+        if answer in {"r", "reject"}:
+            return {"action": "reject"}
+        if answer in {"e", "edit"}:
+            console.print("Type the new prompt; end with a line containing only END")
+            lines = []
+            for line in iter(sys.stdin.readline, ""):
+                if line.strip() == "END":
+                    break
+                lines.append(line.rstrip("\n"))
+            return {"action": "edit", "prompt": "\n".join(lines)}
+        console.print("Please answer a, r or e.")
+    raise _fail(
+        "no review decision on stdin; the run is paused: drpo resume RUN_DIR after deciding", EXIT_FAILED
+    )
+
+
 @app.command("optimize")
 def optimize_command(
     sandbox: Sandbox = False,
@@ -228,6 +252,9 @@ def optimize_command(
     run_dir: Annotated[
         Path | None, typer.Option(help="Where the run writes its files (default: runs/RUN_ID).")
     ] = None,
+    review: Annotated[
+        bool, typer.Option("--review", help="Approve, edit or reject the final prompt before it is written.")
+    ] = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -244,6 +271,7 @@ def optimize_command(
             "max_concurrency": max_concurrency,
             "cache": cache,
             "critique_memory": False if no_memory else None,
+            "review": True if review else None,
         },
     )
     try:
@@ -272,6 +300,7 @@ def optimize_command(
                     memory=memory_location,
                     checkpointer=checkpointer,
                     on_progress=on_progress,
+                    reviewer=_ask_reviewer if review else None,
                     **models,
                 )
             )
@@ -304,7 +333,13 @@ def resume_command(
     try:
         with _progress(total, not (quiet or as_json)) as on_progress:
             artifact = run_sync(
-                aresume(run_dir, checkpointer=checkpointer, on_progress=on_progress, **models)
+                aresume(
+                    run_dir,
+                    checkpointer=checkpointer,
+                    on_progress=on_progress,
+                    reviewer=_ask_reviewer,
+                    **models,
+                )
             )
     except DRPOError as exc:
         raise _fail(str(exc), EXIT_FAILED) from exc

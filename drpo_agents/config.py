@@ -70,6 +70,10 @@ class DRPOConfig(BaseModel):
         default_factory=dict,
         description="Most calls in flight per role, e.g. {'judge': 4} for a rate-limited judge API.",
     )
+    review: bool = Field(
+        False,
+        description="Pause before the artifact is written so a person can approve, edit or reject the prompt.",
+    )
     validation_size: int = Field(
         0,
         ge=0,

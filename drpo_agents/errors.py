@@ -34,6 +34,18 @@ class StructuredOutputError(DRPOError):
         self.messages = messages or []
 
 
+class ReviewRequired(DRPOError):
+    """The run paused for a human decision on its final prompt (``DRPOConfig(review=True)``).
+
+    Attributes:
+        request: what to review (candidate id, prompt, initial prompt, rewards).
+    """
+
+    def __init__(self, message: str, request: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.request = request
+
+
 class ArtifactError(DRPOError):
     """An artifact file cannot be read."""
 

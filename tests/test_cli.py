@@ -170,3 +170,33 @@ def test_inspect_report_and_chat_on_a_finished_run(tmp_path: Path) -> None:
 def test_inspect_a_missing_run_is_a_clear_error(tmp_path: Path) -> None:
     result = drpo("inspect", "nowhere", cwd=tmp_path)
     assert result.returncode == 2 and "artifact file not found" in result.stderr
+
+
+@pytest.mark.slow
+def test_optimize_review_reads_the_decision_from_stdin(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drpo_agents",
+            "optimize",
+            "--sandbox",
+            "--depth",
+            "1",
+            "--review",
+            "--quiet",
+            "--run-dir",
+            "run",
+        ],
+        input="e\nYou are a careful, kind assistant.\nEND\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=ENV,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    artifact = AlignmentArtifact.load(tmp_path / "run" / "artifact.json")
+    assert (
+        artifact.system_prompt == "You are a careful, kind assistant." and artifact.review["action"] == "edit"
+    )

@@ -189,3 +189,27 @@ def test_run_stopped_by_its_budget_continues_when_resumed_with_a_larger_one(tmp_
     assert resumed.notes[-1] == full.notes[-1] == "stopped: reached depth 4"
     # Finished levels were not paid for again: the total equals the uninterrupted run's.
     assert sum(u.total_tokens for u in resumed.usage.values()) == tokens
+
+
+def test_review_pauses_the_run_until_a_decision_arrives(tmp_path: Path) -> None:
+    from drpo_agents import DRPOConfig, ReviewRequired, load_training_queries, optimize, resume
+
+    config = DRPOConfig(depth=2, review=True)
+    with pytest.raises(ReviewRequired) as paused:
+        optimize(
+            load_training_queries()[:8], responder="sandbox", judge="sandbox", config=config, run_dir=tmp_path
+        )
+    assert paused.value.request["prompt"] and not (tmp_path / "artifact.json").exists()
+    artifact = resume(tmp_path, review={"action": "edit", "prompt": "Be kind and precise."})
+    assert artifact.system_prompt == "Be kind and precise." and artifact.review["action"] == "edit"
+
+    seen: list[dict[str, object]] = []
+    direct = optimize(
+        load_training_queries()[:8],
+        responder="sandbox",
+        judge="sandbox",
+        config=config,
+        reviewer=lambda request: seen.append(request) or {"action": "approve"},
+        run_dir=tmp_path / "second",
+    )
+    assert len(seen) == 1 and direct.system_prompt == seen[0]["prompt"]

@@ -291,3 +291,54 @@ async def test_role_concurrency_caps_calls_in_flight_per_role() -> None:
     graph = create_drpo_graph(responder(), judge_model, rewriter(), config=config, icl_examples=[])
     await graph.compile().ainvoke({"queries": QUERIES}, {"max_concurrency": 16})
     assert peak["judge"] == 2
+
+
+@pytest.mark.parametrize(
+    ("decision", "expected_prompt"),
+    [
+        ({"action": "approve"}, "S/2/2"),
+        ({"action": "reject"}, "S"),
+        ({"action": "edit", "prompt": "Edited."}, "Edited."),
+    ],
+)
+def test_review_interrupt_lets_a_person_approve_edit_or_reject(
+    decision: dict[str, str], expected_prompt: str
+) -> None:
+    from langgraph.types import Command
+
+    graph = create_drpo_graph(
+        responder(),
+        judge(by_depth),
+        rewriter(),
+        config=DRPOConfig(depth=2, initial_prompt="S", review=True),
+        icl_examples=[],
+    ).compile(checkpointer=InMemorySaver())
+    thread = {"configurable": {"thread_id": "review"}}
+    paused = graph.invoke({"queries": QUERIES}, thread)
+    assert "artifact" not in paused
+    request = graph.get_state(thread).interrupts[0].value
+    assert request["prompt"] == "S/2/2" and request["initial_prompt"] == "S"
+    out = graph.invoke(Command(resume=decision), thread)
+    art = AlignmentArtifact.model_validate(out["artifact"])
+    assert art.system_prompt == expected_prompt and art.review["action"] == decision["action"]
+    if decision["action"] == "edit":
+        assert art.candidate(art.best_candidate_id).parent_id == art.search_best_candidate_id
+
+
+def test_invalid_review_decision_is_asked_again() -> None:
+    from langgraph.types import Command
+
+    graph = create_drpo_graph(
+        responder(),
+        judge(by_depth),
+        rewriter(),
+        config=DRPOConfig(depth=1, initial_prompt="S", review=True),
+        icl_examples=[],
+    ).compile(checkpointer=InMemorySaver())
+    thread = {"configurable": {"thread_id": "bad"}}
+    graph.invoke({"queries": QUERIES}, thread)
+    again = graph.invoke(Command(resume={"action": "maybe"}), thread)
+    assert "artifact" not in again
+    assert "invalid review decision" in graph.get_state(thread).interrupts[0].value["error"]
+    out = graph.invoke(Command(resume={"action": "approve"}), thread)
+    assert out["artifact"]["review"]["action"] == "approve"

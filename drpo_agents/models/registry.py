@@ -17,11 +17,14 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
 
     Strings:
         ``"sandbox"`` or ``"sandbox:SEED"``: the offline simulated model for ``role``;
+        ``"local:smollm2-135m"`` or ``"local:PATH.gguf"``: a GGUF model run in-process by
+        llama.cpp (the ``local`` extra; see :mod:`drpo_agents.models.local`);
         anything else goes to LangChain's ``init_chat_model`` (e.g. ``"openai:gpt-4o-mini"``,
         ``"anthropic:claude-sonnet-4-5"``), which needs the provider's package and API key.
 
     Raises:
-        ConfigError: for an empty or unknown model string.
+        ConfigError: for an empty or unknown model string; for ``local:`` strings, a one-line
+            fix when llama-cpp-python or the GGUF file is missing.
     """
     if isinstance(spec, BaseLanguageModel):
         return spec
@@ -39,6 +42,10 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
         except ValueError as exc:
             raise ConfigError(f"sandbox model strings are 'sandbox' or 'sandbox:SEED', got {text!r}") from exc
         return sandbox_models(seed)[role]
+    if provider == "local":
+        from drpo_agents.models.local import local_chat_model
+
+        return local_chat_model(name)
     from langchain.chat_models import init_chat_model
 
     # OpenAI's client waits forever by default; a stalled provider must not hang a run.

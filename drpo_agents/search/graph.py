@@ -28,7 +28,7 @@ from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
+from langgraph.types import Send, interrupt
 
 from drpo_agents.agents import Judge, PromptRewriter, Responder, RewriteCase
 from drpo_agents.artifact import (
@@ -341,9 +341,58 @@ class _DRPOSearch:
         )
         return {"validation": rows, "validated_best": best["candidate_id"] if best else state["beam"][0]}
 
+    def review(self, state: DRPOState) -> dict[str, Any]:
+        """Pause (LangGraph ``interrupt``) for a person to approve, edit or reject the final prompt.
+
+        Resume with ``Command(resume={"action": "approve"})``, ``{"action": "edit", "prompt": ...}``
+        or ``{"action": "reject"}`` (the initial prompt is kept).
+        """
+        best_id = state.get("validated_best") or state["beam"][0]
+        best = state["candidates"][best_id]
+        request: dict[str, Any] = {
+            "kind": "drpo_review",
+            "run_id": state["run_id"],
+            "candidate_id": best_id,
+            "prompt": best["prompt"],
+            "initial_prompt": state["candidates"][ROOT_ID]["prompt"],
+            "rewards": best["rewards"],
+            "validation": state.get("validation", []),
+            "actions": ["approve", "edit", "reject"],
+        }
+        while True:  # an invalid answer is asked again (each interrupt takes its own resume value)
+            decision = interrupt(request)
+            action = decision.get("action") if isinstance(decision, dict) else decision
+            if action == "approve":
+                return {"review": {"action": "approve", "candidate_id": best_id}}
+            if action == "reject":
+                return {"review": {"action": "reject", "candidate_id": ROOT_ID, "rejected": best_id}}
+            edited = decision.get("prompt") if isinstance(decision, dict) else None
+            if action == "edit" and isinstance(edited, str) and edited.strip():
+                reviewed = {
+                    **best,
+                    "id": f"{best_id}-reviewed",
+                    "parent_id": best_id,
+                    "prompt": edited.strip(),
+                    "carried": False,
+                    "analysis": "Edited by a reviewer.",
+                    "thought": "",
+                    "lessons": [],
+                }
+                return {
+                    "candidates": {reviewed["id"]: reviewed},
+                    "review": {"action": "edit", "candidate_id": reviewed["id"], "edited": best_id},
+                }
+            request = {
+                **request,
+                "error": f"invalid review decision {decision!r}: answer {{'action': 'approve'}}, "
+                "{'action': 'reject'} or {'action': 'edit', 'prompt': '...'}",
+            }
+
     def finalize(self, state: DRPOState) -> dict[str, Any]:
         """Build the artifact from the final beam and the recorded search tree."""
-        best_id = state.get("validated_best") or state["beam"][0]
+        best_id = (
+            state.get("review", {}).get("candidate_id") or state.get("validated_best") or state["beam"][0]
+        )
         candidates = sorted(state["candidates"].values(), key=lambda c: (c["level"], c["id"]))
         evaluations = sorted(
             state.get("evaluations", []), key=lambda r: (r["level"], r["candidate_id"], r["query_id"])
@@ -367,6 +416,7 @@ class _DRPOSearch:
             cost=self.spent(state.get("usage", {}))[1],
             validation=[ValidationRecord.model_validate(r) for r in state.get("validation", [])],
             search_best_candidate_id=state["beam"][0],
+            review=state.get("review"),
             notes=[*self.notes, f"stopped: {state.get('stop_reason', 'finished')}"],
         )
         return {"artifact": artifact.model_dump(mode="json")}
@@ -376,7 +426,7 @@ class _DRPOSearch:
     def route_level_work(self, state: DRPOState) -> list[Send] | str:
         """Fan out this level's rewrites and aspect selections, or finish."""
         if state.get("stop_reason"):
-            return "finalize"
+            return "review" if self.config.review else "finalize"
         sends = [
             Send("rewrite", self._rewrite_payload(state, parent_id, state["beam"].index(parent_id)))
             for parent_id in state.get("to_rewrite", [])
@@ -771,8 +821,11 @@ def create_drpo_graph(
     graph.add_node("select_beam", search.select_beam)
     graph.add_node("next_level", search.next_level)
     graph.add_node("finalize", search.finalize)
-
     level_work = ["rewrite", "select_aspects", "dispatch_evaluations", "finalize"]
+    if cfg.review:
+        graph.add_node("review", search.review)
+        graph.add_edge("review", "finalize")
+        level_work.append("review")
     graph.add_edge(START, "prepare")
     if cfg.icl_iters > 0:
         # DRPO's first stage: optimize the ICL answers, then search prompts with them (a

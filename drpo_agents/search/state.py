@@ -50,6 +50,7 @@ class DRPOState(DRPOInput, total=False):
     validation_bank: list[dict[str, str]]  # held-out training queries for the final re-ranking
     validation: list[dict[str, Any]]  # per-candidate validation results
     validated_best: str
+    review: dict[str, Any]  # the reviewer's decision, when config.review is on
     stopped_by_budget: bool  # a resume with a larger budget may continue the search
     candidates: Annotated[dict[str, dict[str, Any]], merge_records]
     evaluations: Annotated[list[dict[str, Any]], operator.add]
