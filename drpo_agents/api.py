@@ -69,7 +69,7 @@ async def open_checkpointer(
         except ImportError as exc:
             raise ConfigError("PostgreSQL checkpoints need: pip install 'drpo-agents[postgres]'") from exc
         async with AsyncPostgresSaver.from_conn_string(spec) as saver:
-            await saver.setup()
+            await _setup_postgres(saver, spec)
             yield saver
     elif spec is not None:
         raise ConfigError(f"checkpointer must be a BaseCheckpointSaver or a postgresql:// URL, got {spec!r}")
@@ -80,6 +80,39 @@ async def open_checkpointer(
             yield saver
     else:
         yield None
+
+
+# Any fixed 64-bit key: all drpo-agents processes serialize checkpoint-table setup on it.
+_SETUP_LOCK_KEY = 0x6472706F
+
+
+async def _setup_postgres(saver: Any, url: str, wait_seconds: float = 120.0) -> None:
+    """Create or migrate the checkpoint tables; several runs starting at once on one database
+    would race on them (duplicate migrations, catalog conflicts), so setup holds an advisory lock.
+
+    The lock is polled, not waited on: the migrations build indexes CONCURRENTLY, which wait
+    for every open statement, including another run's blocked lock request (a deadlock).
+    """
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    async with await AsyncConnection.connect(url, autocommit=True) as lock_connection:
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            cursor = await lock_connection.execute("SELECT pg_try_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
+            row = await cursor.fetchone()
+            if row and row[0]:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise DRPOError(
+                    "timed out waiting for another run to set up the PostgreSQL checkpoint tables"
+                )
+            await asyncio.sleep(0.05)
+        try:
+            await saver.setup()
+        finally:
+            await lock_connection.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
 
 
 async def _run(

@@ -21,3 +21,6 @@ def reference_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference DRPO data not found at {path} (set DRPO_REFERENCE_DIR)")
     return path
+
+
+from .servers import chroma_server, postgres_url  # noqa: E402, F401  (shared server fixtures)

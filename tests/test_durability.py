@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,67 +87,6 @@ def test_resume_of_a_finished_run_returns_its_artifact_without_calls(tmp_path: P
     again = runner(str(tmp_path / "run"), str(tmp_path / "log2"), "resume")
     assert again.returncode == 0, again.stderr
     assert lines(tmp_path / "log2" / "generated.log") == []
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server on 127.0.0.1 (or DRPO_TEST_POSTGRES_URL if set)."""
-    if url := os.environ.get("DRPO_TEST_POSTGRES_URL"):
-        yield url
-        return
-    bindir = next(
-        (
-            p
-            for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-            if (p / "initdb").exists()
-        ),
-        None,
-    )
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql); .ci/run installs them")
-    # Not under pytest's tmp dir: the postgres user must be able to reach it.
-    data = Path(tempfile.mkdtemp(prefix="drpo-pg-")) / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        data.parent.chmod(0o755)
-        shutil.chown(data.parent, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(data.parent / "log"),
-            "-o",
-            f"-p {port} -k {data.parent} -h 127.0.0.1",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.mark.slow

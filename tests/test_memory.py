@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -173,50 +165,6 @@ def test_llm_cache_makes_a_rerun_free(tmp_path: Path) -> None:
     assert outputs[0]["system_prompt"] == outputs[1]["system_prompt"]
     assert outputs[0]["evaluations"] == outputs[1]["evaluations"]
     assert cache.hits >= first_run_calls
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``chroma run`` server on 127.0.0.1."""
-    chroma = Path(sys.executable).with_name("chroma")
-    if not chroma.exists():
-        pytest.skip("the chroma CLI is not installed next to this Python")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("chroma-server")
-    with (workdir / "server.log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(chroma), "run", "--path", str(workdir / "data"), "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(f"{url}/api/v2/heartbeat", process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def wait_until_serving(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    """Poll a freshly started server until it answers (bounded; fails if the process dies)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            threading.Event().wait(0.1)
-    pytest.fail(f"server at {url} not ready after {seconds} s")
 
 
 @pytest.mark.server
