@@ -28,6 +28,7 @@ from drpo_agents.config import CachePolicy, DRPOConfig
 from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries, load_training_queries
 from drpo_agents.errors import DRPOError
 from drpo_agents.models.registry import resolve_model
+from drpo_agents.tracing import TRACE_FILE, JsonlTracer
 
 app = typer.Typer(
     name="drpo",
@@ -301,12 +302,23 @@ def optimize_command(
                     checkpointer=checkpointer,
                     on_progress=on_progress,
                     reviewer=_ask_reviewer if review else None,
+                    callbacks=[JsonlTracer(directory / TRACE_FILE)],
                     **models,
                 )
             )
     except DRPOError as exc:
         raise _fail(f"{exc} (resume with: drpo resume {directory})", EXIT_FAILED) from exc
+    _write_html_report(directory)
     _report(artifact, directory, time.perf_counter() - started, quiet, as_json)
+
+
+def _write_html_report(run_dir: Path) -> None:
+    from drpo_agents.report import write_run_report
+
+    try:
+        write_run_report(run_dir)
+    except (DRPOError, OSError) as exc:  # the run itself succeeded; a report problem is not fatal
+        console.print(f"[yellow]warning:[/] could not write the HTML report: {exc}")
 
 
 @app.command("resume")

@@ -43,6 +43,9 @@ def test_optimize_sandbox_writes_run_dir_and_prints_prompt_and_curve(tmp_path: P
         "artifact.json",
         "config.json",
         "checkpoints.sqlite",
+        "llm_cache.sqlite",
+        "trace.jsonl",
+        "report.html",
     }
 
 

@@ -42,7 +42,7 @@ from drpo_agents.artifact import (
 )
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.cache import cached_copies
-from drpo_agents.calls import CallPlan, ModelCall, RoleLimiter, plan_node
+from drpo_agents.calls import CallPlan, ModelCall, RoleLimiter, call_config, plan_node
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.errors import DRPOError, recoverable_errors
@@ -433,7 +433,15 @@ class _DRPOSearch:
         ]
         cache = state.get("aspect_cache", {})
         sends += [
-            Send("select_aspects", {"query_id": q["id"], "query": q["query"], "level": state["level"]})
+            Send(
+                "select_aspects",
+                {
+                    "run_id": state["run_id"],
+                    "query_id": q["id"],
+                    "query": q["query"],
+                    "level": state["level"],
+                },
+            )
             for q in self._batch(state)
             if q["id"] not in cache
         ]
@@ -511,10 +519,11 @@ class _DRPOSearch:
             RewriteCase(query=c["query"], answer=c["answer"], evaluation=AnswerEvaluation(scores=c["scores"]))
             for c in task["cases"]
         ]
-        call_config = _tagged(config, task, "parent_id", "level")
+        node_config = _tagged(config, task, "parent_id", "level")
         lessons: list[str] = []
         if self.memory is not None and self.config.memory_k:
-            recalled = yield ModelCall(self._recall_runnable, task, call_config)
+            recall_config = call_config(node_config, "memory", "recall_critiques")
+            recalled = yield ModelCall(self._recall_runnable, task, recall_config)
             lessons = [c.as_lesson() for c in recalled]
         try:
             result = yield from self.rewriter.plan_propose(
@@ -523,7 +532,7 @@ class _DRPOSearch:
                 n=self.config.n_actions,
                 previous_prompts=task["previous_prompts"],
                 lessons=lessons,
-                config=call_config,
+                config=node_config,
             )
         except recoverable_errors() as exc:
             return {
@@ -707,8 +716,11 @@ class _DRPOSearch:
 
 
 def _tagged(config: RunnableConfig, task: dict[str, Any], *keys: str) -> RunnableConfig:
-    """Forward the node's config with the task's ids as trace metadata."""
-    metadata = {**config.get("metadata", {}), **{f"drpo_{k}": task[k] for k in keys}}
+    """Forward the node's config with the task's ids (and its run id) as trace metadata."""
+    ids = {f"drpo_{k}": task[k] for k in keys}
+    if "run_id" in task:  # set by optimize() too, but not when the graph is used directly
+        ids["drpo_run_id"] = task["run_id"]
+    metadata = {**config.get("metadata", {}), **ids}
     return {**config, "metadata": metadata}
 
 
