@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -56,7 +57,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON summary on st
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -81,7 +82,7 @@ def _model(spec: str | None, role: str, sandbox: bool, base_url: str | None) -> 
         spec = "sandbox"
     if spec is None:
         raise _fail(f"no {role} model: pass --{role} PROVIDER:MODEL (e.g. openai:gpt-4o-mini) or --sandbox")
-    if base_url and not spec.startswith("sandbox"):
+    if base_url and not spec.startswith(("sandbox", "local:")):
         from langchain_openai import ChatOpenAI
 
         # OpenAI-compatible servers (vLLM, Ollama, llama.cpp): the key comes only from the environment.
@@ -310,6 +311,30 @@ def optimize_command(
         raise _fail(f"{exc} (resume with: drpo resume {directory})", EXIT_FAILED) from exc
     _write_html_report(directory)
     _report(artifact, directory, time.perf_counter() - started, quiet, as_json)
+    if not (quiet or as_json):
+        _before_after(models["responder"], cfg.initial_prompt, artifact)
+
+
+def _before_after(responder: Any, initial_prompt: str, artifact: AlignmentArtifact) -> None:
+    """Show how the aligned model answers a held-out query, before and after (what users came for)."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from drpo_agents.runnable import with_alignment
+
+    if not isinstance(responder, BaseChatModel):
+        return
+    query = load_eval_queries()[0]["query"]
+    try:
+        before = responder.invoke([SystemMessage(initial_prompt), HumanMessage(query)]).text
+        after = with_alignment(responder, artifact).invoke(query).text
+    except Exception as exc:  # a demo answer must not turn a finished run into a failure
+        console.print(f"[yellow]warning:[/] could not produce the before/after answers: {exc}")
+        return
+    out = Console()
+    out.print(f"\n[bold]Held-out query:[/] {escape(query)}")
+    out.print(Panel(escape(before.strip() or "(empty)"), title="before (initial prompt)", expand=False))
+    out.print(Panel(escape(after.strip() or "(empty)"), title="after (optimized prompt + ICL)", expand=False))
 
 
 def _write_html_report(run_dir: Path) -> None:

@@ -68,9 +68,12 @@ def recoverable_errors() -> tuple[type[BaseException], ...]:
     import httpx
     import openai
 
+    from drpo_agents.models.local import LocalGenerationError  # e.g. a prompt longer than the context
+
     return (
         StructuredOutputError,
         ModelCallError,
+        LocalGenerationError,
         openai.APIError,
         httpx.HTTPError,
         TimeoutError,

@@ -12,6 +12,7 @@ import asyncio
 import importlib.metadata
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,14 @@ def test_missing_llama_cpp_is_one_line_with_the_install_command(fake_gguf: Path)
         resolve_model(f"local:{fake_gguf}", "responder")
 
 
-def test_local_strings_never_reach_init_chat_model(tmp_path: Path) -> None:
-    with pytest.raises(LocalModelError, match="GGUF file not found"):
+def test_local_strings_never_reach_init_chat_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import langchain.chat_models
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("local: strings must not go to init_chat_model")
+
+    monkeypatch.setattr(langchain.chat_models, "init_chat_model", refuse)
+    with pytest.raises(LocalModelError, match=r"GGUF file not found|drpo-agents\[local\]"):
         resolve_model(f"local:{tmp_path / 'nope.gguf'}", "judge")
 
 
@@ -147,6 +154,9 @@ def test_identity_bound_tools_and_threads(fake_gguf: Path, monkeypatch: pytest.M
     # The pydantic schema is kept whole, length caps included.
     assert bound.tools[0]["schema"]["properties"]["reasoning"]["maxLength"] == 2000
     assert model_identity(bound) == "local:smollm2-135m"
+    # LLM-cache keys tell a structured call from a plain one, and one schema from another.
+    other = model.bind_tools([AnswerEvaluation], tool_choice="any")
+    assert len({model._get_llm_string(), bound._get_llm_string(), other._get_llm_string()}) == 3
 
     monkeypatch.setenv("DRPO_LOCAL_THREADS", "3")
     assert default_threads() == 3
@@ -201,10 +211,15 @@ def test_grammar_caps_fit_the_budget_and_stay_valid(schema: type[BaseModel], bud
 
 @pytest.fixture(scope="module")
 def smollm2() -> LocalChatModel:
-    pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is not installed")
+    # CI sets DRPO_REQUIRE_LOCAL=1: there a missing extra is a failure, not a skip.
+    required = os.environ.get("DRPO_REQUIRE_LOCAL") == "1"
+    if not required:
+        pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is not installed")
     try:
         model = resolve_model("local:smollm2-135m", "responder")
     except LocalModelError as exc:
+        if required:
+            pytest.fail(f"DRPO_REQUIRE_LOCAL=1 but {exc}")
         pytest.skip(str(exc))
     assert isinstance(model, LocalChatModel)
     return model
