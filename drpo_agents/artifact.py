@@ -176,6 +176,25 @@ class AlignmentArtifact(BaseModel):
                 return record
         raise KeyError(f"no candidate {candidate_id!r} in this artifact")
 
+    def length_reward_correlation(self) -> float | None:
+        """Pearson correlation between answer length (words) and reward over the run's evaluations.
+
+        Near 0: the judge is not rewarding verbosity. Clearly positive: longer answers scored
+        higher, so check the judge before trusting the search (None with fewer than 3 answers or
+        no variation).
+        """
+        pairs = [(len(e.answer.split()), e.reward) for e in self.evaluations if e.reward is not None]
+        if len(pairs) < 3:
+            return None
+        xs, ys = [float(p[0]) for p in pairs], [float(p[1]) for p in pairs]
+        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+        var_x = sum((x - mean_x) ** 2 for x in xs)
+        var_y = sum((y - mean_y) ** 2 for y in ys)
+        if var_x == 0 or var_y == 0:
+            return None
+        return float(cov / (var_x * var_y) ** 0.5)
+
     def reward_curve(self) -> list[float]:
         """Best mean reward of the beam after each level."""
         return [level.beam_mean_rewards[0] for level in self.levels if level.beam_mean_rewards]

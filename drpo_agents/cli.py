@@ -184,6 +184,10 @@ def _report(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: b
         f"{role} {u.calls} calls/{u.total_tokens:,} tok" for role, u in sorted(artifact.usage.items())
     )
     out.print(f"Usage: {usage}")
+    correlation = artifact.length_reward_correlation()
+    if correlation is not None:
+        hint = " (high: check the judge for a length bias)" if correlation > 0.5 else ""
+        out.print(f"Answer length vs reward correlation: {correlation:+.2f}{hint}")
     for note in artifact.notes:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     out.print(f"Artifact: {run_dir / ARTIFACT_FILE}   ({elapsed:.1f} s)")
@@ -504,6 +508,7 @@ def inspect_command(
             "failed_evaluations": sum(1 for e in artifact.evaluations if e.error),
             "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
             "cost": artifact.cost,
+            "length_reward_correlation": artifact.length_reward_correlation(),
             "validation": [v.model_dump() for v in artifact.validation],
             "notes": artifact.notes,
         }

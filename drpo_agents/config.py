@@ -58,6 +58,11 @@ class DRPOConfig(BaseModel):
     prompt_history: int = Field(3, ge=0, le=20, description="Earlier prompt versions shown to the rewriter.")
     max_bullets: int = Field(8, ge=0, le=50, description="Most bullet points an optimized prompt may hold.")
     max_new_bullets: int = Field(2, ge=0, le=20, description="Most bullet points a single rewrite may add.")
+    max_prompt_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="Budget for the optimized system prompt (~4 characters per token); over it is rejected.",
+    )
     responder_mode: ResponderMode = "auto"
     structured_output_method: StructuredOutputMethod = "auto"
     max_parse_retries: int = Field(

@@ -130,3 +130,31 @@ def test_bullet_budget_counts_dashes_and_numbers() -> None:
     model = scripted(lambda _: {"proposals": [_proposal(over)]})
     with pytest.raises(StructuredOutputError, match="limit is 8"):
         PromptRewriter(model, max_new_bullets=8, max_retries=0).propose("Intro", [CASE], n=1)
+
+
+def test_prompt_budget_rejects_oversized_proposals_and_tells_the_rewriter() -> None:
+    long_prompt = "You are helpful. " + "Always be extremely thorough and careful. " * 20
+    model = scripted(
+        lambda _: {"proposals": [_proposal(long_prompt), _proposal("You are helpful and brief.")]}
+    )
+    proposals = PromptRewriter(model, max_prompt_tokens=50).propose("You are helpful.", [CASE], n=2)
+    assert [p.new_prompt for p in proposals] == ["You are helpful and brief."]
+    assert "under about 50 tokens" in last_human(model.calls[0])
+
+
+def test_length_reward_correlation_is_measured_from_the_evaluations() -> None:
+    from drpo_agents import AlignmentArtifact, EvaluationRecord
+
+    def record(words: int, reward: float) -> EvaluationRecord:
+        return EvaluationRecord(
+            candidate_id="c", level=0, query_id=str(words), query="q", answer="w " * words, reward=reward
+        )
+
+    biased = AlignmentArtifact(
+        run_id="r", system_prompt="p", evaluations=[record(n, n / 10) for n in (10, 20, 30, 40)]
+    )
+    assert biased.length_reward_correlation() == pytest.approx(1.0)
+    flat = AlignmentArtifact(
+        run_id="r", system_prompt="p", evaluations=[record(n, 3.0) for n in (10, 20, 30)]
+    )
+    assert flat.length_reward_correlation() is None

@@ -26,6 +26,11 @@ _COPIED_RUN = 8
 _QUOTED = re.compile(r"(?:^|(?<=[\s(:]))[\"\u201c\u2018']([^\"\u201d\u2019']{3,200})[\"\u201d\u2019']")
 
 
+def approx_tokens(text: str) -> int:
+    """A provider-neutral token estimate (about 4 characters per token, as most tokenizers on English)."""
+    return max(1, len(text) // 4)
+
+
 def count_bullets(prompt: str) -> int:
     """Number of bullet or numbered-list lines in a prompt."""
     return len(_BULLET.findall(prompt))
@@ -71,6 +76,7 @@ class PromptRewriter:
         *,
         max_bullets: int = 8,
         max_new_bullets: int = 2,
+        max_prompt_tokens: int | None = None,
         method: StructuredOutputMethod = "auto",
         max_retries: int = 2,
         prompts_dir: Path | None = None,
@@ -78,6 +84,7 @@ class PromptRewriter:
         self.model = model
         self.max_bullets = max_bullets
         self.max_new_bullets = max_new_bullets
+        self.max_prompt_tokens = max_prompt_tokens
         self.method: StructuredOutputMethod = method
         self.max_retries = max_retries
         self.prompts_dir = prompts_dir
@@ -92,6 +99,8 @@ class PromptRewriter:
         bullets = count_bullets(prompt)
         if bullets > self.max_bullets:
             return f"it has {bullets} bullets; the limit is {self.max_bullets}"
+        if self.max_prompt_tokens is not None and (size := approx_tokens(prompt)) > self.max_prompt_tokens:
+            return f"it is about {size} tokens long; the budget is {self.max_prompt_tokens}"
         added = bullets - count_bullets(current_prompt)
         if added > self.max_new_bullets:
             return f"it adds {added} bullets; at most {self.max_new_bullets} may be added per rewrite"
@@ -130,6 +139,12 @@ class PromptRewriter:
             num_prompts=n,
             max_bullets=self.max_bullets,
             max_new_bullets=self.max_new_bullets,
+            size_rule=(
+                f"Keep the whole prompt under about {self.max_prompt_tokens} tokens "
+                f"({self.max_prompt_tokens * 3 // 4} words)."
+                if self.max_prompt_tokens is not None
+                else "Keep the prompt as short as it can be while doing its job."
+            ),
         )
         queries = [c.query for c in cases]
 

@@ -807,6 +807,7 @@ def create_drpo_graph(
             rewriter_model,
             max_bullets=cfg.max_bullets,
             max_new_bullets=cfg.max_new_bullets,
+            max_prompt_tokens=cfg.max_prompt_tokens,
             method=cfg.structured_output_method,
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,
