@@ -15,6 +15,16 @@ from drpo_agents.schemas import AspectScore, ICLExample
 ARTIFACT_FORMAT_VERSION = 1
 
 
+def save_json_atomically(model: BaseModel, path: str | Path) -> Path:
+    """Write ``model`` as indented UTF-8 JSON via a temporary file, so a crash never leaves half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
 class TokenUsage(BaseModel):
     """Calls and tokens spent by one role."""
 
@@ -201,12 +211,7 @@ class AlignmentArtifact(BaseModel):
 
     def save(self, path: str | Path) -> Path:
         """Write the artifact as indented UTF-8 JSON (atomically) and return the path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(target)
-        return target
+        return save_json_atomically(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> AlignmentArtifact:

@@ -42,7 +42,7 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drpo_agents.agents import Judge, Responder
-from drpo_agents.artifact import AlignmentArtifact, TokenUsage
+from drpo_agents.artifact import AlignmentArtifact, TokenUsage, save_json_atomically
 from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
 from drpo_agents.config import ResponderMode, StructuredOutputMethod
 from drpo_agents.datasets import normalize_queries
@@ -297,12 +297,7 @@ class EvaluationReport(BaseModel):
 
     def save(self, path: str | Path) -> Path:
         """Write the report as indented UTF-8 JSON (atomically) and return the path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(target)
-        return target
+        return save_json_atomically(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> EvaluationReport:
