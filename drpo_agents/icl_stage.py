@@ -38,7 +38,7 @@ from drpo_agents.aspects import AspectCatalog
 from drpo_agents.calls import CallPlan, call_config, plan_node
 from drpo_agents.config import DRPOConfig, StructuredOutputMethod
 from drpo_agents.errors import ConfigError, recoverable_errors
-from drpo_agents.models.registry import resolve_model
+from drpo_agents.models.registry import default_rewriter, resolve_model
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite, ICLExample
 from drpo_agents.search.state import merge_records
@@ -335,7 +335,7 @@ def create_icl_stage_graph(
     """
     cfg = config or ICLStageConfig()
     judge_model = resolve_model(judge, "judge")
-    rewriter_model = resolve_model(rewriter if rewriter is not None else judge, "rewriter")
+    rewriter_model = resolve_model(rewriter if rewriter is not None else default_rewriter(judge), "rewriter")
     if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
         raise TypeError("the judge and the rewriter must be chat models")
     stage = _ICLStage(

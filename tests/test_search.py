@@ -342,3 +342,13 @@ def test_invalid_review_decision_is_asked_again() -> None:
     assert "invalid review decision" in graph.get_state(thread).interrupts[0].value["error"]
     out = graph.invoke(Command(resume={"action": "approve"}), thread)
     assert out["artifact"]["review"]["action"] == "approve"
+
+
+def test_a_sandbox_judge_instance_pairs_with_the_sandbox_rewriter_by_default() -> None:
+    from drpo_agents.models.sandbox import SandboxJudge
+
+    config = DRPOConfig(depth=1, n_actions=2)
+    graph = create_drpo_graph("sandbox", SandboxJudge(seed=3), config=config)
+    art = AlignmentArtifact.model_validate(graph.compile().invoke({"queries": QUERIES})["artifact"])
+    assert art.models["rewriter"] == "drpo-sandbox:rewriter(seed=3)"
+    assert not art.levels[1].failures and len(art.levels[1].beam) == 2

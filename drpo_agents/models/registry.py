@@ -83,3 +83,11 @@ def model_notes(models: Mapping[str, BaseLanguageModel[Any]]) -> list[str]:
 
     simulated = [role for role, m in models.items() if getattr(m, "_llm_type", "") == "drpo-sandbox"]
     return [f"{SANDBOX_NOTE} Simulated roles: {', '.join(simulated)}."] if simulated else []
+
+
+def default_rewriter(judge: str | BaseLanguageModel[Any]) -> str | BaseLanguageModel[Any]:
+    """The rewriter to use when none is given: the judge's model, except that a simulated judge
+    pairs with the simulated rewriter of the same seed (a sandbox judge cannot rewrite prompts)."""
+    if isinstance(judge, BaseLanguageModel) and getattr(judge, "_llm_type", "") == "drpo-sandbox":
+        return f"sandbox:{getattr(judge, 'seed', 0)}"
+    return judge

@@ -47,7 +47,7 @@ from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.errors import DRPOError, recoverable_errors
 from drpo_agents.memory import Critique, CritiqueMemory
-from drpo_agents.models.registry import model_identity, model_notes, resolve_model
+from drpo_agents.models.registry import default_rewriter, model_identity, model_notes, resolve_model
 from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
 from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
@@ -770,7 +770,7 @@ def create_drpo_graph(
     responder_model = resolve_model(responder, "responder")
     judge_model = resolve_model(judge, "judge")
     # The rewriter defaults to the judge's model (for a string, that model built for the rewriter role).
-    rewriter_model = resolve_model(rewriter if rewriter is not None else judge, "rewriter")
+    rewriter_model = resolve_model(rewriter if rewriter is not None else default_rewriter(judge), "rewriter")
     if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
         raise TypeError("the judge and the rewriter must be chat models")
     examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
