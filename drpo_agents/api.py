@@ -133,6 +133,7 @@ async def _run(
     on_progress: ProgressCallback | None,
     reviewer: Reviewer | None = None,
     review: Any = None,
+    jury: Sequence[str | BaseChatModel] = (),
 ) -> AlignmentArtifact:
     examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
     critique_memory: CritiqueMemory
@@ -163,6 +164,7 @@ async def _run(
         icl_retriever_factory=retriever_factory,
         memory=critique_memory,
         cache=cache,
+        jury=jury,
     )
     async with AsyncExitStack() as stack:
         saver = await stack.enter_async_context(open_checkpointer(checkpointer, run_dir))
@@ -258,7 +260,7 @@ def _finish(
 
 
 def _write_run_config(
-    run_dir: Path, run_id: str, config: DRPOConfig, models: dict[str, str], memory: Any
+    run_dir: Path, run_id: str, config: DRPOConfig, models: dict[str, Any], memory: Any
 ) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {
@@ -291,6 +293,7 @@ async def aoptimize(
     callbacks: Callbacks = None,
     on_progress: ProgressCallback | None = None,
     reviewer: Reviewer | None = None,
+    jury: Sequence[str | BaseChatModel] = (),
 ) -> AlignmentArtifact:
     """Run a DRPO optimisation and return its artifact.
 
@@ -313,6 +316,7 @@ async def aoptimize(
             prompt, rewards); returns ``{"action": "approve" | "reject"}`` or
             ``{"action": "edit", "prompt": ...}``. Without one the run pauses and
             :class:`ReviewRequired` is raised; continue with ``resume(run_dir, review=...)``.
+        jury: further judges scoring every answer beside ``judge`` (see :func:`create_drpo_graph`).
     """
     cfg = config or DRPOConfig()
     normalize_queries(queries)  # fail on bad input before building anything
@@ -323,6 +327,7 @@ async def aoptimize(
             "responder": _spec_of(responder),
             "judge": _spec_of(judge),
             "rewriter": _spec_of(rewriter or judge),
+            "jury": [_spec_of(m) for m in jury],
         }
         _write_run_config(directory, run_id, cfg, models, memory)
     return await _run(
@@ -341,6 +346,7 @@ async def aoptimize(
         callbacks=callbacks,
         on_progress=on_progress,
         reviewer=reviewer,
+        jury=jury,
     )
 
 
@@ -360,6 +366,7 @@ async def aresume(
     config_overrides: dict[str, Any] | None = None,
     reviewer: Reviewer | None = None,
     review: Any = None,
+    jury: Sequence[str | BaseChatModel] | None = None,
 ) -> AlignmentArtifact:
     """Continue a stopped or crashed run from its last checkpoint; finished calls are not repeated.
 
@@ -396,6 +403,9 @@ async def aresume(
             )
         return spec
 
+    stored_jury = specs.get("jury") or []
+    if jury is None and any(spec.startswith("<") for spec in stored_jury):
+        raise ConfigError("the jury held model instances when the run started; pass jury= to resume() again")
     stored_memory = record.get("memory")
     return await _run(
         None,
@@ -414,6 +424,7 @@ async def aresume(
         on_progress=on_progress,
         reviewer=reviewer,
         review=review,
+        jury=jury if jury is not None else stored_jury,
     )
 
 

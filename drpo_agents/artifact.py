@@ -10,6 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drpo_agents.errors import ArtifactError
+from drpo_agents.rewards import (
+    length_adjusted_rewards,
+    length_slope,
+    pearson,
+    within_query_length_correlation,
+)
 from drpo_agents.schemas import AspectScore, ICLExample
 
 ARTIFACT_FORMAT_VERSION = 1
@@ -51,6 +57,14 @@ class EvaluationRecord(BaseModel):
     scores: list[AspectScore] = Field(default_factory=list)
     reward: float | None = None
     error: str | None = Field(None, description="Why this evaluation failed; reward is None then.")
+    phase: str = Field("search", description="'search' (ranks the beam) or 'validation' (held-out queries).")
+    jury: list[list[AspectScore]] = Field(
+        default_factory=list, description="Each juror's scores when a jury judged ([] for a failed juror)."
+    )
+    jury_errors: list[str | None] = Field(default_factory=list)
+    disagreement: float | None = Field(
+        None, description="Mean over aspects of the jurors' score range (max - min); None for one judge."
+    )
 
 
 class CandidateRecord(BaseModel):
@@ -89,6 +103,12 @@ class LevelRecord(BaseModel):
     skipped: bool = Field(False, description="Every beam candidate already scored high; no rewrite.")
     depth_limit: int = Field(..., description="The depth in force after this level.")
     failures: list[str] = Field(default_factory=list)
+    length_slope: float | None = Field(
+        None, description="Reward per unit of relative log length removed by length normalisation."
+    )
+    jury_disagreement: float | None = Field(
+        None, description="Mean jury disagreement over the level's answers."
+    )
 
 
 class ICLRoundRecord(BaseModel):
@@ -139,6 +159,33 @@ class ValidationRecord(BaseModel):
     search_rank: int | None = Field(
         None, description="Place in the search's final beam (None: initial prompt)."
     )
+    safety: float | None = Field(None, description="Mean Safety score on the red-team validation queries.")
+    rejected_for_safety: bool = Field(
+        False, description="Safety fell below the initial prompt's beyond tolerance."
+    )
+
+
+class GateDecision(BaseModel):
+    """One decision of the acceptance gate: did the search's new best replace the incumbent?"""
+
+    model_config = ConfigDict(extra="ignore")
+
+    level: int
+    incumbent_id: str
+    challenger_id: str | None = Field(None, description="None: no new best prompt at this level.")
+    accepted: bool
+    reason: str
+    queries: int = Field(0, description="Validation queries both prompts answered.")
+    incumbent_mean: float | None = None
+    challenger_mean: float | None = None
+    mean_difference: float | None = Field(
+        None, description="Mean paired gain (length-adjusted if configured)."
+    )
+    ci_low: float | None = None
+    ci_high: float | None = None
+    incumbent_safety: float | None = None
+    challenger_safety: float | None = None
+    length_slope: float | None = None
 
 
 class AlignmentArtifact(BaseModel):
@@ -174,6 +221,9 @@ class AlignmentArtifact(BaseModel):
     search_best_candidate_id: str | None = Field(
         None, description="The search's own best; differs from best_candidate_id when validation re-ranked."
     )
+    gate_decisions: list[GateDecision] = Field(
+        default_factory=list, description="Every accept/reject decision of the acceptance gate, if on."
+    )
     notes: list[str] = Field(default_factory=list)
     icl_optimization: list[ICLOptimizationRecord] = Field(
         default_factory=list, description="Per-example records of the ICL optimisation stage, if it ran."
@@ -194,16 +244,31 @@ class AlignmentArtifact(BaseModel):
         no variation).
         """
         pairs = [(len(e.answer.split()), e.reward) for e in self.evaluations if e.reward is not None]
-        if len(pairs) < 3:
-            return None
-        xs, ys = [float(p[0]) for p in pairs], [float(p[1]) for p in pairs]
-        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-        cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
-        var_x = sum((x - mean_x) ** 2 for x in xs)
-        var_y = sum((y - mean_y) ** 2 for y in ys)
-        if var_x == 0 or var_y == 0:
-            return None
-        return float(cov / (var_x * var_y) ** 0.5)
+        return pearson([float(p[0]) for p in pairs], [float(p[1]) for p in pairs])
+
+    def within_query_length_correlation(self, *, adjusted: bool = False) -> float | None:
+        """Correlation of answer length with reward among answers to the same query (search phase).
+
+        This is the comparison the search makes. With ``adjusted``, rewards are length-normalised
+        (see :mod:`drpo_agents.rewards`) with a slope estimated on the *other* levels' answers,
+        so the number is out of sample rather than zero by construction.
+        """
+        records = [e.model_dump() for e in self.evaluations if e.phase == "search" and e.reward is not None]
+        if not adjusted:
+            return within_query_length_correlation(records)
+        rewards: dict[int, float] = {}
+        for level in {r["level"] for r in records}:
+            slope = length_slope(r for r in records if r["level"] != level)
+            rewards.update(length_adjusted_rewards([r for r in records if r["level"] == level], slope))
+        return within_query_length_correlation(records, rewards)
+
+    def jury_disagreement_by_candidate(self) -> dict[str, float]:
+        """Mean jury disagreement of each candidate's answers (empty without a jury)."""
+        values: dict[str, list[float]] = {}
+        for e in self.evaluations:
+            if e.disagreement is not None:
+                values.setdefault(e.candidate_id, []).append(e.disagreement)
+        return {cid: sum(v) / len(v) for cid, v in values.items()}
 
     def reward_curve(self) -> list[float]:
         """Best mean reward of the beam after each level."""

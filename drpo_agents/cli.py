@@ -100,19 +100,25 @@ def _model(spec: str | None, role: str, sandbox: bool, base_url: str | None) -> 
 
 
 def _specs(
-    sandbox: bool, responder: str | None, judge: str | None, rewriter: str | None
-) -> dict[str, str | None]:
+    sandbox: bool,
+    responder: str | None,
+    judge: str | None,
+    rewriter: str | None,
+    jury: list[str] | None = None,
+) -> dict[str, Any]:
     fill = "sandbox" if sandbox else None
     return {
         "responder": responder or fill,
         "judge": judge or fill,
         "rewriter": rewriter or (fill if sandbox else None),
+        "jury": list(jury or []),
     }
 
 
-def _models(specs: dict[str, str | None], base_url: str | None) -> dict[str, Any]:
+def _models(specs: dict[str, Any], base_url: str | None) -> dict[str, Any]:
     models = {role: _model(specs[role], role, False, base_url) for role in ("responder", "judge")}
     models["rewriter"] = _model(specs["rewriter"], "rewriter", False, base_url) if specs["rewriter"] else None
+    models["jury"] = [_model(spec, "judge", False, base_url) for spec in specs.get("jury") or []]
     return models
 
 
@@ -188,6 +194,18 @@ def _report(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: b
     if correlation is not None:
         hint = " (high: check the judge for a length bias)" if correlation > 0.5 else ""
         out.print(f"Answer length vs reward correlation: {correlation:+.2f}{hint}")
+    if artifact.gate_decisions:
+        accepted = [d for d in artifact.gate_decisions if d.accepted]
+        challenged = [d for d in artifact.gate_decisions if d.challenger_id]
+        out.print(
+            f"Acceptance gate: {len(accepted)} of {len(challenged)} new best prompts accepted "
+            f"(drpo inspect shows every decision)"
+        )
+    disagreement = [lvl.jury_disagreement for lvl in artifact.levels if lvl.jury_disagreement is not None]
+    if disagreement:
+        out.print(
+            f"Jury disagreement (mean score range per aspect): {sum(disagreement) / len(disagreement):.2f}"
+        )
     for note in artifact.notes:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     out.print(f"Artifact: {run_dir / ARTIFACT_FILE}   ({elapsed:.1f} s)")
@@ -223,6 +241,13 @@ def optimize_command(
     responder: Responder = None,
     judge: Judge = None,
     rewriter: Annotated[str | None, typer.Option(help="Rewriter model (default: the judge's).")] = None,
+    jury: Annotated[
+        list[str] | None,
+        typer.Option(help="A further judge scoring every answer (repeat for more; median per aspect)."),
+    ] = None,
+    jury_size: Annotated[
+        int | None, typer.Option(help="Ask the judge this many times (aspects rotated) and take medians.")
+    ] = None,
     base_url: BaseUrl = None,
     queries: Annotated[
         Path | None,
@@ -243,6 +268,20 @@ def optimize_command(
         typer.Option(help="Rounds of the ICL-answer optimisation stage before the search (0 = skip)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every random choice.")] = None,
+    validation_size: Annotated[
+        int | None, typer.Option(help="Training queries held out to validate the result (0 = none).")
+    ] = None,
+    red_team_validation: Annotated[
+        int | None,
+        typer.Option(help="Red-team queries also held out: a prompt that lowers their Safety is rejected."),
+    ] = None,
+    gate: Annotated[
+        bool,
+        typer.Option("--gate", help="Accept a new best prompt only on a significant validation gain."),
+    ] = False,
+    length_normalization: Annotated[
+        bool, typer.Option("--length-normalization", help="Rank by a length-normalised reward.")
+    ] = False,
     max_concurrency: Annotated[int | None, typer.Option(help="Most model calls in flight.")] = None,
     cache: Annotated[CachePolicy | None, typer.Option(help="LLM cache: aspects (default), all, off.")] = None,
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Ablation: no critique memory.")] = False,
@@ -274,6 +313,11 @@ def optimize_command(
             "queries_per_step": queries_per_step,
             "icl_iters": icl_iters,
             "seed": seed,
+            "validation_size": validation_size,
+            "red_team_validation_size": red_team_validation,
+            "acceptance_gate": True if gate else None,
+            "length_normalization": True if length_normalization else None,
+            "jury_size": jury_size,
             "max_concurrency": max_concurrency,
             "cache": cache,
             "critique_memory": False if no_memory else None,
@@ -285,7 +329,7 @@ def optimize_command(
         examples = load_icl_examples(icl) if icl else None
     except DRPOError as exc:
         raise _fail(str(exc)) from exc
-    specs = _specs(sandbox, responder, judge, rewriter)
+    specs = _specs(sandbox, responder, judge, rewriter, jury)
     models = _models(specs, base_url)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     directory = run_dir or Path("runs") / run_id
@@ -509,7 +553,10 @@ def inspect_command(
             "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
             "cost": artifact.cost,
             "length_reward_correlation": artifact.length_reward_correlation(),
+            "within_query_length_correlation": artifact.within_query_length_correlation(),
             "validation": [v.model_dump() for v in artifact.validation],
+            "gate_decisions": [d.model_dump() for d in artifact.gate_decisions],
+            "jury_disagreement": [lvl.jury_disagreement for lvl in artifact.levels],
             "notes": artifact.notes,
         }
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -526,6 +573,27 @@ def inspect_command(
                 f"{row.std:.2f}" if row.std is not None else "-",
                 str(row.failed),
                 "initial prompt" if row.search_rank is None else str(row.search_rank),
+            )
+        Console().print(table)
+    if artifact.gate_decisions:
+        table = Table(
+            title="Acceptance gate (validation gain, bootstrap interval, red-team safety)", show_edge=False
+        )
+        for column in ("level", "challenger", "incumbent", "gain", "interval", "safety", "decision"):
+            table.add_column(column)
+        for d in artifact.gate_decisions:
+            table.add_row(
+                str(d.level),
+                d.challenger_id or "-",
+                d.incumbent_id,
+                f"{d.mean_difference:+.3f}" if d.mean_difference is not None else "-",
+                f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}]"
+                if d.ci_low is not None and d.ci_high is not None
+                else "-",
+                f"{d.incumbent_safety:.2f} -> {d.challenger_safety:.2f}"
+                if d.incumbent_safety is not None and d.challenger_safety is not None
+                else "-",
+                "accepted" if d.accepted else escape(d.reason.split(":")[0]),
             )
         Console().print(table)
 

@@ -85,6 +85,41 @@ class DRPOConfig(BaseModel):
         le=1000,
         description="Training queries held out to re-rank the final beam (0 = the reference: no validation).",
     )
+    red_team_validation_size: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Red-team training queries (category 'red_team') also held out for validation; "
+        "a candidate whose Safety score on them drops is rejected (the safety constraint).",
+    )
+    safety_tolerance: float = Field(
+        0.25,
+        ge=0.0,
+        le=4.0,
+        description="How far (1-5 scale) Safety may drop before a candidate is rejected.",
+    )
+    acceptance_gate: bool = Field(
+        False,
+        description="A new best prompt replaces the incumbent only if its validation improvement's "
+        "bootstrap interval excludes zero (needs validation_size).",
+    )
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence of the gate's interval.")
+    gate_min_improvement: float = Field(
+        0.0, ge=0.0, le=4.0, description="The interval's lower end must exceed this mean reward gain."
+    )
+    bootstrap_samples: int = Field(2000, ge=100, le=100_000, description="Resamples of the gate's bootstrap.")
+    jury_size: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Judges per answer, aggregated per aspect by median; with one judge model the "
+        "extra jurors are the same model shown the aspects in a rotated order.",
+    )
+    length_normalization: bool = Field(
+        False,
+        description="Rank candidates by a length-normalised reward (see drpo_agents.rewards), so "
+        "verbosity alone cannot win.",
+    )
     max_tokens_budget: int | None = Field(
         None, ge=1, description="Stop at the next level boundary once this many tokens are spent."
     )
@@ -113,6 +148,10 @@ class DRPOConfig(BaseModel):
             raise ValueError(
                 f"max_new_bullets ({self.max_new_bullets}) cannot exceed max_bullets ({self.max_bullets})"
             )
+        if self.acceptance_gate and self.validation_size == 0:
+            raise ValueError("acceptance_gate needs validation queries: set validation_size > 0")
+        if self.red_team_validation_size and self.validation_size == 0:
+            raise ValueError("red_team_validation_size needs validation: set validation_size > 0")
         return self
 
     def price_of(self, model_identity: str) -> ModelPrice | None:

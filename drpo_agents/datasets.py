@@ -25,7 +25,8 @@ def _data_text(name: str) -> str:
 def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
     """Validate training queries and give each an id.
 
-    Accepts strings or dicts with a ``"query"`` (or ``"instruction"``) key and optional ``"id"``.
+    Accepts strings or dicts with a ``"query"`` (or ``"instruction"``) key and optional ``"id"``
+    and ``"category"`` (``"red_team"`` marks a query for the safety constraint).
 
     Raises:
         ConfigError: on an empty set, a blank, over-long or duplicate query, or a duplicate id.
@@ -36,11 +37,13 @@ def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
     for index, item in enumerate(queries):
         text: Any
         query_id: Any
+        category: Any = None
         if isinstance(item, str):
             text, query_id = item, None
         elif isinstance(item, dict):
             text = item.get("query", item.get("instruction"))
             query_id = item.get("id")
+            category = item.get("category")
         else:
             raise ConfigError(f"query #{index + 1} must be a string or a dict, got {type(item).__name__}")
         if not isinstance(text, str) or not text.strip():
@@ -57,7 +60,10 @@ def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
         if query_id in seen_ids:
             raise ConfigError(f"query id {query_id!r} is used twice")
         seen_ids.add(query_id)
-        normalized.append({"id": query_id, "query": text.strip()})
+        row = {"id": query_id, "query": text.strip()}
+        if category:
+            row["category"] = str(category)
+        normalized.append(row)
     if not normalized:
         raise ConfigError("no training queries given")
     return normalized

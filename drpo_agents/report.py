@@ -120,6 +120,7 @@ def render_report(
         ("diffs", "How the best prompt changed", _diffs_section(view)),
         ("aspects", "Aspects", _aspects_section(view)),
         ("cost", "Tokens and prompt size", _cost_section(view)),
+        ("trust", "Can the reward be trusted?", _trust_section(view)),
         ("final", "Final prompt and ICL examples", _final_section(view)),
     ]
     if evaluation is not None:
@@ -685,10 +686,21 @@ def _candidate_detail(view: _View, cand: CandidateRecord) -> str:
             f"<li><b>{_e(s.aspect)} {s.score}</b>: {_e(s.rationale)}</li>" for s in record.scores
         )
         outcome = f"reward {_fmt(record.reward)}" if record.error is None else f"failed: {record.error}"
+        if record.disagreement is not None:
+            outcome += f" · jury disagreement {_fmt(record.disagreement)}"
+        phase = " · validation" if record.phase == "validation" else ""
+        jurors = "".join(
+            f"<li>juror {i + 1}: "
+            + (", ".join(f"{_e(s.aspect)} {s.score}" for s in juror) or "failed")
+            + "</li>"
+            for i, juror in enumerate(record.jury)
+        )
         blocks.append(
-            f'<details class="eval"><summary>Level {record.level} · {_e(record.query_id or "query")} · {_e(outcome)} '
-            f'{scores}</summary><p class="q">{_e(record.query)}</p>'
-            f'<pre class="answer">{_e(record.answer)}</pre><ul class="rationale">{rationale}</ul></details>'
+            f'<details class="eval"><summary>Level {record.level}{phase} · {_e(record.query_id or "query")} · '
+            f'{_e(outcome)} {scores}</summary><p class="q">{_e(record.query)}</p>'
+            f'<pre class="answer">{_e(record.answer)}</pre><ul class="rationale">{rationale}</ul>'
+            + (f'<ul class="rationale">{jurors}</ul>' if jurors else "")
+            + "</details>"
         )
     hidden = "" if cand.id == view.artifact.best_candidate_id else " hidden"
     return f'<div class="cand-detail" id="cand-{view.index[cand.id]}"{hidden}>{"".join(blocks)}</div>'
@@ -1045,6 +1057,78 @@ def _cost_section(view: _View) -> str:
 # --------------------------------------------------------------------------------------------
 # Final prompt, evaluation, ICL stage, notes, config
 # --------------------------------------------------------------------------------------------
+
+
+def _trust_section(view: _View) -> str:
+    """Length bias, jury disagreement, validation and the acceptance gate's decisions."""
+    art = view.artifact
+    overall = art.length_reward_correlation()
+    within = art.within_query_length_correlation()
+    adjusted = art.within_query_length_correlation(adjusted=True)
+    slopes = [lv.length_slope for lv in art.levels if lv.length_slope is not None]
+    parts = [
+        "<h3>Answer length and reward</h3>",
+        '<p class="lead small">Correlation of answer length with reward: '
+        f"{_fmt(overall)} over all answers, {_fmt(within)} among answers to the same query "
+        f"(what the search compares), {_fmt(adjusted)} after length normalisation (slope estimated on "
+        "the other levels). A clearly positive within-query value means longer answers win."
+        + (
+            f" This run ranked by the length-normalised reward (last slope {_fmt(slopes[-1])} per unit "
+            "of relative log length)."
+            if slopes
+            else ""
+        )
+        + "</p>",
+    ]
+    disagreement = [(lv.level, lv.jury_disagreement) for lv in art.levels if lv.jury_disagreement is not None]
+    if disagreement:
+        by_candidate = sorted(art.jury_disagreement_by_candidate().items(), key=lambda kv: -kv[1])[:8]
+        parts.append(
+            "<h3>Jury disagreement</h3>"
+            f'<p class="lead small">Judges: {_e(art.models.get("judge", ""))}'
+            + (f"; jury: {_e(art.models['jury'])}" if "jury" in art.models else "")
+            + ". Disagreement is the jurors' score range per aspect, averaged (0 = unanimous).</p>"
+            '<div class="grid2"><table class="data"><thead><tr><th>level</th><th>mean disagreement</th>'
+            "</tr></thead><tbody>"
+            + "".join(f"<tr><td>{lvl}</td><td>{_fmt(d)}</td></tr>" for lvl, d in disagreement)
+            + '</tbody></table><table class="data"><thead><tr><th>most disputed candidates</th>'
+            "<th>disagreement</th></tr></thead><tbody>"
+            + "".join(f"<tr><td><code>{_e(c)}</code></td><td>{_fmt(d)}</td></tr>" for c, d in by_candidate)
+            + "</tbody></table></div>"
+        )
+    if art.validation:
+        rows = "".join(
+            f"<tr><td><code>{_e(v.candidate_id)}</code>{' (chosen)' if v.candidate_id == art.best_candidate_id else ''}"
+            f"</td><td>{_fmt(v.mean)}</td><td>{_fmt(v.std)}</td><td>{_fmt(v.safety)}</td><td>{v.failed}</td>"
+            f"<td>{'rejected: safety' if v.rejected_for_safety else ''}</td></tr>"
+            for v in art.validation
+        )
+        parts.append(
+            "<h3>Validation (held-out training queries)</h3>"
+            '<table class="data"><thead><tr><th>candidate</th><th>mean</th><th>std</th>'
+            f"<th>red-team safety</th><th>failed</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    if art.gate_decisions:
+        rows = "".join(
+            f"<tr><td>{d.level}</td><td><code>{_e(d.challenger_id or '–')}</code></td>"
+            f"<td><code>{_e(d.incumbent_id)}</code></td><td>{_fmt(d.mean_difference, 3)}</td>"
+            f"<td>[{_fmt(d.ci_low, 3)}, {_fmt(d.ci_high, 3)}]</td>"
+            f"<td>{_fmt(d.incumbent_safety)} → {_fmt(d.challenger_safety)}</td>"
+            f'<td class="{"ok" if d.accepted else ""}">{"accepted" if d.accepted else "kept incumbent"}</td>'
+            f"<td>{_e(d.reason)}</td></tr>"
+            for d in art.gate_decisions
+        )
+        accepted = sum(d.accepted for d in art.gate_decisions)
+        parts.append(
+            "<h3>Acceptance gate</h3>"
+            f'<p class="lead small">{accepted} of {sum(1 for d in art.gate_decisions if d.challenger_id)} new best '
+            "prompts replaced the incumbent: each needed a validation gain whose bootstrap interval "
+            "excludes zero, without a drop in red-team safety.</p>"
+            '<table class="data"><thead><tr><th>level</th><th>challenger</th><th>incumbent</th><th>gain</th>'
+            "<th>interval</th><th>red-team safety</th><th>decision</th><th>why</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    return "".join(parts)
 
 
 def _final_section(view: _View) -> str:

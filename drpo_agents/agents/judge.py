@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
 from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.errors import recoverable_errors
 from drpo_agents.prompts import render_prompt
+from drpo_agents.rewards import aggregate_jury, jury_disagreement
 from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection
 from drpo_agents.structured import StructuredResult, plan_structured
+
+
+@dataclass
+class JuryVerdict:
+    """A jury's judgement of one answer.
+
+    ``evaluation`` shows each aspect's median score (a half-point median rounded down, so the
+    rewriter sees the weakness) with the rationale of a juror at the median; ``reward`` is the
+    mean of the exact medians. ``jurors`` holds each juror's own evaluation (None if it failed).
+    """
+
+    evaluation: AnswerEvaluation
+    reward: float
+    jurors: list[AnswerEvaluation | None]
+    errors: list[str | None]
+    disagreement: float | None
+    messages: dict[str, list[AIMessage]] = field(default_factory=dict)  # usage key -> raw replies
 
 
 class Judge:
@@ -24,6 +44,10 @@ class Judge:
         model: the judge chat model (a strong one: the search is only as good as its reward).
         selection_model: model for aspect selection; defaults to ``model`` (pass a cached copy
             so a query is never analysed twice, even across runs).
+        jury: further judge models; with them every answer is scored by ``model`` and each
+            of them, and the scores are aggregated per aspect by median.
+        jury_size: jurors in all when ``jury`` is empty: ``model`` is asked ``jury_size``
+            times, each time with the aspects listed in a rotated order.
         catalog: aspects to choose from; the judge may still name a new one when none fits.
         method: how structured output is obtained (see :func:`ainvoke_structured`).
         max_retries: re-asks after an invalid or incomplete reply.
@@ -40,6 +64,8 @@ class Judge:
         max_retries: int = 2,
         prompts_dir: Path | None = None,
         selection_model: BaseChatModel | None = None,
+        jury: Sequence[BaseChatModel] = (),
+        jury_size: int = 1,
     ) -> None:
         self.model = model
         self.selection_model = selection_model or model
@@ -47,6 +73,7 @@ class Judge:
         self.method: StructuredOutputMethod = method
         self.max_retries = max_retries
         self.prompts_dir = prompts_dir
+        self.jurors: list[BaseChatModel] = [model, *jury] if jury else [model] * max(1, jury_size)
 
     def _system(self) -> SystemMessage:
         return SystemMessage(render_prompt("judge_system", self.prompts_dir))
@@ -83,8 +110,12 @@ class Judge:
         aspects: Sequence[str],
         *,
         config: RunnableConfig | None = None,
+        model: BaseChatModel | None = None,
     ) -> CallPlan[StructuredResult[AnswerEvaluation]]:
-        """Score ``answer`` on each of ``aspects``; a reply missing any aspect is re-asked (a call plan)."""
+        """Score ``answer`` on each of ``aspects``; a reply missing any aspect is re-asked (a call plan).
+
+        The scores come back in the order of ``aspects``, whatever order the model used.
+        """
         prompt = render_prompt(
             "answer_scoring",
             self.prompts_dir,
@@ -105,7 +136,7 @@ class Judge:
 
         return (
             yield from plan_structured(
-                self.model,
+                model or self.model,
                 AnswerEvaluation,
                 [self._system(), HumanMessage(prompt)],
                 method=self.method,
@@ -114,6 +145,71 @@ class Judge:
                 config=call_config(config, self.role, "score"),
                 prompts_dir=self.prompts_dir,
             )
+        )
+
+    def plan_verdict(
+        self,
+        query: str,
+        answer: str,
+        aspects: Sequence[str],
+        *,
+        config: RunnableConfig | None = None,
+    ) -> CallPlan[JuryVerdict]:
+        """Score ``answer`` with every juror and aggregate per aspect by median (a call plan).
+
+        With one juror this is exactly :meth:`plan_score`. Juror ``i`` sees the aspects rotated
+        by ``i`` places (position bias averages out; a same-model juror gets a different prompt).
+        A failed juror is left out and its error recorded; if every juror fails, the last
+        error is raised.
+        """
+        jurors: list[AnswerEvaluation | None] = []
+        errors: list[str | None] = []
+        messages: dict[str, list[AIMessage]] = {}
+        last_error: BaseException | None = None
+        ordered = list(aspects)
+        for index, juror in enumerate(self.jurors):
+            shown = ordered[index % len(ordered) :] + ordered[: index % len(ordered)] if ordered else ordered
+            usage_key = "judge" if index == 0 or juror is self.model else "jury"
+            juror_config = (
+                config
+                if len(self.jurors) == 1
+                else {
+                    **(config or {}),
+                    "metadata": {**((config or {}).get("metadata") or {}), "drpo_juror": index},
+                }
+            )
+            try:
+                result = yield from self.plan_score(query, answer, shown, config=juror_config, model=juror)
+            except recoverable_errors() as exc:
+                messages.setdefault(usage_key, []).extend(getattr(exc, "messages", []))
+                jurors.append(None)
+                errors.append(f"{type(exc).__name__}: {exc}")
+                last_error = exc
+                continue
+            messages.setdefault(usage_key, []).extend(result.messages)
+            by_name = {s.aspect.casefold(): s for s in result.value.scores}
+            jurors.append(AnswerEvaluation(scores=[by_name[a.casefold()] for a in ordered]))
+            errors.append(None)
+        done = [j for j in jurors if j is not None]
+        if not done:
+            assert last_error is not None
+            if len(self.jurors) > 1:
+                last_error.messages = [m for ms in messages.values() for m in ms]  # type: ignore[attr-defined]
+            raise last_error
+        if len(done) == 1:
+            evaluation = done[0]
+            return JuryVerdict(evaluation, evaluation.reward, jurors, errors, None, messages)
+        verdicts = [{s.aspect: float(s.score) for s in j.scores} for j in done]
+        medians = aggregate_jury(verdicts)
+        scores = []
+        for aspect, median in medians.items():
+            # The rationale of the juror closest to the median explains the aggregated score.
+            closest = min(done, key=lambda j: abs((j.score_of(aspect) or 0) - median))
+            source = next(s for s in closest.scores if s.aspect == aspect)
+            scores.append(source.model_copy(update={"score": int(median)}))
+        reward = sum(medians.values()) / len(medians)
+        return JuryVerdict(
+            AnswerEvaluation(scores=scores), reward, jurors, errors, jury_disagreement(verdicts), messages
         )
 
     def select_aspects(self, query: str, *, config: RunnableConfig | None = None) -> AspectSelection:

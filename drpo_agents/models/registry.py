@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from langchain_core.language_models import BaseLanguageModel
 
@@ -16,15 +17,20 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
     """A model instance for ``role`` from an instance or a string.
 
     Strings:
-        ``"sandbox"`` or ``"sandbox:SEED"``: the offline simulated model for ``role``;
+        ``"sandbox"`` or ``"sandbox:SEED"``: the offline simulated model for ``role``, optionally
+        followed by knobs as a query string, e.g. ``"sandbox:3?noise=0.3&length_bias=1.0"`` (a
+        noisy, length-biased judge). Each knob applies to the roles that have it (``noise``,
+        ``length_bias``: judge; ``attention_span``, ``max_prompt_words``: responder;
+        ``trap_rate``: rewriter) and is ignored by the others, so one string can serve every role;
         ``"local:smollm2-135m"`` or ``"local:PATH.gguf"``: a GGUF model run in-process by
         llama.cpp (the ``local`` extra; see :mod:`drpo_agents.models.local`);
         anything else goes to LangChain's ``init_chat_model`` (e.g. ``"openai:gpt-4o-mini"``,
         ``"anthropic:claude-sonnet-4-5"``), which needs the provider's package and API key.
 
     Raises:
-        ConfigError: for an empty or unknown model string; for ``local:`` strings, a one-line
-            fix when llama-cpp-python or the GGUF file is missing.
+        ConfigError: for an empty or unknown model string; for ``sandbox`` strings, a bad seed, an
+            unknown knob or a bad value; for ``local:`` strings, a one-line fix when
+            llama-cpp-python or the GGUF file is missing.
     """
     if isinstance(spec, BaseLanguageModel):
         return spec
@@ -34,14 +40,8 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
         )
     text = spec.strip()
     provider, _, name = text.partition(":")
-    if provider == "sandbox":
-        from drpo_agents.models.sandbox import sandbox_models
-
-        try:
-            seed = int(name) if name else 0
-        except ValueError as exc:
-            raise ConfigError(f"sandbox model strings are 'sandbox' or 'sandbox:SEED', got {text!r}") from exc
-        return sandbox_models(seed)[role]
+    if provider.partition("?")[0] == "sandbox":
+        return _sandbox_model(text, role)
     if provider == "local":
         from drpo_agents.models.local import local_chat_model
 
@@ -59,6 +59,49 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
         raise ConfigError(f"cannot create the {role} model from {text!r}: {exc}") from exc
 
 
+def _sandbox_model(text: str, role: Role) -> BaseLanguageModel[Any]:
+    """The sandbox model for ``role`` from ``"sandbox[:SEED][?KNOB=VALUE&...]"``."""
+    from pydantic import ValidationError
+
+    from drpo_agents.models.sandbox import SANDBOX_CLASSES, sandbox_models, sandbox_option_names
+
+    valid = ", ".join(sandbox_option_names())
+    syntax = f"sandbox model strings are 'sandbox[:SEED][?OPTION=VALUE&...]' with options {valid}"
+    base, _, query = text.partition("?")
+    seed_text = base.partition(":")[2]
+    try:
+        seed = int(seed_text) if seed_text else 0
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
+    except ValueError as exc:
+        raise ConfigError(f"{syntax}; got {text!r}") from exc
+    options: dict[str, dict[str, str]] = {r: {} for r in SANDBOX_CLASSES}
+    seen: set[str] = set()
+    for key, value in pairs:
+        if key not in sandbox_option_names():
+            raise ConfigError(f"unknown sandbox option {key!r} in {text!r}; valid options: {valid}")
+        if key in seen:
+            raise ConfigError(f"sandbox option {key!r} is given twice in {text!r}")
+        seen.add(key)
+        for r, cls in SANDBOX_CLASSES.items():
+            if key in cls.knob_names():
+                options[r][key] = value
+    try:
+        # Every role is built, so a bad value fails whichever role the string is resolved for.
+        models = sandbox_models(
+            seed,
+            judge_options=options["judge"],
+            rewriter_options=options["rewriter"],
+            **options["responder"],
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(
+            f"bad sandbox option {where}={error['input']!r} in {text!r}: {error['msg']}; valid options: {valid}"
+        ) from None
+    return models[role]
+
+
 def model_identity(model: BaseLanguageModel[Any]) -> str:
     """A short, stable description of a model for artifacts (provider, model name, endpoint)."""
     provider = getattr(model, "_llm_type", type(model).__name__)
@@ -72,7 +115,9 @@ def model_identity(model: BaseLanguageModel[Any]) -> str:
     )
     identity = f"{provider}:{name}" if name else str(provider)
     if "seed" in params and provider == "drpo-sandbox":
-        identity += f"(seed={params['seed']})"
+        # Knobs are in the params only when changed: "drpo-sandbox:judge(seed=1,noise=0.3)".
+        knobs = "".join(f",{k}={v}" for k, v in params.items() if k not in {"role", "seed"})
+        identity += f"(seed={params['seed']}{knobs})"
     base_url = getattr(model, "openai_api_base", None)
     return f"{identity}@{base_url}" if base_url else identity
 

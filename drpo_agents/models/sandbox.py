@@ -15,6 +15,8 @@ optimum, not a script:
 * :class:`SandboxJudge` selects aspects from what a query asks for and scores answers from
   what their text contains (lists, refusals, caveats, empathy, reasons, examples, invented
   figures, padding). It judges any text, so it can grade a real model's answers as well.
+  Its ``noise`` and ``length_bias`` knobs make it a deliberately noisy, verbosity-loving
+  judge, for studying reward hacking and juries (``"sandbox?noise=0.3&length_bias=1"``).
 * :class:`SandboxRewriter` reads the critique and proposes varied, seeded edits aimed at the
   lowest-scoring aspects: new bullets, moving a bullet forward, replacing one, and sometimes a
   trap (an over-broad refusal rule that hurts helpfulness, or empty fluff).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -150,7 +153,23 @@ class _SandboxChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"role": self.role_name, "seed": self.seed}
+        # Knobs appear only when changed, so the exact models keep their identity and cache keys.
+        return {"role": self.role_name, "seed": self.seed, **self.knobs()}
+
+    @classmethod
+    def knob_names(cls) -> tuple[str, ...]:
+        """The role-specific settings of this class (its fields beyond the seed), in field order."""
+        common = set(_SandboxChatModel.model_fields)
+        return tuple(name for name in cls.model_fields if name not in common)
+
+    def knobs(self) -> dict[str, Any]:
+        """This model's knobs that differ from their defaults (empty for the default model)."""
+        fields = type(self).model_fields
+        return {
+            name: getattr(self, name)
+            for name in self.knob_names()
+            if getattr(self, name) != fields[name].default
+        }
 
     @property
     def role_name(self) -> str:
@@ -604,13 +623,36 @@ def select_aspects_for(query: str) -> dict[str, Any]:
     }
 
 
+# Answers of this many words get no length bonus from a length-biased judge.
+_NEUTRAL_LENGTH = 80
+
+
+def _length_bonus(answer: str, length_bias: float) -> float:
+    """A verbosity-loving judge's bonus: ``length_bias * log2(words / 80)``, negative below 80 words."""
+    return length_bias * math.log2(max(1, len(answer.split())) / _NEUTRAL_LENGTH)
+
+
 class SandboxJudge(_SandboxChatModel):
     """A transparent heuristic judge: aspect selection from query cues, scores from answer features.
 
-    ``noise`` adds seeded +-1 jitter to scores (a noisy judge); leave it 0 for the exact heuristics.
+    Two knobs make it a deliberately untrustworthy judge (both 0, the default, is the exact
+    heuristic :func:`score_aspect`):
+
+    * ``noise``: with this probability per aspect score, a seeded +-1 jitter.
+    * ``length_bias``: a verbosity-loving judge. Every aspect score gets
+      ``length_bias * log2(max(1, words) / 80)`` added (``words`` is the answer's
+      whitespace-separated word count; negative for answers under 80 words), and the sum is
+      rounded stochastically (seeded: ``3.3`` becomes 4 with probability 0.3, so fractional
+      bonuses count in expectation). Refusals and empty answers follow the same rule.
+
+    Scores are clamped to 1-5 and the rationale stays the heuristic's. With a knob on, the
+    random draws are seeded by the judge's seed, the query, the answer and the aspect list *in
+    order*, so jurors with different seeds, or one judge asked with the aspects reordered,
+    err independently. :meth:`compare` (pairwise verdicts) ignores both knobs and stays exact.
     """
 
     noise: float = Field(0.0, ge=0.0, le=1.0)
+    length_bias: float = Field(0.0, ge=0.0, le=5.0)
 
     @property
     def role_name(self) -> str:
@@ -628,21 +670,39 @@ class SandboxJudge(_SandboxChatModel):
             "Helpfulness",
             "Clarity",
         ]
-        rng = _rng(self.seed, "judge", query, answer)
+        return {"scores": self.score_answer(query, answer, aspects)}
+
+    def score_answer(self, query: str, answer: str, aspects: Sequence[str]) -> list[dict[str, Any]]:
+        """AspectScore-shaped dicts for ``answer`` on ``aspects`` (the knobs applied; see the class)."""
+        text = answer if answer != "(empty answer)" else ""
+        noisy = bool(self.noise or self.length_bias)
+        rng = (
+            _rng(self.seed, "judge", query, answer, list(aspects))
+            if noisy
+            else _rng(self.seed, "judge", query, answer)
+        )
+        bonus = _length_bonus(text, self.length_bias) if self.length_bias else 0.0
         scores = {}
         for aspect in aspects:
-            score, rationale = score_aspect(aspect, query, answer if answer != "(empty answer)" else "")
-            if self.noise and rng.random() < self.noise:
-                score = _clamp(score + rng.choice((-1, 1)))
+            score, rationale = score_aspect(aspect, query, text)
+            if noisy:
+                value = score + bonus
+                if self.noise and rng.random() < self.noise:
+                    value += rng.choice((-1, 1))
+                if self.length_bias:
+                    floor = math.floor(value)
+                    value = floor + (rng.random() < value - floor)
+                score = _clamp(int(value))
             scores[aspect] = {"aspect": aspect, "rationale": rationale, "score": score}
-        return {"scores": list(scores.values())}
+        return list(scores.values())
 
     def compare(self, query: str, answer_a: str, answer_b: str, prompt: str = "") -> dict[str, Any]:
         """Pairwise verdict (PairwiseVerdict-shaped): the higher mean sandbox aspect score wins.
 
         The aspects are those listed in the prompt's ``<aspects>`` block (else the ones the
         sandbox would select for the query). Equal means are a tie, so the verdict never
-        depends on which answer is shown first.
+        depends on which answer is shown first. Verdicts are always exact: ``noise`` and
+        ``length_bias`` affect pointwise scores only.
         """
         aspects = re.findall(r"^- ([^:\n]+):", _tag(prompt, "aspects") or "", re.M) or list(
             select_aspects_for(query)["selected_aspects"]
@@ -1051,10 +1111,33 @@ _LIMITATION_NOTE = (
 _FOLLOW_UP = "Would you like me to go deeper on any of these points?"
 
 
-def sandbox_models(seed: int = 0, **responder_options: Any) -> dict[str, BaseChatModel]:
-    """The three sandbox roles, keyed ``responder``, ``judge``, ``rewriter``."""
+SANDBOX_CLASSES: dict[str, type[_SandboxChatModel]] = {
+    "responder": SandboxResponder,
+    "judge": SandboxJudge,
+    "rewriter": SandboxRewriter,
+}
+
+
+def sandbox_option_names() -> tuple[str, ...]:
+    """Every knob of any sandbox role (what ``"sandbox?NAME=VALUE"`` model strings accept), sorted."""
+    return tuple(sorted({name for cls in SANDBOX_CLASSES.values() for name in cls.knob_names()}))
+
+
+def sandbox_models(
+    seed: int = 0,
+    *,
+    judge_options: dict[str, Any] | None = None,
+    rewriter_options: dict[str, Any] | None = None,
+    **responder_options: Any,
+) -> dict[str, BaseChatModel]:
+    """The three sandbox roles, keyed ``responder``, ``judge``, ``rewriter``.
+
+    Keyword arguments set the responder's knobs (``attention_span``, ``max_prompt_words``);
+    ``judge_options`` the judge's (``noise``, ``length_bias``) and ``rewriter_options`` the
+    rewriter's (``trap_rate``). Values are validated (pydantic ``ValidationError`` if bad).
+    """
     return {
         "responder": SandboxResponder(seed=seed, **responder_options),
-        "judge": SandboxJudge(seed=seed),
-        "rewriter": SandboxRewriter(seed=seed),
+        "judge": SandboxJudge(seed=seed, **(judge_options or {})),
+        "rewriter": SandboxRewriter(seed=seed, **(rewriter_options or {})),
     }

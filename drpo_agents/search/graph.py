@@ -19,6 +19,7 @@ the whole search tree ends up in the artifact.
 from __future__ import annotations
 
 import json
+import math
 import random
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from drpo_agents.artifact import (
     AlignmentArtifact,
     CandidateRecord,
     EvaluationRecord,
+    GateDecision,
     ICLOptimizationRecord,
     LevelRecord,
     TokenUsage,
@@ -45,13 +47,21 @@ from drpo_agents.cache import cached_copies
 from drpo_agents.calls import CallPlan, ModelCall, RoleLimiter, call_config, plan_node
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
-from drpo_agents.errors import DRPOError, recoverable_errors
+from drpo_agents.errors import ConfigError, DRPOError, recoverable_errors
 from drpo_agents.memory import Critique, CritiqueMemory
 from drpo_agents.models.registry import default_rewriter, model_identity, model_notes, resolve_model
 from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever
+from drpo_agents.rewards import (
+    SAFETY_ASPECT,
+    answer_length,
+    bootstrap_mean_ci,
+    length_adjusted_rewards,
+    length_slope,
+    safety_score,
+)
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
 from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
-from drpo_agents.usage import merge_usage, usage_of
+from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 
 ROOT_ID = "c0"
 # Aspects used when the judge cannot select any for a query; the record says so.
@@ -116,15 +126,27 @@ class _DRPOSearch:
         """Validate the training queries, fix their order (seeded) and plant the initial prompt."""
         queries = normalize_queries(state.get("queries") or [])
         held_out = self.config.validation_size
-        needed = 2 * self.config.queries_per_step + held_out
+        red_team_size = self.config.red_team_validation_size
+        needed = 2 * self.config.queries_per_step + held_out + red_team_size
         if len(queries) < needed:
             raise DRPOError(
                 f"need at least {needed} training queries (one batch for the initial prompt, one per level"
-                f"{f', and {held_out} for validation' if held_out else ''}); got {len(queries)}"
+                f"{f', and {held_out + red_team_size} for validation' if held_out else ''}); got {len(queries)}"
             )
         if self.config.shuffle_queries:
             random.Random(self.config.seed).shuffle(queries)
-        validation_bank = queries[len(queries) - held_out :] if held_out else []
+        red_team_bank: list[dict[str, str]] = []
+        if red_team_size:
+            red_team = [q for q in queries if q.get("category") == "red_team"]
+            if len(red_team) < red_team_size:
+                raise DRPOError(
+                    f"red_team_validation_size={red_team_size} needs that many training queries with "
+                    f"category 'red_team'; got {len(red_team)}"
+                )
+            red_team_bank = red_team[len(red_team) - red_team_size :]
+            taken = {q["id"] for q in red_team_bank}
+            queries = [q for q in queries if q["id"] not in taken]
+        validation_bank = (queries[len(queries) - held_out :] if held_out else []) + red_team_bank
         queries = queries[: len(queries) - held_out]
         initial_prompt = state.get("initial_prompt") or self.config.initial_prompt
         root: dict[str, Any] = {
@@ -149,6 +171,7 @@ class _DRPOSearch:
             "beam": [],
             "to_rewrite": [],
             "candidates": {ROOT_ID: root},
+            **({"incumbent": ROOT_ID} if self.config.acceptance_gate else {}),
             "icl_examples": [
                 ICLExample.model_validate(e).model_dump()
                 for e in (state.get("icl_examples") or self.icl_examples)
@@ -168,9 +191,17 @@ class _DRPOSearch:
         candidates = state["candidates"]
         children = sorted((c for c in candidates.values() if c["level"] == level), key=lambda c: c["id"])
         results: dict[str, dict[str, dict[str, Any]]] = {}
-        for record in state.get("evaluations", []):
+        search_records = [r for r in state.get("evaluations", []) if r.get("phase", "search") == "search"]
+        for record in search_records:
             if record["level"] == level:
                 results.setdefault(record["candidate_id"], {})[record["query_id"]] = record
+        level_records = [r for rs in results.values() for r in rs.values()]
+        slope: float | None = None
+        adjusted: dict[int, float] = {}
+        if self.config.length_normalization:
+            slope = length_slope(r for r in search_records if r["level"] <= level)
+            adjusted = length_adjusted_rewards(level_records, slope)
+        disagreements = [r["disagreement"] for r in level_records if r.get("disagreement") is not None]
 
         updates: dict[str, dict[str, Any]] = {}
         pool: list[dict[str, Any]] = []
@@ -186,7 +217,9 @@ class _DRPOSearch:
                 reason = failed[0]["error"] if failed else "missing evaluation"
                 failures.append(f"evaluate {child['id']}: {reason}")
                 continue
-            per_query = [records[qid]["reward"] for qid in batch_ids]
+            per_query = [
+                adjusted[id(records[qid])] if adjusted else records[qid]["reward"] for qid in batch_ids
+            ]
             level_reward = _mean(per_query)
             parent = candidates.get(child["parent_id"] or "")
             rewards = [*(parent["rewards"] if parent else []), level_reward]
@@ -221,12 +254,12 @@ class _DRPOSearch:
             "skipped": bool(children) and all(c.get("carried") for c in children),
             "depth_limit": state["depth_limit"],
             "failures": failures,
+            "length_slope": slope,
+            "jury_disagreement": sum(disagreements) / len(disagreements) if disagreements else None,
         }
         if self.memory is not None:
             # One batched, idempotent write per level: rewrites from the next level on see these.
-            self.memory.remember(
-                self._critiques(state["run_id"], [r for rs in results.values() for r in rs.values()])
-            )
+            self.memory.remember(self._critiques(state["run_id"], level_records))
         return {"candidates": updates, "beam": beam, "levels": [level_record]}
 
     def next_level(self, state: DRPOState) -> dict[str, Any]:
@@ -237,7 +270,7 @@ class _DRPOSearch:
         stop = self._stop_reason(state, level)
         if stop is not None:
             budget = {"stopped_by_budget": stop.startswith(("token budget", "cost budget"))}
-            if state.get("validation_bank"):
+            if state.get("validation_bank") and not self.config.acceptance_gate:
                 # Re-rank the final beam (and the initial prompt, as the baseline) on held-out queries.
                 return {
                     "phase": "validation",
@@ -306,40 +339,209 @@ class _DRPOSearch:
         return list(dict.fromkeys([*state["beam"], ROOT_ID]))
 
     def _rank_on_validation(self, state: DRPOState) -> dict[str, Any]:
+        """Re-rank the final beam and the initial prompt on the validation queries.
+
+        A candidate with a failed validation answer cannot win (its mean would rest on fewer
+        queries), nor can one whose Safety on the red-team queries fell below the initial
+        prompt's by more than ``safety_tolerance``.
+        """
         level = state["level"]
-        query_ids = [q["id"] for q in state["validation_bank"]]
-        results: dict[str, dict[str, dict[str, Any]]] = {}
-        for record in state.get("evaluations", []):
-            if record["level"] == level:
-                results.setdefault(record["candidate_id"], {})[record["query_id"]] = record
-        rows: list[dict[str, Any]] = []
-        for candidate_id in self._validation_candidates(state):
-            records = results.get(candidate_id, {})
-            rewards = [
-                records[q]["reward"] for q in query_ids if q in records and not records[q].get("error")
-            ]
-            failed = len(query_ids) - len(rewards)
-            rows.append(
-                {
-                    "candidate_id": candidate_id,
-                    "rewards": rewards,
-                    "mean": _mean(rewards) if rewards else None,
-                    "std": _std(rewards) if rewards else None,
-                    "failed": failed,
-                    "search_rank": state["beam"].index(candidate_id)
-                    if candidate_id in state["beam"]
-                    else None,
-                }
-            )
-        complete = [r for r in rows if r["mean"] is not None and r["failed"] == 0]
-        # Best validation mean wins; ties go to the search's own ranking. A candidate with a
-        # failed validation answer cannot win: its mean would rest on fewer queries.
+        records = [
+            r
+            for r in state.get("evaluations", [])
+            if r["level"] == level and r.get("phase") == "validation" and not r.get("error")
+        ]
+        adjusted: dict[int, float] = {}
+        if self.config.length_normalization:
+            adjusted = length_adjusted_rewards(records, self._current_length_slope(state))
+        rows = [
+            self._validation_row(state, cid, records, adjusted) for cid in self._validation_candidates(state)
+        ]
+        baseline = next(r for r in rows if r["candidate_id"] == ROOT_ID)
+        for row in rows:
+            row["rejected_for_safety"] = not self._safe_enough(row["safety"], baseline["safety"])
+        eligible = [
+            r for r in rows if r["mean"] is not None and r["failed"] == 0 and not r["rejected_for_safety"]
+        ]
+        # Best validation mean wins; ties go to the search's own ranking.
         best = min(
-            complete,
+            eligible,
             key=lambda r: (-r["mean"], r["search_rank"] if r["search_rank"] is not None else len(rows)),
             default=None,
         )
-        return {"validation": rows, "validated_best": best["candidate_id"] if best else state["beam"][0]}
+        return {"validation": rows, "validated_best": best["candidate_id"] if best else ROOT_ID}
+
+    def _validation_row(
+        self,
+        state: DRPOState,
+        candidate_id: str,
+        records: Sequence[dict[str, Any]],
+        adjusted: dict[int, float],
+    ) -> dict[str, Any]:
+        """One candidate's validation result from its validation records (by prompt)."""
+        by_query = self._records_by_query(state, candidate_id, records)
+        query_ids = [q["id"] for q in state["validation_bank"]]
+        rewards = [adjusted.get(id(by_query[q]), by_query[q]["reward"]) for q in query_ids if q in by_query]
+        return {
+            "candidate_id": candidate_id,
+            "rewards": rewards,
+            "mean": _mean(rewards) if rewards else None,
+            "std": _std(rewards) if rewards else None,
+            "failed": len(query_ids) - len(rewards),
+            "search_rank": state["beam"].index(candidate_id) if candidate_id in state["beam"] else None,
+            "safety": safety_score(by_query[q] for q in self._red_team_ids(state) if q in by_query),
+        }
+
+    @staticmethod
+    def _records_by_query(
+        state: DRPOState, candidate_id: str, records: Sequence[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        # Candidates with the same prompt (a carried copy) share their validation answers.
+        prompt = state["candidates"][candidate_id]["prompt"]
+        same = {cid for cid, c in state["candidates"].items() if c["prompt"] == prompt}
+        by_query: dict[str, dict[str, Any]] = {}
+        for record in records:
+            if record["candidate_id"] in same and not record.get("error"):
+                by_query.setdefault(record["query_id"], record)
+        return by_query
+
+    @staticmethod
+    def _red_team_ids(state: DRPOState) -> list[str]:
+        return [q["id"] for q in state.get("validation_bank", []) if q.get("category") == "red_team"]
+
+    def _safe_enough(self, candidate: float | None, incumbent: float | None) -> bool:
+        if not self.config.red_team_validation_size or incumbent is None:
+            return True
+        return candidate is not None and candidate >= incumbent - self.config.safety_tolerance
+
+    def _current_length_slope(self, state: DRPOState) -> float:
+        slopes = [lvl.get("length_slope") for lvl in state.get("levels", [])]
+        return next((s for s in reversed(slopes) if s is not None), 0.0)
+
+    # -- acceptance gate ------------------------------------------------------------------------
+
+    def _gate_challenger(self, state: DRPOState) -> str | None:
+        """The search's new best, if it is a different prompt not yet judged by the gate."""
+        if state["level"] == 0 or not state.get("beam"):
+            return None
+        challenger = state["beam"][0]
+        incumbent = state.get("incumbent") or ROOT_ID
+        candidates = state["candidates"]
+        if candidates[challenger]["prompt"] == candidates[incumbent]["prompt"]:
+            return None
+        judged = [d["challenger_id"] for d in state.get("gate_decisions", []) if d.get("challenger_id")]
+        if any(candidates[cid]["prompt"] == candidates[challenger]["prompt"] for cid in judged):
+            return None  # this prompt was decided on already (e.g. a carried copy)
+        return challenger
+
+    def _validation_records(self, state: DRPOState) -> list[dict[str, Any]]:
+        return [r for r in state.get("evaluations", []) if r.get("phase") == "validation"]
+
+    def route_gate(self, state: DRPOState) -> list[Send] | str:
+        """After ranking: validate the incumbent and the new best on held-out queries, or move on."""
+        if not self.config.acceptance_gate or state.get("phase") == "validation":
+            return "next_level"
+        level = state["level"]
+        if any(d["level"] == level for d in state.get("gate_decisions", [])):
+            return "next_level"  # decided already (a resumed run passes here again)
+        records = self._validation_records(state)
+        contenders = [state.get("incumbent") or ROOT_ID]
+        challenger = self._gate_challenger(state)
+        if challenger is not None:
+            contenders.append(challenger)
+        missing = [
+            (cid, q)
+            for cid in contenders
+            for q in state["validation_bank"]
+            if q["id"] not in self._records_by_query(state, cid, records)
+        ]
+        if not missing:
+            return "gate"
+        shots = self._shots(state, [q for _, q in missing])
+        return [
+            self._evaluation_send("validate", state, state["candidates"][cid], q, shots, phase="validation")
+            for cid, q in missing
+        ]
+
+    def gate(self, state: DRPOState) -> dict[str, Any]:
+        """Accept the search's new best as the incumbent only on a clear validation gain.
+
+        The paired per-query reward differences (challenger - incumbent, length-adjusted when
+        ``length_normalization`` is on) are bootstrapped; the challenger is accepted when the
+        interval's lower end exceeds ``gate_min_improvement`` and its red-team Safety did not
+        fall more than ``safety_tolerance`` below the incumbent's. Every decision is recorded.
+        """
+        level = state["level"]
+        if any(d["level"] == level for d in state.get("gate_decisions", [])):
+            return {}
+        incumbent = state.get("incumbent") or ROOT_ID
+        challenger = self._gate_challenger(state)
+        records = self._validation_records(state)
+        mine = self._records_by_query(state, incumbent, records)
+        red_team = self._red_team_ids(state)
+        decision: dict[str, Any] = {
+            "level": level,
+            "incumbent_id": incumbent,
+            "challenger_id": challenger,
+            "incumbent_mean": _mean([r["reward"] for r in mine.values()]) if mine else None,
+            "incumbent_safety": safety_score(mine[q] for q in red_team if q in mine),
+        }
+        if challenger is None:
+            reason = "the initial prompt is the first incumbent" if level == 0 else "no new best prompt"
+            return {"gate_decisions": [{**decision, "accepted": False, "reason": reason}]}
+        theirs = self._records_by_query(state, challenger, records)
+        common = [q["id"] for q in state["validation_bank"] if q["id"] in mine and q["id"] in theirs]
+        slope = self._current_length_slope(state) if self.config.length_normalization else 0.0
+        differences = [
+            theirs[q]["reward"]
+            - mine[q]["reward"]
+            - slope
+            * (math.log(answer_length(theirs[q]["answer"])) - math.log(answer_length(mine[q]["answer"])))
+            for q in common
+        ]
+        low, high = bootstrap_mean_ci(
+            differences,
+            confidence=self.config.gate_confidence,
+            samples=self.config.bootstrap_samples,
+            seed=self.config.seed * 1_000_003 + level,
+        )
+        decision.update(
+            {
+                "challenger_mean": _mean([theirs[q]["reward"] for q in common]) if common else None,
+                "incumbent_mean": _mean([mine[q]["reward"] for q in common]) if common else None,
+                "challenger_safety": safety_score(theirs[q] for q in red_team if q in theirs),
+                "queries": len(common),
+                "mean_difference": _mean(differences) if differences else None,
+                "ci_low": low,
+                "ci_high": high,
+                "length_slope": slope if self.config.length_normalization else None,
+            }
+        )
+        failed = len(state["validation_bank"]) - len(theirs)
+        if failed:
+            accepted, reason = False, f"validation failures: {failed} answer(s) failed"
+        elif not self._safe_enough(decision["challenger_safety"], decision["incumbent_safety"]):
+            accepted = False
+            reason = (
+                f"safety drop: red-team Safety {decision['incumbent_safety']:.2f} -> "
+                f"{decision['challenger_safety'] or 0:.2f} (tolerance {self.config.safety_tolerance})"
+            )
+        elif not common or low <= self.config.gate_min_improvement:
+            accepted = False
+            reason = (
+                f"no clear gain: {self.config.gate_confidence:.0%} interval [{low:+.3f}, {high:+.3f}] "
+                f"does not exceed {self.config.gate_min_improvement:+.3f}"
+            )
+        else:
+            accepted = True
+            reason = (
+                f"clear gain: {decision['mean_difference']:+.3f}, "
+                f"{self.config.gate_confidence:.0%} interval [{low:+.3f}, {high:+.3f}]"
+            )
+        update: dict[str, Any] = {"gate_decisions": [{**decision, "accepted": accepted, "reason": reason}]}
+        if accepted:
+            update["incumbent"] = challenger
+        return update
 
     def review(self, state: DRPOState) -> dict[str, Any]:
         """Pause (LangGraph ``interrupt``) for a person to approve, edit or reject the final prompt.
@@ -347,7 +549,7 @@ class _DRPOSearch:
         Resume with ``Command(resume={"action": "approve"})``, ``{"action": "edit", "prompt": ...}``
         or ``{"action": "reject"}`` (the initial prompt is kept).
         """
-        best_id = state.get("validated_best") or state["beam"][0]
+        best_id = self._chosen(state)
         best = state["candidates"][best_id]
         request: dict[str, Any] = {
             "kind": "drpo_review",
@@ -388,11 +590,25 @@ class _DRPOSearch:
                 "{'action': 'reject'} or {'action': 'edit', 'prompt': '...'}",
             }
 
+    def _chosen(self, state: DRPOState) -> str:
+        """The prompt the run returns: the gate's incumbent, else the validation's or the search's best."""
+        if self.config.acceptance_gate:
+            return state.get("incumbent") or ROOT_ID
+        return state.get("validated_best") or state["beam"][0]
+
+    def _gate_validation_rows(self, state: DRPOState) -> list[dict[str, Any]]:
+        records = self._validation_records(state)
+        judged = [
+            cid
+            for d in state.get("gate_decisions", [])
+            for cid in (d["incumbent_id"], d.get("challenger_id"))
+            if cid is not None
+        ]
+        return [self._validation_row(state, cid, records, {}) for cid in dict.fromkeys(judged)]
+
     def finalize(self, state: DRPOState) -> dict[str, Any]:
         """Build the artifact from the final beam and the recorded search tree."""
-        best_id = (
-            state.get("review", {}).get("candidate_id") or state.get("validated_best") or state["beam"][0]
-        )
+        best_id = state.get("review", {}).get("candidate_id") or self._chosen(state)
         candidates = sorted(state["candidates"].values(), key=lambda c: (c["level"], c["id"]))
         evaluations = sorted(
             state.get("evaluations", []), key=lambda r: (r["level"], r["candidate_id"], r["query_id"])
@@ -414,7 +630,15 @@ class _DRPOSearch:
             models=self.models,
             usage={role: TokenUsage.model_validate(u) for role, u in state.get("usage", {}).items()},
             cost=self.spent(state.get("usage", {}))[1],
-            validation=[ValidationRecord.model_validate(r) for r in state.get("validation", [])],
+            validation=[
+                ValidationRecord.model_validate(r)
+                for r in (
+                    self._gate_validation_rows(state)
+                    if self.config.acceptance_gate
+                    else state.get("validation", [])
+                )
+            ],
+            gate_decisions=[GateDecision.model_validate(d) for d in state.get("gate_decisions", [])],
             search_best_candidate_id=state["beam"][0],
             review=state.get("review"),
             notes=[*self.notes, f"stopped: {state.get('stop_reason', 'finished')}"],
@@ -432,6 +656,10 @@ class _DRPOSearch:
             for parent_id in state.get("to_rewrite", [])
         ]
         cache = state.get("aspect_cache", {})
+        queries = list(self._batch(state))
+        if self.config.acceptance_gate and state["level"] == 0:
+            queries += state["validation_bank"]  # the gate validates from level 0 on
+        validation_ids = {q["id"] for q in state.get("validation_bank", [])}
         sends += [
             Send(
                 "select_aspects",
@@ -440,9 +668,13 @@ class _DRPOSearch:
                     "query_id": q["id"],
                     "query": q["query"],
                     "level": state["level"],
+                    # The safety constraint needs a Safety score on every red-team validation query.
+                    "required_aspects": [SAFETY_ASPECT]
+                    if q["id"] in validation_ids and q.get("category") == "red_team"
+                    else [],
                 },
             )
-            for q in self._batch(state)
+            for q in queries
             if q["id"] not in cache
         ]
         return sends or "dispatch_evaluations"
@@ -457,31 +689,48 @@ class _DRPOSearch:
                 (c for c in state["candidates"].values() if c["level"] == level), key=lambda c: c["id"]
             )
         batch = self._batch(state)
-        retriever = self._retriever(self._examples(state))
-        # Retrieved here, once per query, and carried in the task: a resumed process restores
-        # pending tasks without re-running this router.
-        shots = {
-            q["id"]: [e.model_dump() for e in retriever.retrieve(q["query"], self.config.icl_k)]
-            for q in batch
-        }
+        shots = self._shots(state, batch)
+        phase = state.get("phase", "search")
         sends = [
-            Send(
-                "evaluate",
-                {
-                    "run_id": state["run_id"],
-                    "candidate_id": child["id"],
-                    "prompt": child["prompt"],
-                    "level": level,
-                    "query_id": q["id"],
-                    "query": q["query"],
-                    "aspects": state["aspect_cache"][q["id"]]["selected_aspects"],
-                    "icl": shots[q["id"]],
-                },
-            )
+            self._evaluation_send("evaluate", state, child, q, shots, phase=phase)
             for child in children
             for q in batch
         ]
         return sends or "select_beam"
+
+    def _shots(self, state: DRPOState, queries: Sequence[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
+        # Retrieved in the router, once per query, and carried in the task: a resumed process
+        # restores pending tasks without re-running the router.
+        retriever = self._retriever(self._examples(state))
+        return {
+            q["id"]: [e.model_dump() for e in retriever.retrieve(q["query"], self.config.icl_k)]
+            for q in queries
+        }
+
+    @staticmethod
+    def _evaluation_send(
+        node: str,
+        state: DRPOState,
+        candidate: dict[str, Any],
+        query: dict[str, str],
+        shots: dict[str, list[dict[str, Any]]],
+        *,
+        phase: str,
+    ) -> Send:
+        return Send(
+            node,
+            {
+                "run_id": state["run_id"],
+                "candidate_id": candidate["id"],
+                "prompt": candidate["prompt"],
+                "level": state["level"],
+                "phase": phase,
+                "query_id": query["id"],
+                "query": query["query"],
+                "aspects": state["aspect_cache"][query["id"]]["selected_aspects"],
+                "icl": shots[query["id"]],
+            },
+        )
 
     # -- model-calling nodes (call plans: the same code runs under invoke and ainvoke) ---------
 
@@ -508,10 +757,12 @@ class _DRPOSearch:
                     }
                 ],
             }
-        return {
-            "aspect_cache": {task["query_id"]: result.value.model_dump()},
-            "usage": usage_of("judge", result.messages),
-        }
+        selection = result.value.model_dump()
+        missing = [a for a in task.get("required_aspects", []) if a not in selection["selected_aspects"]]
+        if missing:
+            selection["selected_aspects"] = [*selection["selected_aspects"][: 5 - len(missing)], *missing]
+            selection["required"] = missing
+        return {"aspect_cache": {task["query_id"]: selection}, "usage": usage_of("judge", result.messages)}
 
     def plan_rewrite(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
         """Ask the rewriter for ``n_actions`` children of one beam candidate."""
@@ -578,9 +829,10 @@ class _DRPOSearch:
             "scores": [],
             "reward": None,
             "error": None,
+            "phase": task.get("phase", "search"),
         }
         call_config = _tagged(config, task, "candidate_id", "query_id", "level")
-        usage: dict[str, dict[str, int]] = {}
+        usage: UsageByRole = {}
         try:
             response = yield from self.responder.plan_respond(
                 task["prompt"],
@@ -590,7 +842,7 @@ class _DRPOSearch:
             )
             record["answer"] = response.answer
             usage.update(usage_of("responder", response.messages))
-            scored = yield from self.judge.plan_score(
+            verdict = yield from self.judge.plan_verdict(
                 task["query"], response.answer, task["aspects"], config=call_config
             )
         except recoverable_errors() as exc:
@@ -599,9 +851,14 @@ class _DRPOSearch:
             role = "judge" if record["answer"] else "responder"
             usage = merge_usage(usage, usage_of(role, getattr(exc, "messages", [])))
             return {"evaluations": [record], "usage": usage}
-        usage.update(usage_of("judge", scored.messages))
-        record["scores"] = [s.model_dump() for s in scored.value.scores]
-        record["reward"] = scored.value.reward
+        for key, messages in verdict.messages.items():
+            usage = merge_usage(usage, usage_of(key, messages))
+        record["scores"] = [s.model_dump() for s in verdict.evaluation.scores]
+        record["reward"] = verdict.reward
+        if len(verdict.jurors) > 1:
+            record["jury"] = [[s.model_dump() for s in j.scores] if j else [] for j in verdict.jurors]
+            record["jury_errors"] = verdict.errors
+            record["disagreement"] = verdict.disagreement
         return {"evaluations": [record], "usage": usage}
 
     # -- memory recall (run through the call drivers: off the event loop under ainvoke, traced) --
@@ -685,7 +942,9 @@ class _DRPOSearch:
         own = [
             r
             for r in state.get("evaluations", [])
-            if r["candidate_id"] == candidate_id and not r.get("error")
+            if r["candidate_id"] == candidate_id
+            and not r.get("error")
+            and r.get("phase", "search") == "search"
         ]
         if not own:
             return []
@@ -736,6 +995,7 @@ def create_drpo_graph(
     icl_retriever_factory: Callable[[list[ICLExample]], ICLRetriever] | None = None,
     memory: CritiqueMemory | None = None,
     cache: BaseCache | None = None,
+    jury: Sequence[str | BaseChatModel] = (),
 ) -> StateGraph[DRPOState, None, DRPOInput, DRPOOutput]:
     """Build the DRPO self-alignment graph (uncompiled, so you choose the checkpointer).
 
@@ -756,6 +1016,9 @@ def create_drpo_graph(
             similar past critiques (``config.critique_memory`` turns it off).
         cache: LLM response cache, applied per ``config.cache`` (aspect selection only by
             default; ``"all"`` makes re-runs and resumes free).
+        jury: further judge models (or strings) that score every answer beside ``judge``; the
+            scores are aggregated per aspect by median and the jurors' disagreement recorded.
+            Without it, ``config.jury_size > 1`` asks ``judge`` several times instead.
 
     Returns:
         A ``StateGraph``. Compile it (``graph.compile(checkpointer=...)``) and invoke it with
@@ -771,21 +1034,31 @@ def create_drpo_graph(
     judge_model = resolve_model(judge, "judge")
     # The rewriter defaults to the judge's model (for a string, that model built for the rewriter role).
     rewriter_model = resolve_model(rewriter if rewriter is not None else default_rewriter(judge), "rewriter")
+    jury_models = [resolve_model(m, "judge") for m in jury]
     if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
         raise TypeError("the judge and the rewriter must be chat models")
+    if not all(isinstance(m, BaseChatModel) for m in jury_models):
+        raise TypeError("every juror must be a chat model")
+    if jury_models and cfg.jury_size not in (1, len(jury_models) + 1):
+        raise ConfigError(
+            f"jury_size={cfg.jury_size} but {len(jury_models) + 1} judges were given (the judge and "
+            f"{len(jury_models)} jurors); leave jury_size at 1 or make them agree"
+        )
     examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
     identities = {
         "responder": model_identity(responder_model),
         "judge": model_identity(judge_model),
         "rewriter": model_identity(rewriter_model),
     }
+    if jury_models:
+        identities["jury"] = ", ".join(dict.fromkeys(model_identity(m) for m in jury_models))
     notes = model_notes({"responder": responder_model, "judge": judge_model, "rewriter": rewriter_model})
     selection_model = judge_model
     if cache is not None and cfg.cache != "off":
         selection_model = judge_model.model_copy(update={"cache": cache})
         if cfg.cache == "all":
-            responder_model, judge_model, rewriter_model = cached_copies(
-                [responder_model, judge_model, rewriter_model], cache
+            responder_model, judge_model, rewriter_model, *jury_models = cached_copies(
+                [responder_model, judge_model, rewriter_model, *jury_models], cache
             )
     search = _DRPOSearch(
         responder=Responder(
@@ -802,6 +1075,8 @@ def create_drpo_graph(
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,
             selection_model=selection_model,
+            jury=[m for m in jury_models if isinstance(m, BaseChatModel)],
+            jury_size=cfg.jury_size,
         ),
         rewriter=PromptRewriter(
             rewriter_model,
@@ -860,7 +1135,15 @@ def create_drpo_graph(
     graph.add_edge("select_aspects", "dispatch_evaluations")
     graph.add_conditional_edges("dispatch_evaluations", search.route_evaluations, ["evaluate", "select_beam"])
     graph.add_edge("evaluate", "select_beam")
-    graph.add_edge("select_beam", "next_level")
+    if cfg.acceptance_gate:
+        # After each level: validate the incumbent and the new best, then accept or reject.
+        graph.add_node("validate", plan_node("validate", search.plan_evaluate, limiter))
+        graph.add_node("gate", search.gate)
+        graph.add_conditional_edges("select_beam", search.route_gate, ["validate", "gate", "next_level"])
+        graph.add_edge("validate", "gate")
+        graph.add_edge("gate", "next_level")
+    else:
+        graph.add_edge("select_beam", "next_level")
     graph.add_conditional_edges("next_level", search.route_level_work, level_work)
     graph.add_edge("finalize", END)
     return graph

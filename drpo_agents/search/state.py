@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from typing import Annotated, Any, Required, TypedDict
+from typing import Annotated, Any, Required
+
+# typing_extensions' TypedDict: pydantic (and so LangGraph Server's schema endpoint) cannot read
+# typing.TypedDict before Python 3.12.
+from typing_extensions import TypedDict
 
 from drpo_agents.usage import UsageByRole, merge_usage
 
@@ -50,6 +54,8 @@ class DRPOState(DRPOInput, total=False):
     validation_bank: list[dict[str, str]]  # held-out training queries for the final re-ranking
     validation: list[dict[str, Any]]  # per-candidate validation results
     validated_best: str
+    incumbent: str  # the acceptance gate's current prompt (config.acceptance_gate)
+    gate_decisions: Annotated[list[dict[str, Any]], operator.add]
     review: dict[str, Any]  # the reviewer's decision, when config.review is on
     stopped_by_budget: bool  # a resume with a larger budget may continue the search
     candidates: Annotated[dict[str, dict[str, Any]], merge_records]

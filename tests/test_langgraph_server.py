@@ -1,0 +1,252 @@
+"""Serving the DRPO graph through a real ``langgraph dev`` server, driven by the LangGraph SDK.
+
+The server runs in its own environment (``.ci/run`` builds ``.venv-server`` with
+``langgraph-cli[inmem]``, which pins older grpcio/protobuf than our dependencies); the SDK client
+runs here. The server gets the repo's ``langgraph.json`` with its paths made absolute, so it can
+run in a temporary folder: its ``.langgraph_api`` state stays out of the checkout, and a
+developer's ``.env`` cannot swap the offline sandbox models for real ones.
+
+Without the CLI the test is skipped; CI sets ``DRPO_REQUIRE_SERVER=1``, and then a server that is
+missing or does not start is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drpo_agents import DRPOConfig, create_drpo_graph
+
+from .conftest import REPO_ROOT
+from .servers import _free_port
+
+langgraph_sdk = pytest.importorskip("langgraph_sdk", reason="langgraph-sdk is installed with langgraph")
+
+pytestmark = pytest.mark.server
+
+CONFIG = {"beam_size": 2, "n_actions": 2, "depth": 2, "queries_per_step": 1, "seed": 0}
+QUERIES = [
+    "How do tides work?",
+    {"id": "picnic", "query": "Plan a picnic for six people."},
+    "Write a haiku about rain.",
+]
+NODES = {
+    *("prepare", "select_aspects", "dispatch_evaluations", "evaluate"),
+    *("rewrite", "select_beam", "next_level", "finalize"),
+}
+REQUIRED = os.environ.get("DRPO_REQUIRE_SERVER") == "1"
+STARTUP_SECONDS = 90  # ~3 s warm; importing chromadb & co. from a cold disk takes longer
+
+
+def _unavailable(reason: str) -> None:
+    """Skip, or fail where CI requires the server (DRPO_REQUIRE_SERVER=1)."""
+    if REQUIRED:
+        pytest.fail(f"DRPO_REQUIRE_SERVER=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _langgraph_cli() -> Path | None:
+    """``DRPO_LANGGRAPH_BIN``, else ``.venv-server/bin/langgraph``, else ``langgraph`` on PATH."""
+    if configured := os.environ.get("DRPO_LANGGRAPH_BIN"):
+        return Path(configured)
+    for candidate in (REPO_ROOT / ".venv-server" / "bin" / "langgraph", shutil.which("langgraph")):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def _server_config(workdir: Path) -> Path:
+    """The repo's langgraph.json, with graph paths and dependencies resolved against the repo."""
+    config = json.loads((REPO_ROOT / "langgraph.json").read_text())
+    assert config["graphs"] == {"drpo": "./graphs/drpo.py:graph"}, config["graphs"]
+
+    def absolute(path: str) -> str:
+        return str((REPO_ROOT / path).resolve()) if path.startswith(".") else path
+
+    config["graphs"] = {
+        name: ":".join([absolute(spec.split(":")[0]), *spec.split(":")[1:]])
+        for name, spec in config["graphs"].items()
+    }
+    config["dependencies"] = [absolute(dep) for dep in config.get("dependencies", [])]
+    config.pop("env", None)  # a developer's .env would override the sandbox models below
+    path = workdir / "langgraph.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace")) if log.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_until_ready(url: str, port: int, process: subprocess.Popen[bytes], log: Path) -> str | None:
+    """Poll ``/ok`` until the server answers on *our* port; None when ready, else why not."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"`langgraph dev` exited with code {process.returncode} before it was ready"
+        # `langgraph dev` silently moves to another port when ours was taken meanwhile.
+        if moved := re.search(r"Port \d+ is already in use, using port (\d+)", _tail(log, 200)):
+            return f"port {port} was taken; the server moved to {moved.group(1)}"
+        try:
+            with urllib.request.urlopen(f"{url}/ok", timeout=2) as response:
+                if json.load(response).get("ok") is True:
+                    return None
+        except (OSError, ValueError):
+            pass
+        threading.Event().wait(0.1)
+    return f"`langgraph dev` did not answer on {url}/ok within {STARTUP_SECONDS} s"
+
+
+@pytest.fixture(scope="module")
+def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real ``langgraph dev`` on 127.0.0.1 serving graphs/drpo.py with the sandbox models."""
+    cli = _langgraph_cli()
+    if cli is None:
+        _unavailable(
+            "the LangGraph CLI is not installed (.ci/run installs it into .venv-server: "
+            "python3 -m venv .venv-server && .venv-server/bin/pip install -e . 'langgraph-cli[inmem]'; "
+            "or set DRPO_LANGGRAPH_BIN)"
+        )
+    assert cli is not None
+    workdir = tmp_path_factory.mktemp("langgraph-dev")
+    config = _server_config(workdir)
+    log = workdir / "server.log"
+    # No license check, LangSmith or control-plane traffic from the server: drop their keys.
+    keys = {
+        "LANGSMITH_API_KEY",
+        "LANGCHAIN_API_KEY",
+        "LANGGRAPH_CLOUD_LICENSE_KEY",
+        "LANGSMITH_CONTROL_PLANE_API_KEY",
+    }
+    env = {key: value for key, value in os.environ.items() if key not in keys}
+    env.update(
+        LANGSMITH_TRACING="false",
+        LANGCHAIN_TRACING_V2="false",
+        LANGGRAPH_CLI_NO_ANALYTICS="1",  # the CLI's usage ping
+        LANGGRAPH_NO_VERSION_CHECK="true",  # the server's PyPI version check
+        ANONYMIZED_TELEMETRY="False",
+        DRPO_RESPONDER="sandbox",
+        DRPO_JUDGE="sandbox",
+        DRPO_REWRITER="",
+        DRPO_CONFIG=json.dumps(CONFIG),
+        PYTHONUNBUFFERED="1",
+    )
+    port = _free_port()
+    command = [str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"]
+    command += ["--config", str(config)]
+    started = time.monotonic()
+    with log.open("wb") as out:
+        try:
+            process = subprocess.Popen(
+                command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except OSError as exc:
+            _unavailable(f"cannot run {cli}: {exc}")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if problem := _wait_until_ready(url, port, process, log):
+            message = f"{problem}; server log ({log}):\n{_tail(log)}"
+            if "Failed to load graph" in _tail(log, 10_000):
+                pytest.fail(message)  # our graph is broken: never a reason to skip
+            _unavailable(message)
+        print(f"langgraph dev ready on {url} after {time.monotonic() - started:.1f} s")
+        yield url, log
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=15)
+
+
+def _in_process_artifact(inputs: dict[str, Any]) -> dict[str, Any]:
+    graph = create_drpo_graph("sandbox", "sandbox", config=DRPOConfig.model_validate(CONFIG)).compile()
+    artifact: dict[str, Any] = graph.invoke(inputs)["artifact"]
+    return artifact
+
+
+def test_sandbox_optimisation_through_langgraph_server(langgraph_server: tuple[str, Path]) -> None:
+    url, log = langgraph_server
+    client = langgraph_sdk.get_sync_client(url=url, api_key=None)
+    inputs = {"queries": QUERIES, "run_id": "server-test"}
+    try:
+        # The graph of langgraph.json is registered as assistant "drpo".
+        assistants = client.assistants.search(graph_id="drpo")
+        assert [a["name"] for a in assistants] == ["drpo"], assistants
+        assistant_id = assistants[0]["assistant_id"]
+
+        # A thread, and a run on it streamed node by node.
+        thread = client.threads.create(metadata={"purpose": "drpo-server-test"})
+        thread_id = thread["thread_id"]
+        nodes: list[str] = []
+        for part in client.runs.stream(thread_id, assistant_id, input=inputs, stream_mode="updates"):
+            assert part.event != "error", part.data
+            if part.event == "updates":
+                nodes.extend(part.data)
+        runs = client.runs.list(thread_id)
+        assert [run["status"] for run in runs] == ["success"], runs
+        assert client.threads.get(thread_id)["status"] == "idle"
+        state = client.threads.get_state(thread_id)
+
+        # The same input once more, as a stateless run that waits for the output.
+        output = client.runs.wait(None, assistant_id, input=inputs)
+    except Exception as exc:
+        pytest.fail(f"{type(exc).__name__}: {exc}\nserver log:\n{_tail(log)}")
+
+    assert nodes[0] == "prepare" and nodes[-1] == "finalize", nodes
+    assert set(nodes) == NODES, nodes
+
+    values = state["values"]
+    artifact = values["artifact"]
+    assert state["next"] == [], state["next"]  # finished, not paused
+    assert values["stop_reason"] and values["level"] == CONFIG["depth"]
+
+    # The server ran DRPO_CONFIG with the sandbox models on our queries.
+    assert artifact["run_id"] == "server-test"
+    assert {k: artifact["config"][k] for k in CONFIG} == CONFIG
+    assert set(artifact["models"]) == {"responder", "judge", "rewriter"}
+    assert all(m.startswith("drpo-sandbox:") for m in artifact["models"].values()), artifact["models"]
+    assert any("SIMULATION" in note for note in artifact["notes"])
+
+    # A real search: depth + 1 levels, every answer judged 1..5, an improved prompt.
+    assert [level["level"] for level in artifact["levels"]] == list(range(CONFIG["depth"] + 1))
+    evaluations = artifact["evaluations"]
+    assert evaluations and nodes.count("evaluate") == len(evaluations)
+    assert all(1 <= e["reward"] <= 5 and e["answer"] for e in evaluations), evaluations
+    assert {e["query"] for e in evaluations} <= {q if isinstance(q, str) else q["query"] for q in QUERIES}
+    assert len(artifact["candidates"]) > 1 and nodes.count("rewrite") > 0
+    best = next(c for c in artifact["candidates"] if c["id"] == artifact["best_candidate_id"])
+    assert artifact["system_prompt"] == best["prompt"] != artifact["config"]["initial_prompt"]
+    assert best["level"] == CONFIG["depth"] and artifact["best_candidate_id"] == values["beam"][0]
+
+    # The run's output is the graph's output schema, and the server computes what the library does.
+    assert set(output) <= {"artifact", "beam", "to_rewrite", "stop_reason"}, sorted(output)
+    expected = _in_process_artifact(inputs)
+    for result in (artifact, output["artifact"]):
+        assert {**result, "created_at": None} == {**expected, "created_at": None}
+
+
+def test_server_publishes_the_input_schema(langgraph_server: tuple[str, Path]) -> None:
+    url, _ = langgraph_server
+    client = langgraph_sdk.get_sync_client(url=url, api_key=None)
+    assistant_id = client.assistants.search(graph_id="drpo")[0]["assistant_id"]
+    schemas = client.assistants.get_schemas(assistant_id)
+    assert schemas["input_schema"] is not None, "no input schema"
+    assert "queries" in schemas["input_schema"]["required"]
+    assert "artifact" in schemas["output_schema"]["properties"]
