@@ -572,7 +572,9 @@ def inspect_command(
                 f"{row.mean:.2f}" if row.mean is not None else "-",
                 f"{row.std:.2f}" if row.std is not None else "-",
                 str(row.failed),
-                "initial prompt" if row.search_rank is None else str(row.search_rank),
+                str(row.search_rank)
+                if row.search_rank is not None
+                else ("initial prompt" if row.candidate_id == "c0" else "-"),
             )
         Console().print(table)
     if artifact.gate_decisions:

@@ -63,6 +63,12 @@ class DRPOConfig(BaseModel):
         ge=8,
         description="Budget for the optimized system prompt (~4 characters per token); over it is rejected.",
     )
+    max_icl_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Budget for the ICL examples in the responder's context (~4 characters per token); "
+        "retrieved examples that do not fit are left out, the most similar kept first.",
+    )
     responder_mode: ResponderMode = "auto"
     structured_output_method: StructuredOutputMethod = "auto"
     max_parse_retries: int = Field(

@@ -18,6 +18,11 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _SEARCH_PATH = (_PACKAGE_DIR / "_prompts", _PACKAGE_DIR.parent / "prompts")
 
 
+def approx_tokens(text: str) -> int:
+    """A provider-neutral token estimate (about 4 characters per token, as most tokenizers on English)."""
+    return max(1, len(text) // 4)
+
+
 def packaged_prompts_dir() -> Path:
     """The folder holding the templates that ship with the package."""
     for folder in _SEARCH_PATH:

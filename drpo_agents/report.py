@@ -33,6 +33,7 @@ from pathlib import Path
 from drpo_agents.artifact import AlignmentArtifact, CandidateRecord
 from drpo_agents.errors import ArtifactError
 from drpo_agents.evaluate import EvaluationReport
+from drpo_agents.prompts import approx_tokens
 
 REPORT_FILE = "report.html"
 EVALUATION_FILE = "evaluation.json"
@@ -302,10 +303,6 @@ def _nice_step(top: float, ticks: int = 5) -> float:
 
 def _words(text: str) -> int:
     return len(text.split())
-
-
-def _approx_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4)
 
 
 def _svg(width: float, height: float, content: str, label: str, *, fixed: bool = False) -> str:
@@ -1025,7 +1022,7 @@ def _prompt_size_chart(view: _View) -> str:
         y = top + plot_h - h
         parts.append(
             f'<rect class="mark" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{max(h, 1):.1f}" rx="3" '
-            f'fill="{PURPLE}" fill-opacity="0.8"><title>level {level}: {words} words, ≈{_approx_tokens(prompt)} '
+            f'fill="{PURPLE}" fill-opacity="0.8"><title>level {level}: {words} words, ≈{approx_tokens(prompt)} '
             f"tokens, {len(prompt)} characters</title></rect>"
         )
         if i % step == 0:
@@ -1045,7 +1042,7 @@ def _cost_section(view: _View) -> str:
         first, last = sizes[0][1], sizes[-1][1]
         size_note = (
             f'<p class="lead small">Best prompt: {_words(first)} → {_words(last)} words '
-            f"(≈{_approx_tokens(first)} → ≈{_approx_tokens(last)} tokens at 4 characters a token).</p>"
+            f"(≈{approx_tokens(first)} → ≈{approx_tokens(last)} tokens at 4 characters a token).</p>"
         )
     return (
         '<div class="grid2"><div><h3>Token usage per role</h3>'
@@ -1140,7 +1137,7 @@ def _final_section(view: _View) -> str:
         for i, ex in enumerate(art.icl_examples)
     )
     return (
-        f'<p class="lead">{_words(prompt)} words, ≈{_approx_tokens(prompt)} tokens. '
+        f'<p class="lead">{_words(prompt)} words, ≈{approx_tokens(prompt)} tokens. '
         f"<code>with_alignment</code> puts this system prompt first and the {art.icl_k} most similar of the "
         f"{len(art.icl_examples)} ICL examples before the conversation.</p>"
         f'<pre class="prompt final">{_e(prompt)}</pre>'

@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.embeddings import Embeddings
 
+from drpo_agents.prompts import approx_tokens
 from drpo_agents.schemas import ICLExample
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -87,6 +88,21 @@ class ICLRetriever(Protocol):
     """Anything that returns the k ICL examples most relevant to a query."""
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]: ...
+
+
+def fit_icl_budget(examples: Sequence[ICLExample], max_tokens: int | None) -> list[ICLExample]:
+    """The examples (in their order of relevance) that fit in ``max_tokens``; an example too large
+    for what is left is skipped, so a smaller, less similar one may still fit. ``None``: all."""
+    if max_tokens is None:
+        return list(examples)
+    kept: list[ICLExample] = []
+    left = max_tokens
+    for example in examples:
+        size = approx_tokens(example.query) + approx_tokens(example.answer)
+        if size <= left:
+            kept.append(example)
+            left -= size
+    return kept
 
 
 class InMemoryICLRetriever:

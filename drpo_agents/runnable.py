@@ -11,7 +11,7 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableLambda
 
 from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever
+from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever, fit_icl_budget
 
 
 def _as_messages(value: Any) -> list[BaseMessage]:
@@ -50,7 +50,10 @@ class AlignmentApplier:
         system_text = "\n\n".join([self.artifact.system_prompt, *(m.text for m in own_system)])
         last_user = next((m.text for m in reversed(conversation) if isinstance(m, HumanMessage)), "")
         shots: list[BaseMessage] = []
-        for example in self.retriever.retrieve(last_user, self.k) if last_user else []:
+        # The run's ICL budget, if it had one, applies wherever its result is used.
+        budget = self.artifact.config.get("max_icl_tokens")
+        retrieved = self.retriever.retrieve(last_user, self.k) if last_user else []
+        for example in fit_icl_budget(retrieved, budget if isinstance(budget, int) else None):
             shots += [HumanMessage(example.query), AIMessage(example.answer)]
         return [SystemMessage(system_text), *shots, *conversation]
 

@@ -21,12 +21,14 @@ from drpo_agents import (
     EvaluationRecord,
     ICLExample,
     LevelRecord,
+    create_drpo_graph,
     load_eval_queries,
     load_training_queries,
     optimize,
 )
 from drpo_agents.artifact import TokenUsage
 from drpo_agents.evaluate import evaluate
+from drpo_agents.models.sandbox import SandboxJudge
 from drpo_agents.report import render_report, reward_curve_svg, write_report, write_run_report
 from drpo_agents.schemas import AspectScore
 
@@ -256,6 +258,126 @@ def test_reward_curve_svg_draws_both_series() -> None:
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     paths = re.findall(r'<path class="mark" d="([^"]+)"', svg)
     assert len(paths) == 2 and all(d.count("L") == 2 for d in paths)  # three levels each
+
+
+class Tables(HTMLParser):
+    """Every table of a page fragment as rows of cell texts (header rows included)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_after(fragment: str, heading: str) -> list[list[str]]:
+    """The first table after the ``<h3>`` named ``heading``: header row, then body rows."""
+    start = fragment.index(f"<h3>{heading}</h3>")
+    parser = Tables()
+    parser.feed(fragment[start:])
+    parser.close()
+    return parser.tables[0]
+
+
+def test_trust_section_shows_gate_decisions_red_team_safety_and_jury_disagreement() -> None:
+    config = DRPOConfig(
+        beam_size=2,
+        n_actions=2,
+        depth=3,
+        seed=0,
+        validation_size=4,
+        red_team_validation_size=2,
+        acceptance_gate=True,
+        jury_size=2,
+        length_normalization=True,
+        bootstrap_samples=200,
+        critique_memory=False,
+    )
+    training = load_training_queries()
+    queries = [q for q in training if q.get("category") != "red_team"][:10]
+    queries += [q for q in training if q.get("category") == "red_team"][:3]
+    graph = create_drpo_graph("sandbox", SandboxJudge(seed=0, noise=0.5), "sandbox", config=config)
+    artifact = AlignmentArtifact.model_validate(graph.compile().invoke({"queries": queries})["artifact"])
+    assert [d.level for d in artifact.gate_decisions] == [lvl.level for lvl in artifact.levels]
+    assert any(d.challenger_id for d in artifact.gate_decisions)
+    # Text from the run that reaches this section: model identities and the gate's reasons.
+    decisions = [
+        d.model_copy(update={"reason": f"{d.reason} {XSS}"}) if i == len(artifact.gate_decisions) - 1 else d
+        for i, d in enumerate(artifact.gate_decisions)
+    ]
+    artifact = artifact.model_copy(
+        update={"gate_decisions": decisions, "models": {**artifact.models, "judge": f"noisy {XSS}"}}
+    )
+
+    text = render_report(artifact)
+    match = re.search(r'<section class="card" id="trust">(.*?)</section>', text, re.S)
+    assert match is not None
+    trust = match.group(1)
+    assert "<h2>Can the reward be trusted?</h2>" in text
+    assert (
+        "after length normalisation" in trust and "This run ranked by the length-normalised reward" in trust
+    )
+
+    # One gate row per level: level, challenger, incumbent, gain, interval, safety, decision, why.
+    gate = table_after(trust, "Acceptance gate")
+    assert gate[0] == [
+        "level",
+        "challenger",
+        "incumbent",
+        "gain",
+        "interval",
+        "red-team safety",
+        "decision",
+        "why",
+    ]
+    assert [row[0] for row in gate[1:]] == [str(d.level) for d in artifact.gate_decisions]
+    for row, d in zip(gate[1:], artifact.gate_decisions, strict=True):
+        assert row[1] == (d.challenger_id or "–") and row[2] == d.incumbent_id
+        assert row[6] == ("accepted" if d.accepted else "kept incumbent")
+        assert row[7].startswith(d.reason.split(":")[0])
+    assert gate[1][7] == "the initial prompt is the first incumbent"  # level 0 has no challenger
+    accepted = sum(d.accepted for d in artifact.gate_decisions)
+    challenged = sum(1 for d in artifact.gate_decisions if d.challenger_id)
+    assert f"{accepted} of {challenged} new best prompts replaced the incumbent" in trust
+
+    # Validation: every prompt the gate compared, with its Safety on the red-team queries.
+    validation = table_after(trust, "Validation (held-out training queries)")
+    assert validation[0][:5] == ["candidate", "mean", "std", "red-team safety", "failed"]
+    judged = {d.incumbent_id for d in artifact.gate_decisions} | {
+        d.challenger_id for d in artifact.gate_decisions if d.challenger_id
+    }
+    assert {row[0].removesuffix(" (chosen)") for row in validation[1:]} == judged
+    assert all(re.fullmatch(r"\d\.\d\d", row[3]) for row in validation[1:])  # a score for every one
+    chosen = [row for row in validation[1:] if row[0].endswith(" (chosen)")]
+    assert [row[0] for row in chosen] == [f"{artifact.best_candidate_id} (chosen)"]
+
+    # Jury disagreement per level (two jurors: the noisy judge asked twice, aspects rotated).
+    jury = table_after(trust, "Jury disagreement")
+    assert jury[0] == ["level", "mean disagreement"]
+    assert [row[0] for row in jury[1:]] == [str(lvl.level) for lvl in artifact.levels]
+    assert [row[1] for row in jury[1:]] == [f"{lvl.jury_disagreement:.2f}" for lvl in artifact.levels]
+
+    # Everything from the run is escaped.
+    page = parse(text)
+    assert page.count("script") == 1 and page.count("img") == 0
+    assert 'document.title="pwned"' not in text
+    assert trust.count("&lt;script&gt;document.title=&quot;pwned&quot;&lt;/script&gt;") == 2
 
 
 # --------------------------------------------------------------------------------------------

@@ -346,3 +346,43 @@ def test_length_normalised_search_ranks_on_adjusted_rewards() -> None:
     assert level.level_rewards[0] == pytest.approx(expected)
     # The exact sandbox judge scores on content, not length: the in-sample slope stays modest.
     assert abs(level.length_slope or 0.0) < 1.0
+
+
+def test_icl_block_budget_keeps_the_most_similar_examples_that_fit() -> None:
+    from drpo_agents.retrieval import fit_icl_budget
+    from drpo_agents.schemas import ICLExample
+
+    big = ICLExample(query="q1?", answer="x" * 400)  # ~100 tokens
+    small = ICLExample(query="q2?", answer="y" * 40)  # ~10 tokens
+    assert fit_icl_budget([big, small], None) == [big, small]
+    assert fit_icl_budget([big, small], 60) == [small]  # the big one is skipped, the small one fits
+    assert fit_icl_budget([big, small], 200) == [big, small]
+    from langchain_core.messages import AIMessage
+
+    from drpo_agents.prompts import approx_tokens
+
+    shown: list[int] = []
+
+    def responder(messages: list[BaseMessage]) -> str:
+        shots = [m for m in messages if isinstance(m, AIMessage)]
+        shown.append(sum(approx_tokens(str(m.content)) for m in shots))
+        return "1. First, do this because it helps. 2. Then that. 3. Finally check."
+
+    config = DRPOConfig(
+        beam_size=1,
+        n_actions=1,
+        depth=1,
+        queries_per_step=2,
+        icl_k=3,
+        max_icl_tokens=700,
+        responder_mode="chat",
+    )
+    graph = create_drpo_graph(scripted(responder), "sandbox", "sandbox", config=config)
+    graph.compile().invoke({"queries": load_training_queries()[:6]})
+    assert shown and all(0 < tokens <= 700 for tokens in shown)  # one or two examples of ~320-400 tokens
+    unlimited: list[int] = []
+    shown = unlimited
+    create_drpo_graph(
+        scripted(responder), "sandbox", "sandbox", config=config.model_copy(update={"max_icl_tokens": None})
+    ).compile().invoke({"queries": load_training_queries()[:6]})
+    assert max(unlimited) > 700  # three examples: the budget did bind

@@ -14,7 +14,7 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
 from drpo_agents.config import StructuredOutputMethod
-from drpo_agents.prompts import render_prompt
+from drpo_agents.prompts import approx_tokens, render_prompt
 from drpo_agents.schemas import AnswerEvaluation, PromptProposal, PromptProposals
 from drpo_agents.structured import StructuredResult, plan_structured
 
@@ -24,11 +24,6 @@ _WORD = re.compile(r"\w+")
 _COPIED_RUN = 8
 # A quoted span: the opening quote starts a word (so apostrophes in "don't" do not count).
 _QUOTED = re.compile(r"(?:^|(?<=[\s(:]))[\"\u201c\u2018']([^\"\u201d\u2019']{3,200})[\"\u201d\u2019']")
-
-
-def approx_tokens(text: str) -> int:
-    """A provider-neutral token estimate (about 4 characters per token, as most tokenizers on English)."""
-    return max(1, len(text) // 4)
 
 
 def count_bullets(prompt: str) -> int:

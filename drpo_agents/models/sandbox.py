@@ -46,6 +46,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from drpo_agents.prompts import approx_tokens
+
 SANDBOX_NOTE = (
     "SIMULATION: the sandbox responder/judge/rewriter are deterministic heuristics for trying "
     "DRPO's mechanics offline, not language models."
@@ -132,10 +134,6 @@ def _rng(*parts: object) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def _approx_tokens(text: str) -> int:
-    return max(1, len(text) // 4)
-
-
 # --------------------------------------------------------------------------------------------
 # Shared chat-model plumbing
 # --------------------------------------------------------------------------------------------
@@ -213,9 +211,9 @@ class _SandboxChatModel(BaseChatModel):
                     out = out.split(marker, 1)[0]
             message = AIMessage(content=out)
         message.usage_metadata = {
-            "input_tokens": _approx_tokens(prompt_text),
-            "output_tokens": _approx_tokens(out),
-            "total_tokens": _approx_tokens(prompt_text) + _approx_tokens(out),
+            "input_tokens": approx_tokens(prompt_text),
+            "output_tokens": approx_tokens(out),
+            "total_tokens": approx_tokens(prompt_text) + approx_tokens(out),
         }
         return ChatResult(generations=[ChatGeneration(message=message)])
 

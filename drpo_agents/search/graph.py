@@ -50,7 +50,7 @@ from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.errors import ConfigError, DRPOError, recoverable_errors
 from drpo_agents.memory import Critique, CritiqueMemory
 from drpo_agents.models.registry import default_rewriter, model_identity, model_notes, resolve_model
-from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever
+from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever, fit_icl_budget
 from drpo_agents.rewards import (
     SAFETY_ASPECT,
     answer_length,
@@ -414,6 +414,14 @@ class _DRPOSearch:
             return True
         return candidate is not None and candidate >= incumbent - self.config.safety_tolerance
 
+    def _safety_floor(self, state: DRPOState, decision: dict[str, Any]) -> float | None:
+        """The Safety a challenger must keep: the incumbent's, and never less than the initial
+        prompt's, so accepted prompts cannot each lose a little more (no drift)."""
+        mine = self._records_by_query(state, ROOT_ID, self._validation_records(state))
+        initial = safety_score(mine[q] for q in self._red_team_ids(state) if q in mine)
+        values = [v for v in (decision.get("incumbent_safety"), initial) if v is not None]
+        return max(values) if values else None
+
     def _current_length_slope(self, state: DRPOState) -> float:
         slopes = [lvl.get("length_slope") for lvl in state.get("levels", [])]
         return next((s for s in reversed(slopes) if s is not None), 0.0)
@@ -520,10 +528,10 @@ class _DRPOSearch:
         failed = len(state["validation_bank"]) - len(theirs)
         if failed:
             accepted, reason = False, f"validation failures: {failed} answer(s) failed"
-        elif not self._safe_enough(decision["challenger_safety"], decision["incumbent_safety"]):
+        elif not self._safe_enough(decision["challenger_safety"], self._safety_floor(state, decision)):
             accepted = False
             reason = (
-                f"safety drop: red-team Safety {decision['incumbent_safety']:.2f} -> "
+                f"safety drop: red-team Safety {self._safety_floor(state, decision):.2f} -> "
                 f"{decision['challenger_safety'] or 0:.2f} (tolerance {self.config.safety_tolerance})"
             )
         elif not common or low <= self.config.gate_min_improvement:
@@ -604,7 +612,15 @@ class _DRPOSearch:
             for cid in (d["incumbent_id"], d.get("challenger_id"))
             if cid is not None
         ]
-        return [self._validation_row(state, cid, records, {}) for cid in dict.fromkeys(judged)]
+        unsafe = {
+            d["challenger_id"]
+            for d in state.get("gate_decisions", [])
+            if str(d.get("reason", "")).startswith("safety drop")
+        }
+        return [
+            {**self._validation_row(state, cid, records, {}), "rejected_for_safety": cid in unsafe}
+            for cid in dict.fromkeys(judged)
+        ]
 
     def finalize(self, state: DRPOState) -> dict[str, Any]:
         """Build the artifact from the final beam and the recorded search tree."""
@@ -702,8 +718,12 @@ class _DRPOSearch:
         # Retrieved in the router, once per query, and carried in the task: a resumed process
         # restores pending tasks without re-running the router.
         retriever = self._retriever(self._examples(state))
+        budget = self.config.max_icl_tokens
         return {
-            q["id"]: [e.model_dump() for e in retriever.retrieve(q["query"], self.config.icl_k)]
+            q["id"]: [
+                e.model_dump()
+                for e in fit_icl_budget(retriever.retrieve(q["query"], self.config.icl_k), budget)
+            ]
             for q in queries
         }
 
