@@ -386,3 +386,27 @@ def test_icl_block_budget_keeps_the_most_similar_examples_that_fit() -> None:
         scripted(responder), "sandbox", "sandbox", config=config.model_copy(update={"max_icl_tokens": None})
     ).compile().invoke({"queries": load_training_queries()[:6]})
     assert max(unlimited) > 700  # three examples: the budget did bind
+
+
+def test_same_seed_reproduces_the_artifact_with_every_mechanism_on() -> None:
+    config = DRPOConfig(
+        beam_size=2,
+        n_actions=2,
+        depth=3,
+        queries_per_step=1,
+        validation_size=8,
+        red_team_validation_size=3,
+        acceptance_gate=True,
+        jury_size=2,
+        length_normalization=True,
+        seed=7,
+    )
+
+    def run() -> dict[str, Any]:
+        graph = create_drpo_graph("sandbox", "sandbox:7?noise=0.3&length_bias=1.0", config=config)
+        artifact = graph.compile().invoke({"queries": load_training_queries(), "run_id": "same"})["artifact"]
+        return {**artifact, "created_at": None}
+
+    first, second = run(), run()
+    assert first == second
+    assert first["gate_decisions"] and any(e.get("disagreement") for e in first["evaluations"])
