@@ -33,7 +33,19 @@ class ModelCall:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-CallPlan = Generator[ModelCall, Any, T]
+@dataclass
+class ParallelPlans:
+    """Sub-plans that do not depend on each other (e.g. the jurors of a jury).
+
+    Awaited concurrently under ``ainvoke``, run one after another under ``invoke``. The plan
+    that yields this receives a list with each sub-plan's result, or the exception it raised,
+    in order, and decides what a failure means.
+    """
+
+    plans: list[Generator[Any, Any, Any]]
+
+
+CallPlan = Generator[ModelCall | ParallelPlans, Any, T]
 
 
 def _as_call_error(exc: Exception) -> Exception:
@@ -93,11 +105,24 @@ class RoleLimiter:
             yield
 
 
+def _settled(plans: list[Generator[Any, Any, Any]], limiter: RoleLimiter | None) -> list[Any]:
+    results: list[Any] = []
+    for sub in plans:
+        try:
+            results.append(run_plan(sub, limiter))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
 def run_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
     """Run ``plan`` with blocking model calls and return its result."""
     try:
         call = next(plan)
         while True:
+            if isinstance(call, ParallelPlans):
+                call = plan.send(_settled(call.plans, limiter))
+                continue
             try:
                 with limiter.slot(call) if limiter else nullcontext():
                     result = call.runnable.invoke(call.input, call.config, **call.kwargs)
@@ -114,6 +139,15 @@ async def arun_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
     try:
         call = next(plan)
         while True:
+            if isinstance(call, ParallelPlans):
+                settled = await asyncio.gather(
+                    *(arun_plan(sub, limiter) for sub in call.plans), return_exceptions=True
+                )
+                for outcome in settled:
+                    if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                        raise outcome  # cancellation and the like are not a sub-plan's result
+                call = plan.send(list(settled))
+                continue
             try:
                 async with limiter.aslot(call) if limiter else nullcontext():
                     result = await call.runnable.ainvoke(call.input, call.config, **call.kwargs)

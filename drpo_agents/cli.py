@@ -282,6 +282,12 @@ def optimize_command(
     length_normalization: Annotated[
         bool, typer.Option("--length-normalization", help="Rank by a length-normalised reward.")
     ] = False,
+    max_prompt_tokens: Annotated[
+        int | None, typer.Option(help="Token budget of the optimized system prompt (over it: rejected).")
+    ] = None,
+    max_icl_tokens: Annotated[
+        int | None, typer.Option(help="Token budget of the ICL examples in the responder's context.")
+    ] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Most model calls in flight.")] = None,
     cache: Annotated[CachePolicy | None, typer.Option(help="LLM cache: aspects (default), all, off.")] = None,
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Ablation: no critique memory.")] = False,
@@ -318,6 +324,8 @@ def optimize_command(
             "acceptance_gate": True if gate else None,
             "length_normalization": True if length_normalization else None,
             "jury_size": jury_size,
+            "max_prompt_tokens": max_prompt_tokens,
+            "max_icl_tokens": max_icl_tokens,
             "max_concurrency": max_concurrency,
             "cache": cache,
             "critique_memory": False if no_memory else None,

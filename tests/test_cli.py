@@ -203,3 +203,38 @@ def test_optimize_review_reads_the_decision_from_stdin(tmp_path: Path) -> None:
     assert (
         artifact.system_prompt == "You are a careful, kind assistant." and artifact.review["action"] == "edit"
     )
+
+
+def test_optimize_with_the_trust_mechanisms_and_inspect_the_gate(tmp_path: Path) -> None:
+    result = drpo(
+        "optimize",
+        "--sandbox",
+        "--judge",
+        "sandbox?noise=0.3&length_bias=1",
+        "--depth",
+        "2",
+        "--validation-size",
+        "8",
+        "--red-team-validation",
+        "3",
+        "--gate",
+        "--jury-size",
+        "2",
+        "--length-normalization",
+        "--max-icl-tokens",
+        "700",
+        "--json",
+        "--run-dir",
+        "r",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "r" / "config.json").read_text(encoding="utf-8"))["config"]
+    assert config["acceptance_gate"] and config["jury_size"] == 2 and config["max_icl_tokens"] == 700
+    inspected = drpo("inspect", "r", "--json", cwd=tmp_path)
+    assert inspected.returncode == 0, inspected.stderr
+    summary = json.loads(inspected.stdout)
+    assert [d["level"] for d in summary["gate_decisions"]] == [0, 1, 2]
+    assert summary["jury_disagreement"] and summary["within_query_length_correlation"] is not None
+    table = drpo("inspect", "r", cwd=tmp_path)
+    assert "Acceptance gate" in table.stdout and "first incumbent" in table.stdout

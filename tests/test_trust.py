@@ -410,3 +410,48 @@ def test_same_seed_reproduces_the_artifact_with_every_mechanism_on() -> None:
     first, second = run(), run()
     assert first == second
     assert first["gate_decisions"] and any(e.get("disagreement") for e in first["evaluations"])
+
+
+async def test_jurors_of_one_answer_are_asked_concurrently_under_ainvoke() -> None:
+    import asyncio
+
+    from tests.fakes import ScriptedChatModel
+
+    state = {"now": 0, "peak": 0}
+    scores = {
+        a: 4
+        for a in (
+            "Safety",
+            "Helpfulness",
+            "Sensitivity",
+            "Clarity",
+            "Engagement",
+            "Empathy",
+            "Factuality",
+            "Limitations",
+            "Creativity",
+            "Depth",
+            "Compliance",
+        )
+    }
+
+    class SlowJuror(ScriptedChatModel):
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            await asyncio.sleep(0)  # yield so concurrent calls overlap
+            await asyncio.sleep(0)
+            state["now"] -= 1
+            return self._generate(messages, stop, run_manager, **kwargs)
+
+    base = _fixed_juror(scores)
+    jurors = [SlowJuror(script=base.script, calls=[], stops=[]) for _ in range(2)]
+    config = DRPOConfig(beam_size=1, n_actions=1, depth=1, queries_per_step=1, max_concurrency=1)
+    graph = create_drpo_graph("sandbox", "sandbox", "sandbox", config=config, jury=jurors).compile()
+    # One graph task at a time, so overlapping juror calls come from the jury of one answer.
+    inputs = {"queries": load_training_queries()[:4], "run_id": "r"}
+    concurrent = await graph.ainvoke(inputs, {"max_concurrency": 1})
+    assert state["peak"] == 2
+    # The sync path asks them one after another, with the same result.
+    sequential = graph.invoke(inputs, {"max_concurrency": 1})
+    assert {**concurrent["artifact"], "created_at": None} == {**sequential["artifact"], "created_at": None}

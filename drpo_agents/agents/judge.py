@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.aspects import AspectCatalog
-from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
+from drpo_agents.calls import CallPlan, ParallelPlans, arun_plan, call_config, run_plan
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.errors import recoverable_errors
 from drpo_agents.prompts import render_prompt
@@ -162,39 +162,50 @@ class Judge:
         A failed juror is left out and its error recorded; if every juror fails, the last
         error is raised.
         """
+        ordered = list(aspects)
+        if len(self.jurors) == 1:
+            single = yield from self.plan_score(query, answer, ordered, config=config)
+            evaluation = single.value
+            return JuryVerdict(
+                evaluation, evaluation.reward, [evaluation], [None], None, {"judge": single.messages}
+            )
+        plans = []
+        for index, juror in enumerate(self.jurors):
+            shift = index % len(ordered) if ordered else 0
+            metadata = {**((config or {}).get("metadata") or {}), "drpo_juror": index}
+            plans.append(
+                self.plan_score(
+                    query,
+                    answer,
+                    ordered[shift:] + ordered[:shift],
+                    config={**(config or {}), "metadata": metadata},
+                    model=juror,
+                )
+            )
+        # The jurors are independent: they run concurrently under ainvoke.
+        outcomes = yield ParallelPlans(plans)
         jurors: list[AnswerEvaluation | None] = []
         errors: list[str | None] = []
         messages: dict[str, list[AIMessage]] = {}
         last_error: BaseException | None = None
-        ordered = list(aspects)
-        for index, juror in enumerate(self.jurors):
-            shown = ordered[index % len(ordered) :] + ordered[: index % len(ordered)] if ordered else ordered
+        for index, (juror, outcome) in enumerate(zip(self.jurors, outcomes, strict=True)):
             usage_key = "judge" if index == 0 or juror is self.model else "jury"
-            juror_config = (
-                config
-                if len(self.jurors) == 1
-                else {
-                    **(config or {}),
-                    "metadata": {**((config or {}).get("metadata") or {}), "drpo_juror": index},
-                }
-            )
-            try:
-                result = yield from self.plan_score(query, answer, shown, config=juror_config, model=juror)
-            except recoverable_errors() as exc:
-                messages.setdefault(usage_key, []).extend(getattr(exc, "messages", []))
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, recoverable_errors()):
+                    raise outcome  # our own errors and graph interrupts are not a juror's failure
+                messages.setdefault(usage_key, []).extend(getattr(outcome, "messages", []))
                 jurors.append(None)
-                errors.append(f"{type(exc).__name__}: {exc}")
-                last_error = exc
+                errors.append(f"{type(outcome).__name__}: {outcome}")
+                last_error = outcome
                 continue
-            messages.setdefault(usage_key, []).extend(result.messages)
-            by_name = {s.aspect.casefold(): s for s in result.value.scores}
+            messages.setdefault(usage_key, []).extend(outcome.messages)
+            by_name = {s.aspect.casefold(): s for s in outcome.value.scores}
             jurors.append(AnswerEvaluation(scores=[by_name[a.casefold()] for a in ordered]))
             errors.append(None)
         done = [j for j in jurors if j is not None]
         if not done:
             assert last_error is not None
-            if len(self.jurors) > 1:
-                last_error.messages = [m for ms in messages.values() for m in ms]  # type: ignore[attr-defined]
+            last_error.messages = [m for ms in messages.values() for m in ms]  # type: ignore[attr-defined]
             raise last_error
         if len(done) == 1:
             evaluation = done[0]
