@@ -68,6 +68,7 @@ def test_quickstart_notebook_executes_offline(tmp_path: Path, monkeypatch: pytes
     assert "SIMULATION" in everything
     assert '<svg xmlns="http://www.w3.org/2000/svg" class="chart"' in everything  # the reward curve
     assert "ALIGNED" in everything and "| drpo |" in everything and "win rate" in everything
+    assert "level 0: -" in everything and "length-normalised:" in everything  # the gate's decisions
     run_dir = workdir / "runs" / "quickstart"
     for name in ("artifact.json", "evaluation.json", "report.html", "checkpoints.sqlite"):
         assert (run_dir / name).is_file(), name
