@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -50,6 +48,7 @@ from drpo_agents.errors import ArtifactError, ConfigError, recoverable_errors
 from drpo_agents.models.registry import model_identity, model_notes, resolve_model
 from drpo_agents.prompts import render_prompt
 from drpo_agents.retrieval import EmbeddingsLike, InMemoryICLRetriever
+from drpo_agents.rewards import bootstrap_ci
 from drpo_agents.schemas import AspectScore, ICLExample, PairwiseVerdict
 from drpo_agents.structured import StructuredResult, plan_structured
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
@@ -318,36 +317,6 @@ class EvaluationReport(BaseModel):
 # --------------------------------------------------------------------------------------------
 # Statistics (pure functions)
 # --------------------------------------------------------------------------------------------
-
-
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile of ascending ``sorted_values``, interpolating linearly between ranks."""
-    if not sorted_values:
-        raise ValueError("quantile of no values")
-    position = q * (len(sorted_values) - 1)
-    below = math.floor(position)
-    above = min(below + 1, len(sorted_values) - 1)
-    return sorted_values[below] + (sorted_values[above] - sorted_values[below]) * (position - below)
-
-
-def bootstrap_ci(
-    values: Sequence[float], *, resamples: int = 1000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (seeded, so reproducible).
-
-    Raises:
-        ValueError: for no values, fewer than one resample, or a confidence outside (0, 1).
-    """
-    if not values:
-        raise ValueError("bootstrap of no values")
-    if resamples < 1 or not 0 < confidence < 1:
-        raise ValueError("need resamples >= 1 and 0 < confidence < 1")
-    rng = random.Random(seed)
-    data = list(values)
-    n = len(data)
-    means = sorted(sum(rng.choices(data, k=n)) / n for _ in range(resamples))
-    tail = (1 - confidence) / 2
-    return quantile(means, tail), quantile(means, 1 - tail)
 
 
 def estimate(

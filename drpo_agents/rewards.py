@@ -81,13 +81,16 @@ def answer_length(answer: str) -> int:
     return max(1, len(answer.split()))
 
 
+def _group_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    # Answers compared with each other: same query, same level, same phase.
+    return (record.get("phase", "search"), record["level"], record["query_id"])
+
+
 def _groups(records: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for record in records:
-        if record.get("reward") is None or record.get("error"):
-            continue
-        key = (record.get("phase", "search"), record["level"], record["query_id"])
-        groups.setdefault(key, []).append(record)
+        if record.get("reward") is not None and not record.get("error"):
+            groups.setdefault(_group_key(record), []).append(record)
     return groups
 
 
@@ -106,13 +109,11 @@ def length_slope(records: Iterable[Mapping[str, Any]]) -> float:
     pairs = centered_log_lengths(records)
     by_group: dict[tuple[Any, ...], list[float]] = {}
     for record, _ in pairs:
-        key = (record.get("phase", "search"), record["level"], record["query_id"])
-        by_group.setdefault(key, []).append(float(record["reward"]))
+        by_group.setdefault(_group_key(record), []).append(float(record["reward"]))
     group_means = {key: mean(values) for key, values in by_group.items()}
     sxy = sxx = 0.0
     for record, x in pairs:
-        key = (record.get("phase", "search"), record["level"], record["query_id"])
-        sxy += x * (float(record["reward"]) - group_means[key])
+        sxy += x * (float(record["reward"]) - group_means[_group_key(record)])
         sxx += x * x
     return sxy / (sxx + LENGTH_SLOPE_RIDGE)
 
@@ -135,29 +136,44 @@ def within_query_length_correlation(
     values = [(rewards[id(r)] if rewards is not None else float(r["reward"]), x, r) for r, x in pairs]
     by_group: dict[tuple[Any, ...], list[float]] = {}
     for value, _, r in values:
-        by_group.setdefault((r.get("phase", "search"), r["level"], r["query_id"]), []).append(value)
+        by_group.setdefault(_group_key(r), []).append(value)
     means = {key: mean(v) for key, v in by_group.items()}
     xs = [x for _, x, _ in values]
-    ys = [value - means[(r.get("phase", "search"), r["level"], r["query_id"])] for value, _, r in values]
+    ys = [value - means[_group_key(r)] for value, _, r in values]
     return pearson(xs, ys)
 
 
 # -- acceptance gate -------------------------------------------------------------------------
 
 
-def bootstrap_mean_ci(
-    differences: Sequence[float], *, confidence: float, samples: int, seed: int
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ascending ``sorted_values``, interpolating linearly between ranks."""
+    if not sorted_values:
+        raise ValueError("quantile of no values")
+    position = q * (len(sorted_values) - 1)
+    below = math.floor(position)
+    above = min(below + 1, len(sorted_values) - 1)
+    return sorted_values[below] + (sorted_values[above] - sorted_values[below]) * (position - below)
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of paired differences (seeded, so reproducible)."""
-    if not differences:
-        return (0.0, 0.0)
+    """Percentile bootstrap interval of the mean of ``values`` (seeded, so reproducible).
+
+    Raises:
+        ValueError: for no values, fewer than one resample, or a confidence outside (0, 1).
+    """
+    if not values:
+        raise ValueError("bootstrap of no values")
+    if resamples < 1 or not 0 < confidence < 1:
+        raise ValueError("need resamples >= 1 and 0 < confidence < 1")
     rng = random.Random(seed)
-    n = len(differences)
-    means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
-    tail = (1.0 - confidence) / 2.0
-    low = means[min(samples - 1, max(0, math.floor(tail * samples)))]
-    high = means[min(samples - 1, max(0, math.ceil((1.0 - tail) * samples) - 1))]
-    return (float(low), float(high))
+    data = list(values)
+    n = len(data)
+    means = sorted(sum(rng.choices(data, k=n)) / n for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return quantile(means, tail), quantile(means, 1 - tail)
 
 
 def aspect_score(record: Mapping[str, Any], aspect: str) -> float | None:

@@ -31,14 +31,13 @@ from drpo_agents.evaluate import (
     AnswerRecord,
     PairwiseRecord,
     QueryRecord,
-    bootstrap_ci,
     estimate,
     load_urial_examples,
     pairwise_outcome,
-    quantile,
     summarize,
 )
 from drpo_agents.models.sandbox import SandboxJudge
+from drpo_agents.rewards import bootstrap_ci, quantile
 from drpo_agents.schemas import AspectScore
 
 from .fakes import ScriptedChatModel, last_human, scripted, tag

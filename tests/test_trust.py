@@ -18,7 +18,7 @@ from drpo_agents.errors import ConfigError, ModelCallError
 from drpo_agents.models.sandbox import SandboxJudge, SandboxResponder
 from drpo_agents.rewards import (
     aggregate_jury,
-    bootstrap_mean_ci,
+    bootstrap_ci,
     jury_disagreement,
     length_adjusted_rewards,
     length_slope,
@@ -60,10 +60,10 @@ def test_bootstrap_interval_is_seeded_and_separates_real_from_null_gains() -> No
     rng = random.Random(1)
     gains = [0.5 + rng.gauss(0, 0.5) for _ in range(30)]
     nulls = [rng.gauss(0, 0.5) for _ in range(30)]
-    low, high = bootstrap_mean_ci(gains, confidence=0.95, samples=2000, seed=3)
-    assert (low, high) == bootstrap_mean_ci(gains, confidence=0.95, samples=2000, seed=3)
+    low, high = bootstrap_ci(gains, confidence=0.95, resamples=2000, seed=3)
+    assert (low, high) == bootstrap_ci(gains, confidence=0.95, resamples=2000, seed=3)
     assert 0 < low < sum(gains) / len(gains) < high
-    null_low, null_high = bootstrap_mean_ci(nulls, confidence=0.95, samples=2000, seed=3)
+    null_low, null_high = bootstrap_ci(nulls, confidence=0.95, resamples=2000, seed=3)
     assert null_low < 0 < null_high
 
 

@@ -54,9 +54,10 @@ from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetri
 from drpo_agents.rewards import (
     SAFETY_ASPECT,
     answer_length,
-    bootstrap_mean_ci,
+    bootstrap_ci,
     length_adjusted_rewards,
     length_slope,
+    mean,
     safety_score,
 )
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
@@ -72,16 +73,12 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
 def _std(values: Sequence[float]) -> float:
     """Population standard deviation (0 for fewer than two values)."""
     if len(values) < 2:
         return 0.0
-    mean = _mean(values)
-    return float((sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5)
+    center = mean(values)
+    return float((sum((v - center) ** 2 for v in values) / len(values)) ** 0.5)
 
 
 def _level_batch(state: DRPOState, level: int, per_step: int) -> list[dict[str, str]]:
@@ -90,7 +87,7 @@ def _level_batch(state: DRPOState, level: int, per_step: int) -> list[dict[str, 
 
 def _ranking_key(candidate: dict[str, Any]) -> tuple[float, int, str]:
     # Best mean reward first; ties go to the earlier level, then the lower id (deterministic).
-    return (-_mean(candidate["rewards"]), candidate["level"], candidate["id"])
+    return (-mean(candidate["rewards"]), candidate["level"], candidate["id"])
 
 
 class _DRPOSearch:
@@ -220,7 +217,7 @@ class _DRPOSearch:
             per_query = [
                 adjusted[id(records[qid])] if adjusted else records[qid]["reward"] for qid in batch_ids
             ]
-            level_reward = _mean(per_query)
+            level_reward = mean(per_query)
             parent = candidates.get(child["parent_id"] or "")
             rewards = [*(parent["rewards"] if parent else []), level_reward]
             updates[child["id"]] = {"rewards": rewards}
@@ -248,7 +245,7 @@ class _DRPOSearch:
             "level": level,
             "query_ids": batch_ids,
             "beam": beam,
-            "beam_mean_rewards": [_mean(c["rewards"]) for c in kept if c["rewards"]],
+            "beam_mean_rewards": [mean(c["rewards"]) for c in kept if c["rewards"]],
             "level_rewards": level_rewards,
             "level_reward_stds": spreads,
             "skipped": bool(children) and all(c.get("carried") for c in children),
@@ -385,7 +382,7 @@ class _DRPOSearch:
         return {
             "candidate_id": candidate_id,
             "rewards": rewards,
-            "mean": _mean(rewards) if rewards else None,
+            "mean": mean(rewards) if rewards else None,
             "std": _std(rewards) if rewards else None,
             "failed": len(query_ids) - len(rewards),
             "search_rank": state["beam"].index(candidate_id) if candidate_id in state["beam"] else None,
@@ -457,11 +454,9 @@ class _DRPOSearch:
         challenger = self._gate_challenger(state)
         if challenger is not None:
             contenders.append(challenger)
+        answered = {cid: self._records_by_query(state, cid, records) for cid in contenders}
         missing = [
-            (cid, q)
-            for cid in contenders
-            for q in state["validation_bank"]
-            if q["id"] not in self._records_by_query(state, cid, records)
+            (cid, q) for cid in contenders for q in state["validation_bank"] if q["id"] not in answered[cid]
         ]
         if not missing:
             return "gate"
@@ -491,7 +486,7 @@ class _DRPOSearch:
             "level": level,
             "incumbent_id": incumbent,
             "challenger_id": challenger,
-            "incumbent_mean": _mean([r["reward"] for r in mine.values()]) if mine else None,
+            "incumbent_mean": mean([r["reward"] for r in mine.values()]) if mine else None,
             "incumbent_safety": safety_score(mine[q] for q in red_team if q in mine),
         }
         if challenger is None:
@@ -507,19 +502,23 @@ class _DRPOSearch:
             * (math.log(answer_length(theirs[q]["answer"])) - math.log(answer_length(mine[q]["answer"])))
             for q in common
         ]
-        low, high = bootstrap_mean_ci(
-            differences,
-            confidence=self.config.gate_confidence,
-            samples=self.config.bootstrap_samples,
-            seed=self.config.seed * 1_000_003 + level,
+        low, high = (
+            bootstrap_ci(
+                differences,
+                resamples=self.config.bootstrap_samples,
+                confidence=self.config.gate_confidence,
+                seed=self.config.seed * 1_000_003 + level,
+            )
+            if differences
+            else (0.0, 0.0)
         )
         decision.update(
             {
-                "challenger_mean": _mean([theirs[q]["reward"] for q in common]) if common else None,
-                "incumbent_mean": _mean([mine[q]["reward"] for q in common]) if common else None,
+                "challenger_mean": mean([theirs[q]["reward"] for q in common]) if common else None,
+                "incumbent_mean": mean([mine[q]["reward"] for q in common]) if common else None,
                 "challenger_safety": safety_score(theirs[q] for q in red_team if q in theirs),
                 "queries": len(common),
-                "mean_difference": _mean(differences) if differences else None,
+                "mean_difference": mean(differences) if differences else None,
                 "ci_low": low,
                 "ci_high": high,
                 "length_slope": slope if self.config.length_normalization else None,
@@ -528,10 +527,12 @@ class _DRPOSearch:
         failed = len(state["validation_bank"]) - len(theirs)
         if failed:
             accepted, reason = False, f"validation failures: {failed} answer(s) failed"
-        elif not self._safe_enough(decision["challenger_safety"], self._safety_floor(state, decision)):
+        elif not self._safe_enough(
+            decision["challenger_safety"], floor := self._safety_floor(state, decision)
+        ):
             accepted = False
             reason = (
-                f"safety drop: red-team Safety {self._safety_floor(state, decision):.2f} -> "
+                f"safety drop: red-team Safety {floor or 0:.2f} -> "
                 f"{decision['challenger_safety'] or 0:.2f} (tolerance {self.config.safety_tolerance})"
             )
         elif not common or low <= self.config.gate_min_improvement:
@@ -955,7 +956,7 @@ class _DRPOSearch:
 
     def _is_settled(self, record: dict[str, Any]) -> bool:
         scores = [s["score"] for s in record["scores"]]
-        return bool(scores) and (all(s == 5 for s in scores) or _mean(scores) > self.config.skip_threshold)
+        return bool(scores) and (all(s == 5 for s in scores) or mean(scores) > self.config.skip_threshold)
 
     @staticmethod
     def _latest_evaluations(state: DRPOState, candidate_id: str) -> list[dict[str, Any]]:
