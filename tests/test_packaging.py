@@ -83,6 +83,7 @@ def test_built_wheel_ships_and_loads_every_template(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"drpo_agents/_prompts/{n}.md" for n in EXPECTED} <= set(names)
     assert "drpo_agents/data/train_queries.jsonl" in names and "drpo_agents/py.typed" in names
+    assert {"drpo_agents/report/report.css", "drpo_agents/report/report.js"} <= set(names)
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
     # Import from the unpacked wheel, not the checkout, and load every template from inside the package.
@@ -92,7 +93,9 @@ def test_built_wheel_ships_and_loads_every_template(tmp_path: Path) -> None:
         f"assert drpo_agents.__file__.startswith({str(unpacked)!r}), drpo_agents.__file__; "
         "assert p.packaged_prompts_dir().name == '_prompts'; "
         "[p.load_prompt(n) for n in p.available_prompts()]; "
-        "assert len(drpo_agents.load_training_queries()) > 100; print('ok')"
+        "assert len(drpo_agents.load_training_queries()) > 100; "
+        "from drpo_agents.report import _CSS, _SCRIPT; assert '.kpi' in _CSS and 'cand-detail' in _SCRIPT; "
+        "print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.stdout.strip() == "ok", result.stderr
