@@ -101,11 +101,15 @@ class _NoValidCandidate(Exception):
 
 
 def _resume_command(run_dir: Path, checkpointer: str | None) -> str:
+    """The command that continues a run (a checkpointer URL with a password is not repeated)."""
+    import shlex
+
+    command = f"drpo resume {shlex.quote(str(run_dir))}"
     if checkpointer is None:
-        return f"drpo resume {run_dir}"
+        return command
     shown = scrub_secrets(checkpointer)
-    return f"drpo resume {run_dir} --checkpointer " + (
-        "URL (the same PostgreSQL URL)" if shown != checkpointer else shown
+    return f"{command} --checkpointer " + (
+        "URL (the same PostgreSQL URL)" if shown != checkpointer else shlex.quote(shown)
     )
 
 

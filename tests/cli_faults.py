@@ -8,6 +8,7 @@ FAULT is one of:
   the whole search has run and been checkpointed.
 * ``erofs``: every file write fails with "Read-only file system" (what ``chmod`` cannot
   simulate for root, who writes anyway).
+* ``bug``: writing the HTML report raises ``RuntimeError`` (an error no layer expects: a bug).
 * ``hang-rewriter MARKER``: the second sandbox rewriter call (level 2's first) creates the file
   MARKER and then hangs, so the test can interrupt the run (SIGINT) at a known point.
 """
@@ -67,6 +68,13 @@ def main() -> None:
         _refuse(errno.ENOSPC, only="artifact.json.tmp")
     elif fault == "erofs":
         _refuse(errno.EROFS)
+    elif fault == "bug":
+        import drpo_agents.report
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("boom in the report")
+
+        drpo_agents.report.write_run_report = broken
     elif fault == "hang-rewriter":
         _hang_rewriter(Path(extra[0]))
     else:

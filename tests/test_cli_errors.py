@@ -250,6 +250,14 @@ def test_disk_full_while_writing_the_artifact_then_resume_finishes(tmp_path: Pat
     assert len(AlignmentArtifact.load(tmp_path / "run" / "artifact.json").levels) == 3
 
 
+def test_an_unexpected_error_is_one_line_unless_debugging(tmp_path: Path) -> None:
+    args = ("optimize", "--sandbox", *SMALL, "--run-dir", "run")
+    line = one_error(drpo(*args, cwd=tmp_path, fault=["bug"]), 1, "unexpected RuntimeError", "DRPO_DEBUG=1")
+    assert "boom in the report" in line and resume_dir(line) == "run"
+    debug = drpo(*args, cwd=tmp_path, fault=["bug"], env={**ENV, "DRPO_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "boom in the report" in debug.stderr
+
+
 # -- Ctrl-C -------------------------------------------------------------------------------------
 
 
