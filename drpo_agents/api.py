@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, closing
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlparse
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
@@ -32,7 +33,7 @@ from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.calls import run_sync
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
-from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
+from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired, ServiceUnavailableError
 from drpo_agents.memory import (
     ChromaCritiqueMemory,
     ChromaICLRetriever,
@@ -68,6 +69,7 @@ async def open_checkpointer(
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         except ImportError as exc:
             raise ConfigError("PostgreSQL checkpoints need: pip install 'drpo-agents[postgres]'") from exc
+        await _check_postgres(spec)
         async with AsyncPostgresSaver.from_conn_string(spec) as saver:
             await _setup_postgres(saver, spec)
             yield saver
@@ -80,6 +82,29 @@ async def open_checkpointer(
             yield saver
     else:
         yield None
+
+
+async def _check_postgres(url: str) -> None:
+    """Connect once, so a wrong URL, a closed port or a refused login is one clear error
+    (the driver's own is several lines; the password is never part of the message)."""
+    import psycopg
+
+    from drpo_agents.tracing import scrub_secrets
+
+    shown = scrub_secrets(url)
+    password = urlparse(url).password
+
+    def reason(exc: Exception) -> str:
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        return text.replace(password, "[redacted]") if password else text
+
+    try:
+        connection = await psycopg.AsyncConnection.connect(url, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailableError(f"cannot connect to PostgreSQL at {shown}: {reason(exc)}") from exc
+    except psycopg.Error as exc:
+        raise ConfigError(f"invalid PostgreSQL URL {shown}: {reason(exc)}") from exc
+    await connection.close()
 
 
 # Any fixed 64-bit key: all drpo-agents processes serialize checkpoint-table setup on it.
@@ -388,6 +413,8 @@ async def aresume(
         raise ConfigError(f"{directory} is not a run directory (no {CONFIG_FILE})") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{directory / CONFIG_FILE} is damaged: {exc}") from exc
+    if checkpointer is None:
+        _check_checkpoint_file(directory / CHECKPOINT_FILE)
     specs = record.get("models", {})
     if config_overrides:
         record["config"] = config.to_json_dict()
@@ -426,6 +453,24 @@ async def aresume(
         review=review,
         jury=jury if jury is not None else stored_jury,
     )
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """Refuse to resume from a missing, damaged or foreign SQLite file (before anything writes to it)."""
+    import sqlite3
+
+    if not path.is_file():
+        raise ConfigError(
+            f"no {path.name} in {path.parent}: nothing to resume (pass --checkpointer if the run "
+            "kept its checkpoints in PostgreSQL)"
+        )
+    try:
+        with closing(sqlite3.connect(path)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{path} is damaged or not a checkpoint database: {exc}") from exc
+    if "checkpoints" not in tables:
+        raise ConfigError(f"{path} is not a LangGraph checkpoint database (no checkpoints table)")
 
 
 def optimize(queries: Sequence[Any], **kwargs: Any) -> AlignmentArtifact:

@@ -26,9 +26,22 @@ def save_json_atomically(model: BaseModel, path: str | Path) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(target)
+    try:
+        tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
+        tmp.replace(target)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # e.g. a disk that filled up: leave no half-written file behind
+        raise
     return target
+
+
+def _parse_failures(failures: list[str]) -> list[tuple[str, str]]:
+    """``(step, error)`` pairs from a level's failure lines (``"STEP ID: ERROR"``, see the search graph)."""
+    pairs = []
+    for line in failures:
+        step, _, rest = line.partition(" ")
+        pairs.append((step, rest.partition(": ")[2] or rest))
+    return pairs
 
 
 class TokenUsage(BaseModel):
@@ -188,6 +201,23 @@ class GateDecision(BaseModel):
     length_slope: float | None = None
 
 
+class RoleFailures(BaseModel):
+    """What went wrong for one role in a run, counted from the artifact's records."""
+
+    failed: int = Field(0, description="Calls that raised or stayed invalid after every retry.")
+    first_error: str | None = None
+    rejected: int = Field(
+        0, description="Rewriter proposals dropped by our checks although the call itself succeeded."
+    )
+
+    def add(self, error: str) -> None:
+        self.failed += 1
+        self.first_error = self.first_error or error
+
+
+FAILURE_ROLES = ("responder", "judge", "rewriter")
+
+
 class AlignmentArtifact(BaseModel):
     """Everything needed to apply, inspect or resume the result of a DRPO run.
 
@@ -269,6 +299,72 @@ class AlignmentArtifact(BaseModel):
             if e.disagreement is not None:
                 values.setdefault(e.candidate_id, []).append(e.disagreement)
         return {cid: sum(v) / len(v) for cid, v in values.items()}
+
+    def failure_counts(self) -> dict[str, RoleFailures]:
+        """Failed model calls per role (responder, judge, rewriter), with the first error of each.
+
+        Counted from the records: a failed evaluation is the responder's when it produced no
+        answer and the judge's otherwise; a failed juror and a failed aspect selection are the
+        judge's; a level's ``rewrite`` failures are the rewriter's (proposals rejected by our
+        checks are counted apart, as ``rejected``); failed ICL-stage rounds likewise.
+        """
+        counts = {role: RoleFailures() for role in FAILURE_ROLES}
+        for e in self.evaluations:
+            if e.error:
+                counts["judge" if e.answer else "responder"].add(e.error)
+            for juror_error in e.jury_errors:
+                if juror_error:
+                    counts["judge"].add(juror_error)
+        for level in self.levels:
+            for step, error in _parse_failures(level.failures):
+                if step == "select_aspects":
+                    counts["judge"].add(error)
+                elif step == "rewrite" and error.startswith("proposal "):
+                    counts["rewriter"].rejected += 1
+                    counts["rewriter"].first_error = counts["rewriter"].first_error or error
+                elif step == "rewrite":
+                    counts["rewriter"].add(error)
+        for example in self.icl_optimization:
+            for round_ in example.rounds:
+                if round_.error:
+                    counts["judge" if round_.answer else "rewriter"].add(round_.error)
+            if example.error and not example.rounds:  # the original answer could not be judged
+                counts["judge"].add(example.error)
+        return counts
+
+    def failed_levels(self) -> dict[int, str]:
+        """Search levels that failed, each with its first error.
+
+        A level fails when nothing at it could be scored (every evaluation failed), or when it
+        tried to rewrite and no new prompt from it was scored (every rewrite failed or was
+        rejected, or every new prompt's evaluation failed). A level whose beam was all carried
+        forward (already scoring high) and scored did not fail.
+        """
+        scored = self._levels_with_new_candidates()
+        failed: dict[int, str] = {}
+        for level in self.levels:
+            if level.level == 0:
+                continue  # the initial prompt's evaluation either works or stops the run
+            if not level.level_rewards or (self._rewrote(level) and level.level not in scored):
+                failed[level.level] = level.failures[0] if level.failures else "no new candidate"
+        return failed
+
+    def no_valid_candidate(self) -> bool:
+        """Whether the search tried to improve the prompt and never produced a valid new one.
+
+        The result is then the initial prompt by default, not on merit. False when nothing was
+        tried (no level after 0, or every level carried an already high-scoring beam).
+        """
+        tried = any(self._rewrote(level) for level in self.levels if level.level > 0)
+        return tried and not self._levels_with_new_candidates()
+
+    def _levels_with_new_candidates(self) -> set[int]:
+        return {c.level for c in self.candidates if c.level > 0 and not c.carried and c.rewards}
+
+    @staticmethod
+    def _rewrote(level: LevelRecord) -> bool:
+        """Whether the level asked the rewriter for new prompts (it did unless all were carried)."""
+        return not level.skipped or any(step == "rewrite" for step, _ in _parse_failures(level.failures))
 
     def reward_curve(self) -> list[float]:
         """Best mean reward of the beam after each level."""

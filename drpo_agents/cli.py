@@ -1,6 +1,20 @@
 """The ``drpo`` command line. Thin: it parses options, calls the public API and renders progress.
 
-Exit codes: 0 success; 1 the run failed; 2 invalid usage, configuration or input.
+Exit codes:
+
+* 0: success.
+* 1: the run failed: a service it needs cannot be reached (model endpoint, Chroma server,
+  PostgreSQL), the file system refused a write (read-only directory, disk full), or a model
+  error stopped it. Work done so far stays in the run directory; the message says how to resume.
+* 2: invalid usage, configuration or input (a missing API key, an unknown provider, a bad flag
+  or file, a damaged or foreign run directory given to ``resume``).
+* 3: the run finished but produced no valid candidate: every rewrite or every evaluation of
+  every level that tried failed, so the "best" prompt is only the initial one. The artifact is
+  still written (``drpo inspect`` shows the failures per role).
+* 130: interrupted (Ctrl-C); the message gives the ``drpo resume`` command that continues it.
+
+Every failure is one ``error:`` line on stderr, never a traceback (set ``DRPO_DEBUG=1`` to get
+the traceback of an unexpected error), and never shows a secret.
 """
 
 from __future__ import annotations
@@ -27,9 +41,9 @@ from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.calls import run_sync
 from drpo_agents.config import CachePolicy, DRPOConfig
 from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries, load_training_queries
-from drpo_agents.errors import DRPOError
+from drpo_agents.errors import ArtifactError, ConfigError, DRPOError
 from drpo_agents.models.registry import resolve_model
-from drpo_agents.tracing import TRACE_FILE, JsonlTracer
+from drpo_agents.tracing import TRACE_FILE, JsonlTracer, scrub_secrets
 
 app = typer.Typer(
     name="drpo",
@@ -40,6 +54,8 @@ app = typer.Typer(
 console = Console(stderr=True)
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NO_CANDIDATE = 3
+EXIT_INTERRUPTED = 130
 CLI_FILE = "cli.json"  # how the CLI built the models, so `drpo resume` can rebuild them (no secrets)
 
 Sandbox = Annotated[
@@ -56,9 +72,95 @@ Quiet = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 
 
+def _print_error(message: str) -> None:
+    """The one ``error:`` line: on stderr, on one line, without secrets."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    console.print(f"[bold red]error:[/] {escape(scrub_secrets(line))}", highlight=False, soft_wrap=True)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    _print_error(message)
     return typer.Exit(code)
+
+
+class _Stopped(Exception):
+    """A run stopped after its directory was set up (any error, or Ctrl-C as ``__cause__``):
+    the work done so far is kept there, and ``resume`` is the command that continues it."""
+
+    def __init__(self, resume: str) -> None:
+        super().__init__(resume)
+        self.resume = resume
+
+
+class _NoValidCandidate(Exception):
+    """The run finished without a single valid new prompt (see ``AlignmentArtifact.no_valid_candidate``)."""
+
+    def __init__(self, artifact: AlignmentArtifact, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.artifact, self.run_dir = artifact, run_dir
+
+
+def _resume_command(run_dir: Path, checkpointer: str | None) -> str:
+    """The command that continues a run (a checkpointer URL with a password is not repeated)."""
+    import shlex
+
+    command = f"drpo resume {shlex.quote(str(run_dir))}"
+    if checkpointer is None:
+        return command
+    shown = scrub_secrets(checkpointer)
+    return f"{command} --checkpointer " + (
+        "URL (the same PostgreSQL URL)" if shown != checkpointer else shlex.quote(shown)
+    )
+
+
+@contextmanager
+def _resumable(run_dir: Path, checkpointer: str | None) -> Iterator[None]:
+    """Mark whatever stops the run from here on as resumable (``main`` says how)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, _NoValidCandidate):
+        raise  # already reported, or finished (nothing to resume)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise _Stopped(_resume_command(run_dir, checkpointer)) from exc
+
+
+def _exit_of(exc: BaseException) -> tuple[int, str]:
+    """The exit code and message for whatever ended a command: the CLI's one error mapping."""
+    if isinstance(exc, _Stopped):
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return (
+                EXIT_INTERRUPTED,
+                f"interrupted. The run is saved up to this point; continue it with: {exc.resume}",
+            )
+        code, message = _exit_of(exc.__cause__ or exc)
+        return (
+            code,
+            f"{message.rstrip('.')}. The run is saved up to this point; continue it with: {exc.resume}",
+        )
+    if isinstance(exc, _NoValidCandidate):
+        failed = exc.artifact.failed_levels()
+        first = min(failed)
+        return EXIT_NO_CANDIDATE, (
+            f"the run produced no valid candidate: {len(failed)} level(s) failed (level {first}: "
+            f"{failed[first]}); the result is the initial prompt. The artifact is saved: "
+            f"drpo inspect {exc.run_dir}"
+        )
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, ConfigError | ArtifactError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, DRPOError):
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return EXIT_FAILED, f"file system error: {exc.strerror or exc}{where}"
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):  # e.g. a read-only or damaged run directory's database
+        return EXIT_FAILED, f"database error: {exc}"
+    return EXIT_FAILED, (
+        f"unexpected {type(exc).__name__}: {exc} (a bug: please report it; DRPO_DEBUG=1 shows the traceback)"
+    )
 
 
 def _load_config(path: Path | None, overrides: dict[str, Any]) -> DRPOConfig:
@@ -116,6 +218,13 @@ def _specs(
 
 
 def _models(specs: dict[str, Any], base_url: str | None) -> dict[str, Any]:
+    remote = [
+        s for s in (specs["responder"], specs["judge"], specs["rewriter"], *(specs.get("jury") or [])) if s
+    ]
+    if base_url and any(not s.startswith(("sandbox", "local:")) for s in remote):
+        from drpo_agents.preflight import check_endpoint
+
+        check_endpoint(base_url)
     models = {role: _model(specs[role], role, False, base_url) for role in ("responder", "judge")}
     models["rewriter"] = _model(specs["rewriter"], "rewriter", False, base_url) if specs["rewriter"] else None
     models["jury"] = [_model(spec, "judge", False, base_url) for spec in specs.get("jury") or []]
@@ -131,7 +240,7 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[str, dict[str, An
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=console,
-        disable=not enabled,
+        disable=not (enabled and console.is_terminal),  # a log gets no progress frames
     )
     task = progress.add_task("search", total=total, status="starting")
     calls = 0
@@ -162,6 +271,8 @@ def _report(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: b
             "best_prompt": artifact.system_prompt,
             "reward_curve": artifact.reward_curve(),
             "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
+            "failed_levels": artifact.failed_levels(),
+            "no_valid_candidate": artifact.no_valid_candidate(),
             "seconds": round(elapsed, 2),
         }
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -174,18 +285,23 @@ def _report(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: b
     table.add_column("reward on level's queries", justify="right")
     table.add_column("mean reward history", justify="right")
     table.add_column("note")
+    failed = artifact.failed_levels()
     for level in artifact.levels:
         level_reward = f"{level.level_rewards[0]:.2f}" if level.level_rewards else "-"
         mean = f"{level.beam_mean_rewards[0]:.2f}" if level.beam_mean_rewards else "-"
-        note = "all carried (already high)" if level.skipped else "; ".join(level.failures)[:60]
+        if level.level in failed:
+            note = f"[bold red]FAILED[/] ({len(level.failures)} failures) first: {escape(failed[level.level][:80])}"
+        elif level.skipped:
+            note = "all carried (already high)"
+        else:
+            note = escape("; ".join(level.failures)[:60])
         table.add_row(str(level.level), level_reward, mean, note)
     out = Console()
     out.print(table)
-    out.print(
-        Panel(
-            artifact.system_prompt, title=f"Best system prompt ({artifact.best_candidate_id})", expand=False
-        )
-    )
+    title = f"Best system prompt ({artifact.best_candidate_id})"
+    if artifact.no_valid_candidate():
+        title = "No valid candidate: this is the initial prompt"
+    out.print(Panel(artifact.system_prompt, title=title, expand=False))
     usage = ", ".join(
         f"{role} {u.calls} calls/{u.total_tokens:,} tok" for role, u in sorted(artifact.usage.items())
     )
@@ -346,7 +462,7 @@ def optimize_command(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CLI_FILE).write_text(json.dumps({**specs, "base_url": base_url}, indent=2), encoding="utf-8")
     started = time.perf_counter()
-    try:
+    with _resumable(directory, checkpointer):
         with _progress(cfg.depth, not (quiet or as_json)) as on_progress:
             artifact = run_sync(
                 aoptimize(
@@ -363,12 +479,12 @@ def optimize_command(
                     **models,
                 )
             )
-    except DRPOError as exc:
-        raise _fail(f"{exc} (resume with: drpo resume {directory})", EXIT_FAILED) from exc
-    _write_html_report(directory)
-    _report(artifact, directory, time.perf_counter() - started, quiet, as_json)
-    if not (quiet or as_json):
-        _before_after(models["responder"], cfg.initial_prompt, artifact)
+        _write_html_report(directory)
+        _report(artifact, directory, time.perf_counter() - started, quiet, as_json)
+        if artifact.no_valid_candidate():
+            raise _NoValidCandidate(artifact, directory)
+        if not (quiet or as_json):
+            _before_after(models["responder"], cfg.initial_prompt, artifact)
 
 
 def _before_after(responder: Any, initial_prompt: str, artifact: AlignmentArtifact) -> None:
@@ -412,18 +528,25 @@ def resume_command(
     as_json: AsJson = False,
 ) -> None:
     """Continue a run from its last checkpoint; calls that finished before the stop are not repeated."""
+    if not run_dir.is_dir():
+        raise _fail(f"no run directory {run_dir}")
     try:
         built = json.loads((run_dir / CLI_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise _fail(
             f"{run_dir} was not started by `drpo optimize` (no {CLI_FILE}); use drpo_agents.resume()"
         ) from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(f"cannot read {run_dir / CLI_FILE}: {exc}") from exc
-    models = _models(built, built.get("base_url"))
+    roles_ok = isinstance(built, dict) and all(
+        isinstance(built.get(role), str) and built[role] for role in ("responder", "judge")
+    )
+    if not roles_ok or not isinstance(built.get("jury", []), list):
+        raise _fail(f"{run_dir / CLI_FILE} was not written by `drpo optimize`: not a drpo run directory")
+    models = _models({"rewriter": None, **built}, built.get("base_url"))
     started = time.perf_counter()
     total = _load_config(None, {}).depth
-    try:
+    with _resumable(run_dir, checkpointer):
         with _progress(total, not (quiet or as_json)) as on_progress:
             artifact = run_sync(
                 aresume(
@@ -434,9 +557,9 @@ def resume_command(
                     **models,
                 )
             )
-    except DRPOError as exc:
-        raise _fail(str(exc), EXIT_FAILED) from exc
-    _report(artifact, run_dir, time.perf_counter() - started, quiet, as_json)
+        _report(artifact, run_dir, time.perf_counter() - started, quiet, as_json)
+        if artifact.no_valid_candidate():
+            raise _NoValidCandidate(artifact, run_dir)
 
 
 @app.command("evaluate")
@@ -542,6 +665,27 @@ def _load_artifact(path: Path) -> AlignmentArtifact:
         raise _fail(str(exc)) from exc
 
 
+def _failure_table(artifact: AlignmentArtifact) -> None:
+    """Failed calls per role, with the first error of each (or one line when nothing failed)."""
+    counts = artifact.failure_counts()
+    if not any(f.failed or f.rejected for f in counts.values()):
+        Console().print("Failed model calls: none")
+        return
+    table = Table(title="Failed model calls per role", show_edge=False)
+    for column in ("role", "failed calls", "answered calls", "rejected proposals", "first error"):
+        table.add_column(column)
+    for role, f in counts.items():
+        usage = artifact.usage.get(role)
+        table.add_row(
+            role,
+            str(f.failed),
+            str(usage.calls) if usage else "-",
+            str(f.rejected) if role == "rewriter" else "-",
+            escape((f.first_error or "-")[:100]),
+        )
+    Console().print(table)
+
+
 @app.command("inspect")
 def inspect_command(
     run: Annotated[Path, typer.Argument(help="A run directory or an artifact.json.")],
@@ -558,6 +702,9 @@ def inspect_command(
             "levels": len(artifact.levels),
             "candidates": len(artifact.candidates),
             "failed_evaluations": sum(1 for e in artifact.evaluations if e.error),
+            "failures": {role: f.model_dump() for role, f in artifact.failure_counts().items()},
+            "failed_levels": artifact.failed_levels(),
+            "no_valid_candidate": artifact.no_valid_candidate(),
             "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
             "cost": artifact.cost,
             "length_reward_correlation": artifact.length_reward_correlation(),
@@ -570,6 +717,7 @@ def inspect_command(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
     _report(artifact, run if run.is_dir() else run.parent, 0.0, False, False)
+    _failure_table(artifact)
     if artifact.validation:
         table = Table(title="Validation (held-out training queries)", show_edge=False)
         for column in ("candidate", "mean", "std", "failed", "search rank"):
@@ -675,5 +823,19 @@ def version_command() -> None:
 
 
 def main() -> None:
-    """Entry point of the ``drpo`` script."""
-    app()
+    """Entry point of the ``drpo`` script: runs a command and maps whatever stopped it to one
+    ``error:`` line and an exit code (see the module docstring)."""
+    try:
+        app()  # exits by itself on success, on typer.Exit and on click's usage errors
+    except Exception as exc:
+        if os.environ.get("DRPO_DEBUG"):
+            raise
+        code, message = _exit_of(exc)
+        _print_error(message)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if code == EXIT_INTERRUPTED:
+            # Model calls still running in worker threads would hold the exit until they end (up to
+            # a client timeout); the checkpoints already hold everything that finished.
+            os._exit(code)
+        sys.exit(code)

@@ -46,6 +46,10 @@ class ReviewRequired(DRPOError):
         self.request = request
 
 
+class ServiceUnavailableError(DRPOError):
+    """A service the run needs (a model endpoint, a Chroma server, PostgreSQL) cannot be reached."""
+
+
 class ArtifactError(DRPOError):
     """An artifact file cannot be read."""
 

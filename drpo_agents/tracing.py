@@ -85,6 +85,18 @@ def _secret_values() -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@/\s]*@", re.I)
+
+
+def scrub_secrets(text: str) -> str:
+    """``text`` without secrets: values of secret environment variables, key-shaped strings and
+    the password of any ``scheme://user:password@host`` URL become ``[redacted]``."""
+    for secret in _secret_values():
+        text = text.replace(secret, REDACTED)
+    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+    return _KEY_SHAPE.sub(REDACTED, text)
+
+
 def _token_usage(run: Run) -> dict[str, int] | None:
     """Tokens a model run reported (``usage_metadata`` of its messages, else ``llm_output``)."""
     if run.run_type not in ("llm", "chat_model") or not run.outputs:

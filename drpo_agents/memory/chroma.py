@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import chromadb
 
-from drpo_agents.errors import ConfigError
+from drpo_agents.errors import ConfigError, ServiceUnavailableError
 from drpo_agents.memory.base import Critique
 from drpo_agents.retrieval import EmbeddingsLike, as_embeddings
 from drpo_agents.schemas import ICLExample
@@ -35,11 +35,14 @@ def chroma_client(location: str | Path | None) -> Any:
         url = urlparse(text)
         if not url.hostname:
             raise ConfigError(f"invalid Chroma server URL: {text!r}")
-        return chromadb.HttpClient(
-            host=url.hostname,
-            port=url.port or (443 if url.scheme == "https" else 8000),
-            ssl=url.scheme == "https",
-        )
+        try:
+            return chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+            )
+        except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
+            raise ServiceUnavailableError(f"cannot reach the Chroma server at {text}: {exc}") from exc
     Path(text).mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=text)
 

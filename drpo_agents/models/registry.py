@@ -12,6 +12,20 @@ from drpo_agents.errors import ConfigError
 
 Role = Literal["responder", "judge", "rewriter"]
 
+# Providers whose package and key can be checked before anything is built:
+# provider -> (module, pip package, environment variable holding the key).
+PROVIDER_REQUIREMENTS: dict[str, tuple[str, str, str]] = {
+    "openai": ("langchain_openai", "langchain-openai", "OPENAI_API_KEY"),
+    "anthropic": ("langchain_anthropic", "langchain-anthropic", "ANTHROPIC_API_KEY"),
+    "google_genai": ("langchain_google_genai", "langchain-google-genai", "GOOGLE_API_KEY"),
+    "mistralai": ("langchain_mistralai", "langchain-mistralai", "MISTRAL_API_KEY"),
+    "groq": ("langchain_groq", "langchain-groq", "GROQ_API_KEY"),
+    "deepseek": ("langchain_deepseek", "langchain-deepseek", "DEEPSEEK_API_KEY"),
+    "xai": ("langchain_xai", "langchain-xai", "XAI_API_KEY"),
+    "fireworks": ("langchain_fireworks", "langchain-fireworks", "FIREWORKS_API_KEY"),
+    "together": ("langchain_together", "langchain-together", "TOGETHER_API_KEY"),
+}
+
 
 def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguageModel[Any]:
     """A model instance for ``role`` from an instance or a string.
@@ -28,7 +42,9 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
         ``"anthropic:claude-sonnet-4-5"``), which needs the provider's package and API key.
 
     Raises:
-        ConfigError: for an empty or unknown model string; for ``sandbox`` strings, a bad seed, an
+        ConfigError: for an empty or unknown model string; for a known provider (see
+            :data:`PROVIDER_REQUIREMENTS`) whose package is not installed or whose API key
+            variable is not set; for ``sandbox`` strings, a bad seed, an
             unknown knob or a bad value; for ``local:`` strings, a one-line fix when
             llama-cpp-python or the GGUF file is missing.
     """
@@ -46,6 +62,7 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
         from drpo_agents.models.local import local_chat_model
 
         return local_chat_model(name)
+    _check_provider(provider, role, text)
     from langchain.chat_models import init_chat_model
 
     # OpenAI's client waits forever by default; a stalled provider must not hang a run.
@@ -55,8 +72,22 @@ def resolve_model(spec: str | BaseLanguageModel[Any], role: Role) -> BaseLanguag
     try:
         model: BaseLanguageModel[Any] = init_chat_model(text, **options)
         return model
-    except (ValueError, ImportError) as exc:
+    except Exception as exc:  # LangChain's ValueError/ImportError, or a client refusing its settings
         raise ConfigError(f"cannot create the {role} model from {text!r}: {exc}") from exc
+
+
+def _check_provider(provider: str, role: Role, text: str) -> None:
+    """Fail before anything is built when a known provider's package or API key is missing."""
+    import importlib.util
+    import os
+
+    if provider not in PROVIDER_REQUIREMENTS:
+        return
+    module, package, key = PROVIDER_REQUIREMENTS[provider]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"the {role} model {text!r} needs the {package} package: pip install {package}")
+    if not os.environ.get(key):
+        raise ConfigError(f"the {role} model {text!r} needs an API key: set the {key} environment variable")
 
 
 def _sandbox_model(text: str, role: Role) -> BaseLanguageModel[Any]:
