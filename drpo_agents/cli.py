@@ -666,6 +666,21 @@ def chat_command(
         sys.stdout.flush()
 
 
+@app.command("install-local")
+def install_local_command(
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even if a working runtime is installed.")
+    ] = False,
+) -> None:
+    """Build the embedded llama.cpp runtime of local: models for any CPU of this kind, and check it."""
+    from drpo_agents.models.runtime import install_local_runtime
+
+    try:
+        install_local_runtime(force)
+    except DRPOError as exc:
+        raise _fail(str(exc)) from exc
+
+
 @app.command("version")
 def version_command() -> None:
     """Print the installed version."""

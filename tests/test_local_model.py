@@ -126,11 +126,11 @@ def test_missing_llama_cpp_is_one_line_with_the_install_command(fake_gguf: Path)
         require_llama_cpp()
     message = str(info.value)
     assert "\n" not in message
-    assert "pip install 'drpo-agents[local]' (needs a C compiler, ~5 min build)" in message
+    assert "run drpo install-local (builds llama.cpp once for any CPU; needs a C compiler)" in message
     assert "--sandbox" in message
 
     # The registry routes local: strings here and reports the same line as a ConfigError.
-    with pytest.raises(ConfigError, match=r"drpo-agents\[local\]"):
+    with pytest.raises(ConfigError, match=r"drpo install-local"):
         resolve_model(f"local:{fake_gguf}", "responder")
 
 
@@ -141,7 +141,7 @@ def test_local_strings_never_reach_init_chat_model(tmp_path: Path, monkeypatch: 
         raise AssertionError("local: strings must not go to init_chat_model")
 
     monkeypatch.setattr(langchain.chat_models, "init_chat_model", refuse)
-    with pytest.raises(LocalModelError, match=r"GGUF file not found|drpo-agents\[local\]"):
+    with pytest.raises(LocalModelError, match=r"GGUF file not found|drpo install-local"):
         resolve_model(f"local:{tmp_path / 'nope.gguf'}", "judge")
 
 

