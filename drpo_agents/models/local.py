@@ -51,6 +51,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
 from drpo_agents.errors import ConfigError, DRPOError
+from drpo_agents.models.repetition import LoopStopper, cut_loop
 
 INSTALL_COMMAND = "drpo install-local"  # builds llama.cpp portably: drpo_agents.models.runtime
 REBUILD_COMMAND = f"{INSTALL_COMMAND} --force"
@@ -157,7 +158,7 @@ def require_llama_cpp() -> ModuleType:
 # One loaded model per (file, context size, threads) in the process, each with its own lock
 # --------------------------------------------------------------------------------------------
 
-_loaded: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
+_loaded: dict[tuple[str, int, int, int], tuple[Any, threading.Lock]] = {}
 _loaded_lock = threading.Lock()
 
 
@@ -180,9 +181,13 @@ def default_threads() -> int:
     return max(1, min(8, count // 2))
 
 
-def load_llama(path: Path, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
-    """The process-wide ``llama_cpp.Llama`` for ``path`` (loaded on first use) and its lock."""
-    key = (str(path), n_ctx, n_threads)
+def load_llama(path: Path, n_ctx: int, n_threads: int, repeat_last_n: int = 64) -> tuple[Any, threading.Lock]:
+    """The process-wide ``llama_cpp.Llama`` for ``path`` (loaded on first use) and its lock.
+
+    ``repeat_last_n``: how many recent tokens the repetition penalty looks at (llama.cpp fixes it
+    when the model is loaded).
+    """
+    key = (str(path), n_ctx, n_threads, repeat_last_n)
     with _loaded_lock:
         if key not in _loaded:
             llama_cpp = require_llama_cpp()
@@ -190,7 +195,13 @@ def load_llama(path: Path, n_ctx: int, n_threads: int) -> tuple[Any, threading.L
 
             check_runtime(path, n_threads)  # a native crash here would kill the whole process
             try:
-                llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    last_n_tokens_size=repeat_last_n,
+                    verbose=False,
+                )
             except (ValueError, RuntimeError, OSError) as exc:
                 raise LocalModelError(f"cannot load {path} with llama.cpp: {exc}") from exc
             _loaded[key] = (llm, threading.Lock())
@@ -369,6 +380,14 @@ class LocalChatModel(BaseChatModel):
     temperature: float = Field(0.2, ge=0.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repeat_penalty: float = Field(1.1, gt=0.0, description="Discourages the loops small models fall into.")
+    repeat_last_n: int = Field(
+        64, ge=0, description="Recent tokens the repetition penalty covers (longer loops escape it)."
+    )
+    stop_loops: bool = Field(
+        True,
+        description="End a plain answer when it starts repeating itself and keep the loop once "
+        "(drpo_agents.models.repetition).",
+    )
     max_tokens: int = Field(512, ge=1, description="Tokens per plain answer.")
     structured_max_tokens: int = Field(
         1024, ge=64, description="Tokens per structured (tool) reply; the grammar is capped to fit."
@@ -393,6 +412,8 @@ class LocalChatModel(BaseChatModel):
             "temperature": self.temperature,
             "top_p": self.top_p,
             "repeat_penalty": self.repeat_penalty,
+            "repeat_last_n": self.repeat_last_n,
+            "stop_loops": self.stop_loops,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "n_ctx": self.n_ctx,
@@ -444,7 +465,7 @@ class LocalChatModel(BaseChatModel):
         return self.tools[0]
 
     def _complete(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatResult:
-        llm, lock = load_llama(Path(self.model_path), self.n_ctx, self.n_threads)
+        llm, lock = load_llama(Path(self.model_path), self.n_ctx, self.n_threads, self.repeat_last_n)
         tool = self._selected_tool()
         params: dict[str, Any] = {
             "temperature": kwargs.pop("temperature", self.temperature),
@@ -459,6 +480,9 @@ class LocalChatModel(BaseChatModel):
             schema = capped_schema(tool["schema"], budget_chars=CHARS_PER_TOKEN * max_tokens)
             params["grammar"] = json_grammar(llm, schema)
             stops = []  # a stop string inside a JSON value would cut it
+        stopper = LoopStopper(llm.detokenize, llm.token_eos()) if tool is None and self.stop_loops else None
+        if stopper is not None:
+            params["logits_processor"] = [stopper]
         chat = [_to_chat_dict(m) for m in messages]
         with lock:
             llm.reset()  # no reuse of the previous call's state: an answer never depends on call order
@@ -481,11 +505,15 @@ class LocalChatModel(BaseChatModel):
             output_tokens=int(usage.get("completion_tokens", 0)),
             total_tokens=int(usage.get("total_tokens", 0)),
         )
-        metadata = {
+        metadata: dict[str, Any] = {
             "model_name": self.model_name,
             "finish_reason": choice.get("finish_reason"),
             "model_provider": "local",
         }
+        if stopper is not None:
+            text, looped = cut_loop(text)  # also a loop that ran into max_tokens before it was complete
+            if looped:
+                metadata["repetition_cut"] = True  # the answer is the model's text up to its loop
         if tool is None:
             message = AIMessage(content=text, usage_metadata=usage_metadata, response_metadata=metadata)
         else:

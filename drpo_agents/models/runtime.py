@@ -218,7 +218,7 @@ def _run_probe(model_path: Path, n_threads: int) -> None:
     except subprocess.TimeoutExpired:
         raise LocalModelError(
             f"the llama.cpp runtime check (load {model_path.name}, decode a few hundred tokens) did not "
-            f"finish in {PROBE_TIMEOUT_S:.0f} s: the machine may be overloaded or the runtime broken; "
+            f"finish in {PROBE_TIMEOUT_S:g} s: the machine may be overloaded or the runtime broken; "
             f"rebuild it with: {REBUILD_COMMAND} (or set {SKIP_PROBE_ENV}=1 to skip the check)"
         ) from None
     except OSError as exc:
