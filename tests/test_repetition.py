@@ -14,7 +14,9 @@ BLOCK = (
     "> *This is a place where people come to celebrate.*\n>\n"
     "> *I'm not sure what you mean, but I'll try to find someone else.*\n>\n"
 )
-HEAD = "Here's a more relaxed version:\n\n**Subject: Busy, Talk Later**\n> *I'll try to find someone else.*\n>\n"
+HEAD = (
+    "Here's a more relaxed version:\n\n**Subject: Busy, Talk Later**\n> *I'll try to find someone else.*\n>\n"
+)
 DEMO = HEAD + BLOCK * 5 + "> *I'm"
 
 
@@ -52,6 +54,11 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 def test_a_phrase_repeated_to_the_end_is_kept_once() -> None:
     text = "I think that it is very, " + "very, " * 30 + "ve"
     assert cut_loop(text) == ("I think that it is very,", True)
+
+
+def test_markdown_marks_do_not_hide_a_loop() -> None:
+    text = "> *Thanks for everything!*\n> *That's all I need now.*\n> **Thanks for everything!**\n> **That's all I need now.**\n"
+    assert cut_loop(text) == ("> *Thanks for everything!*\n> *That's all I need now.*", True)
 
 
 def test_the_earliest_loop_wins() -> None:

@@ -381,7 +381,10 @@ class LocalChatModel(BaseChatModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repeat_penalty: float = Field(1.1, gt=0.0, description="Discourages the loops small models fall into.")
     repeat_last_n: int = Field(
-        64, ge=0, description="Recent tokens the repetition penalty covers (longer loops escape it)."
+        64,
+        ge=0,
+        description="Recent tokens the repetition penalty covers. Longer loops escape it and "
+        "stop_loops ends them; a 256-token window only made SmolLM2 ramble to the token cap.",
     )
     stop_loops: bool = Field(
         True,

@@ -24,17 +24,19 @@ _LONG_LINE = 80  # a single line this long repeated twice in a row is a loop
 _MIN_PHRASE_SPAN = 64  # a tail periodic over this many characters (three copies at least)
 _MAX_PHRASE = 100
 _LETTER = re.compile(r"[^\W\d_]")
+_MARKUP = re.compile(r"[*_`>#]")  # a loop may switch between *emphasis* and **strong** (seen)
 
 
 def _content_lines(text: str) -> list[tuple[str, int]]:
     """``(normalised line, offset of its end)`` for each line with a letter in it; separators such
-    as ``>``, ``---`` or a closing brace take no part in a block."""
+    as ``>``, ``---`` or a closing brace take no part in a block, and Markdown emphasis, quote and
+    heading marks are ignored."""
     lines: list[tuple[str, int]] = []
     offset = 0
     for raw in text.splitlines(keepends=True):
         end = offset + len(raw.rstrip("\r\n"))
         offset += len(raw)
-        normalised = " ".join(raw.split())
+        normalised = " ".join(_MARKUP.sub("", raw).split())
         if _LETTER.search(normalised):
             lines.append((normalised, end))
     return lines
