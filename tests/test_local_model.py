@@ -256,6 +256,23 @@ def test_real_model_honours_stop_sequences(smollm2: LocalChatModel) -> None:
 
 
 @pytest.mark.slow
+def test_real_model_stops_a_loop_and_keeps_it_once(smollm2: LocalChatModel) -> None:
+    from drpo_agents.models.repetition import find_loop
+
+    # Greedy decoding without a repetition penalty: SmolLM2's story runs into a loop every time.
+    greedy = smollm2.model_copy(update={"temperature": 0.0, "repeat_penalty": 1.0})
+    prompt = [SystemMessage("You are a helpful assistant."), HumanMessage("Write a long story about a cat.")]
+    free = greedy.model_copy(update={"stop_loops": False}).invoke(prompt)
+    stopped = greedy.invoke(prompt)
+    assert find_loop(free.text) is not None  # the model really loops here
+    assert stopped.response_metadata["repetition_cut"] is True
+    assert stopped.text and find_loop(stopped.text) is None
+    assert free.text.startswith(stopped.text)  # the same answer, kept up to its first copy
+    assert stopped.usage_metadata is not None and free.usage_metadata is not None
+    assert stopped.usage_metadata["output_tokens"] < free.usage_metadata["output_tokens"] / 2  # ended early
+
+
+@pytest.mark.slow
 def test_real_model_structured_output_always_validates(smollm2: LocalChatModel) -> None:
     structured = smollm2.with_structured_output(AspectSelection, include_raw=True)
     queries = [

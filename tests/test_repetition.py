@@ -42,6 +42,7 @@ def test_a_single_short_line_needs_three_copies() -> None:
         "def f():\n    if x:\n        return 1\n    }\n}\n}\n",  # separators take no part
         "- Eat well.\n- Sleep well.\n- Eat well.\n- Exercise.\n",  # not consecutive
         "1. Mix.\n2. Bake.\n3. Serve.\n",
+        "- Wash the lettuce well.\n- Dry the lettuce.\n- Wash the tomatoes well.\n",
         "Yes.\nYes.\nYes.\n",  # short blocks may be legitimate
         "-" * 120 + "\nA table follows.\n| a | b |\n|---|---|\n",
         "The answer is 42.",
@@ -54,6 +55,11 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 def test_a_phrase_repeated_to_the_end_is_kept_once() -> None:
     text = "I think that it is very, " + "very, " * 30 + "ve"
     assert cut_loop(text) == ("I think that it is very,", True)
+
+
+def test_list_numbers_do_not_hide_a_loop() -> None:
+    text = "Tips:\n33. Keep the room dark.\n34. Avoid heavy meals and caffeine.\n35. Avoid heavy meals and caffeine.\n36. Avoid heavy meals and caffeine.\n37. Avoid"
+    assert cut_loop(text) == ("Tips:\n33. Keep the room dark.\n34. Avoid heavy meals and caffeine.", True)
 
 
 def test_markdown_marks_do_not_hide_a_loop() -> None:

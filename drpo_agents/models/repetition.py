@@ -25,18 +25,19 @@ _MIN_PHRASE_SPAN = 64  # a tail periodic over this many characters (three copies
 _MAX_PHRASE = 100
 _LETTER = re.compile(r"[^\W\d_]")
 _MARKUP = re.compile(r"[*_`>#]")  # a loop may switch between *emphasis* and **strong** (seen)
+_LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-+•])\s+")  # "34. Avoid caffeine." "35. Avoid caffeine." (seen)
 
 
 def _content_lines(text: str) -> list[tuple[str, int]]:
     """``(normalised line, offset of its end)`` for each line with a letter in it; separators such
-    as ``>``, ``---`` or a closing brace take no part in a block, and Markdown emphasis, quote and
-    heading marks are ignored."""
+    as ``>``, ``---`` or a closing brace take no part in a block; list numbers and bullets and
+    Markdown emphasis, quote and heading marks are ignored."""
     lines: list[tuple[str, int]] = []
     offset = 0
     for raw in text.splitlines(keepends=True):
         end = offset + len(raw.rstrip("\r\n"))
         offset += len(raw)
-        normalised = " ".join(_MARKUP.sub("", raw).split())
+        normalised = " ".join(_MARKUP.sub("", _LIST_MARKER.sub("", raw)).split())
         if _LETTER.search(normalised):
             lines.append((normalised, end))
     return lines
