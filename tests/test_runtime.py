@@ -200,6 +200,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -
     return errors[0]
 
 
+@pytest.mark.slow
 def test_optimize_with_a_crashing_runtime_prints_one_error_line(tmp_path: Path, fake_gguf: Path) -> None:
     # The README's model when its package is installed (as in CI), else any GGUF path: the probe's
     # child is what crashes, before the model file is read.
@@ -351,6 +352,7 @@ def test_a_failed_build_is_one_line_with_the_log(
     assert output in (isolated_cache / "install-local.log").read_text()
 
 
+@pytest.mark.slow
 def test_cli_install_local_exit_codes(tmp_path: Path, fake_gguf: Path) -> None:
     stubs = (
         "import drpo_agents.models.runtime as runtime\n"
