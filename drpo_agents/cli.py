@@ -694,7 +694,7 @@ def install_local_command(
         bool, typer.Option("--force", help="Rebuild even if a working runtime is installed.")
     ] = False,
 ) -> None:
-    """Build the embedded llama.cpp runtime of local: models for any CPU of this kind, and check it."""
+    """Build the llama.cpp runtime of local: models (portable: any CPU of this architecture) and check it."""
     from drpo_agents.models.runtime import install_local_runtime
 
     try:
