@@ -17,7 +17,7 @@ from drpo_agents.errors import recoverable_errors
 from drpo_agents.prompts import render_prompt
 from drpo_agents.rewards import aggregate_jury, jury_disagreement
 from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection
-from drpo_agents.structured import StructuredResult, plan_structured
+from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured
 
 
 @dataclass
@@ -49,8 +49,9 @@ class Judge:
         jury_size: jurors in all when ``jury`` is empty: ``model`` is asked ``jury_size``
             times, each time with the aspects listed in a rotated order.
         catalog: aspects to choose from; the judge may still name a new one when none fits.
-        method: how structured output is obtained (see :func:`ainvoke_structured`).
+        method: how structured output is obtained (see :mod:`drpo_agents.structured`).
         max_retries: re-asks after an invalid or incomplete reply.
+        methods: the run's memory of the structured-output method each model accepted.
     """
 
     role = "judge"
@@ -66,8 +67,10 @@ class Judge:
         selection_model: BaseChatModel | None = None,
         jury: Sequence[BaseChatModel] = (),
         jury_size: int = 1,
+        methods: StructuredMethods | None = None,
     ) -> None:
         self.model = model
+        self.methods = methods
         self.selection_model = selection_model or model
         self.catalog = catalog or AspectCatalog.default()
         self.method: StructuredOutputMethod = method
@@ -100,6 +103,7 @@ class Judge:
                 validate=canonical_names,
                 config=call_config(config, self.role, "select_aspects"),
                 prompts_dir=self.prompts_dir,
+                methods=self.methods,
             )
         )
 
@@ -144,6 +148,7 @@ class Judge:
                 validate=complete_and_ordered,
                 config=call_config(config, self.role, "score"),
                 prompts_dir=self.prompts_dir,
+                methods=self.methods,
             )
         )
 
