@@ -136,31 +136,47 @@ def method_label(model: BaseChatModel, step: str) -> str:
     return "function_calling" if default else "provider_default"
 
 
-# Keywords that grammar compilers turn into long repetitions; our own validation enforces them.
-_GRAMMAR_LIMITS = ("maxLength", "maxItems", "minLength")
+# Grammar compilers (llama.cpp's, Ollama's) turn a length cap into one rule per allowed
+# character: string caps go, and minimum lengths and item caps above this stay out (a
+# minLength of 1 stays: it keeps a weak model from an empty prompt). Our validation enforces all.
+_GRAMMAR_SMALL = 16
+# An integer range this small is sent as an enum too: llama.cpp's server ignores minimum/maximum
+# (measured: scores of 9, 25 and 125 for a 1-5 field) but decodes an enum exactly.
+_ENUM_RANGE = 10
 
 
 def provider_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    """``schema``'s JSON schema as sent to a provider: references inlined, no length or
-    item-count limits (llama.cpp's grammar compiler turns ``maxLength: 2000`` into thousands of
-    rules and dies). Required fields, types, enums and numeric ranges stay."""
+    """``schema``'s JSON schema as sent to a provider, shaped for grammar-constrained decoding:
+    references inlined, no string length caps (llama.cpp's grammar compiler turns
+    ``maxLength: 2000`` into thousands of rules and dies), no large minimum lengths or item caps,
+    and small integer ranges as enums. Required fields, types and enums stay; replies are validated against the
+    pydantic schema itself."""
     from langchain_core.utils.json_schema import dereference_refs
 
-    result = dereference_refs(schema.model_json_schema())
+    result = copy.deepcopy(dereference_refs(schema.model_json_schema()))
     result.pop("$defs", None)
 
-    def strip(node: Any) -> None:
+    def shape(node: Any) -> None:
         if isinstance(node, dict):
-            for key in _GRAMMAR_LIMITS:
-                node.pop(key, None)
+            node.pop("maxLength", None)
+            for key in ("minLength", "maxItems"):
+                if node.get(key, 0) > _GRAMMAR_SMALL:
+                    node.pop(key)
+            low, high = node.get("minimum"), node.get("maximum")
+            if node.get("type") == "integer" and isinstance(low, int) and isinstance(high, int):
+                node.setdefault(
+                    "enum", list(range(low, high + 1)) if 0 <= high - low <= _ENUM_RANGE else None
+                )
+                if node["enum"] is None:
+                    del node["enum"]
             for value in node.values():
-                strip(value)
+                shape(value)
         elif isinstance(node, list):
             for value in node:
-                strip(value)
+                shape(value)
 
-    strip(result)
-    return copy.deepcopy(result)
+    shape(result)
+    return result
 
 
 _REJECTED_FEATURE = re.compile(r"response_format|json_schema|json_object|tool[_ ]?choice|\btools?\b", re.I)
@@ -181,18 +197,20 @@ def is_method_rejection(exc: BaseException) -> bool:
 
 # with_structured_output converts the schema to a tool on every call (~7 ms): build it once per
 # (model, schema, method). The model is kept in the value so its id stays valid while cached.
-_STRUCTURED: dict[tuple[int, type[BaseModel], str], tuple[BaseChatModel, Runnable[Any, Any]]] = {}
+_STRUCTURED: dict[tuple[int, type[BaseModel], str, str], tuple[BaseChatModel, Runnable[Any, Any]]] = {}
 _STRUCTURED_MAX = 256
 _STRUCTURED_LOCK = threading.Lock()
 
 
-def _structured_runnable(model: BaseChatModel, schema: type[BaseModel], step: _Step) -> Runnable[Any, Any]:
-    key = (id(model), schema, step)
+def _structured_runnable(
+    model: BaseChatModel, schema: type[BaseModel], step: _Step, wire: dict[str, Any] | None
+) -> Runnable[Any, Any]:
+    key = (id(model), schema, step, json.dumps(wire, sort_keys=True) if wire else "")
     with _STRUCTURED_LOCK:
         cached = _STRUCTURED.get(key)
     if cached is not None and cached[0] is model:
         return cached[1]
-    runnable = _build_runnable(model, schema, step)
+    runnable = _build_runnable(model, schema, step, wire)
     with _STRUCTURED_LOCK:
         if len(_STRUCTURED) >= _STRUCTURED_MAX:
             _STRUCTURED.pop(next(iter(_STRUCTURED)))
@@ -200,18 +218,21 @@ def _structured_runnable(model: BaseChatModel, schema: type[BaseModel], step: _S
     return runnable
 
 
-def _build_runnable(model: BaseChatModel, schema: type[BaseModel], step: _Step) -> Runnable[Any, Any]:
+def _build_runnable(
+    model: BaseChatModel, schema: type[BaseModel], step: _Step, wire: dict[str, Any] | None
+) -> Runnable[Any, Any]:
+    sent = wire if wire is not None else provider_schema(schema)
     if step == "json_mode" and is_openai_client(model):
         # Our own json_mode: langchain-openai's sends no schema at all. llama.cpp's server also
         # reads a "schema" beside "json_object" and forces schema-valid JSON with it.
         response_format: dict[str, Any] = {"type": "json_object"}
         if custom_openai_endpoint(model):
-            response_format["schema"] = provider_schema(schema)
+            response_format["schema"] = sent
         return model.bind(response_format=response_format)
     # A model that caps a schema itself (the in-process llama.cpp model) gets the pydantic
     # class with its limits; every other model gets the schema without them.
     target: dict[str, Any] | type[BaseModel] = (
-        schema if getattr(model, "caps_structured_schema", False) else provider_schema(schema)
+        schema if getattr(model, "caps_structured_schema", False) else sent
     )
     kwargs: dict[str, Any] = {"include_raw": True}
     if step != "provider":
@@ -252,10 +273,13 @@ def _prepared(
     messages: Sequence[BaseMessage],
     step: _Step,
     prompts_dir: Path | None,
+    wire: dict[str, Any] | None,
 ) -> tuple[Runnable[Any, Any], list[BaseMessage], bool]:
     """The runnable, the conversation and whether replies are plain messages (parsed here)."""
     as_text = step == "text" or (step == "json_mode" and is_openai_client(model))
-    runnable: Runnable[Any, Any] = model if step == "text" else _structured_runnable(model, schema, step)
+    runnable: Runnable[Any, Any] = (
+        model if step == "text" else _structured_runnable(model, schema, step, wire)
+    )
     conversation = list(messages)
     if step in ("text", "json_mode"):
         schema_json = json.dumps(schema.model_json_schema(), indent=1)
@@ -276,6 +300,7 @@ def plan_structured(
     config: RunnableConfig | None = None,
     prompts_dir: Path | None = None,
     methods: StructuredMethods | None = None,
+    wire_schema: dict[str, Any] | None = None,
 ) -> CallPlan[StructuredResult[SchemaT]]:
     """Ask ``model`` for a ``schema`` object, re-asking with the error when the reply is invalid.
 
@@ -293,18 +318,22 @@ def plan_structured(
         prompts_dir: optional template override folder.
         methods: the run's memory of working methods per model (``auto`` starts from it and
             records what it finds); None discovers afresh on every call.
+        wire_schema: the JSON schema to send instead of :func:`provider_schema` of ``schema``,
+            narrowed for this call (e.g. the aspect names a score must use, so a server that
+            decodes under a grammar cannot invent others); replies are still validated with
+            ``schema``.
 
     Raises:
         StructuredOutputError: when every attempt produced an invalid object.
     """
     step = _first_step(model, method, methods)
     try:
-        runnable, conversation, use_text = _prepared(model, schema, messages, step, prompts_dir)
+        runnable, conversation, use_text = _prepared(model, schema, messages, step, prompts_dir, wire_schema)
     except NotImplementedError:
         if method != "auto":
             raise
         step = "text"  # the model has no tool calling after all
-        runnable, conversation, use_text = _prepared(model, schema, messages, step, prompts_dir)
+        runnable, conversation, use_text = _prepared(model, schema, messages, step, prompts_dir, wire_schema)
 
     raw_messages: list[AIMessage] = []
     raw_outputs: list[str] = []
@@ -327,7 +356,9 @@ def plan_structured(
                 raise
             # The endpoint refuses this mechanism: try the next one (not an attempt of the model's).
             step = following
-            runnable, conversation, use_text = _prepared(model, schema, messages, step, prompts_dir)
+            runnable, conversation, use_text = _prepared(
+                model, schema, messages, step, prompts_dir, wire_schema
+            )
             continue
         else:
             if method == "auto" and methods is not None:

@@ -19,7 +19,7 @@ Server kinds: ``rejects`` names structured-output mechanisms the server refuses,
 do (``json_schema``: llama-cpp-python's HTTP 500 "Input should be 'text' or 'json_object'";
 ``tools``: Ollama's HTTP 400 "does not support tools"; ``json_object``: HTTP 400), and
 ``dies_on_length_limits`` makes a request whose tool or response schema carries ``maxLength`` or
-``maxItems`` reset the connection (llama.cpp's grammar compiler fails on them and the server
+a large ``maxItems`` reset the connection (llama.cpp's grammar compiler fails on them and the server
 process dies). :meth:`FakeOpenAIServer.llama_cpp` is a server with llama.cpp's behaviours.
 
 Faults are queued with :meth:`FakeOpenAIServer.add_fault` and each applies to the next
@@ -506,9 +506,12 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 def _has_length_limits(node: Any) -> bool:
+    """A string length cap, or an item cap too large for a grammar (llama.cpp expands both)."""
     if isinstance(node, dict):
-        return any(k in node for k in ("maxLength", "maxItems")) or any(
-            _has_length_limits(v) for v in node.values()
+        return (
+            "maxLength" in node
+            or node.get("maxItems", 0) > 16
+            or any(_has_length_limits(v) for v in node.values())
         )
     if isinstance(node, list):
         return any(_has_length_limits(v) for v in node)

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
-from drpo_agents.aspects import AspectCatalog
+from drpo_agents.aspects import ASPECT_NAME_MAX, AspectCatalog
 from drpo_agents.calls import CallPlan, ParallelPlans, arun_plan, call_config, run_plan
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.errors import recoverable_errors
 from drpo_agents.prompts import render_prompt
 from drpo_agents.rewards import aggregate_jury, jury_disagreement
 from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection
-from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured
+from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured, provider_schema
 
 
 @dataclass
@@ -35,6 +36,17 @@ class JuryVerdict:
     errors: list[str | None]
     disagreement: float | None
     messages: dict[str, list[AIMessage]] = field(default_factory=dict)  # usage key -> raw replies
+
+
+def scoring_schema(aspects: Sequence[str]) -> dict[str, Any]:
+    """The schema sent for scoring ``aspects``: each score names one of them, and there are at
+    least as many scores. A server that decodes under a grammar (llama.cpp, Ollama, vLLM) then
+    cannot invent aspect names or leave one out; replies are still validated locally."""
+    schema = provider_schema(AnswerEvaluation)
+    scores = schema["properties"]["scores"]
+    scores["items"]["properties"]["aspect"] = {"type": "string", "enum": list(dict.fromkeys(aspects))}
+    scores["minItems"] = len(set(aspects)) or 1
+    return schema
 
 
 class Judge:
@@ -90,6 +102,14 @@ class Judge:
         )
 
         def canonical_names(selection: AspectSelection) -> AspectSelection:
+            limit = ASPECT_NAME_MAX
+            bad = [n for n in selection.selected_aspects if not n.strip() or len(n) > limit]
+            if bad:
+                # A sentence is not an aspect name (weak models write one): re-asked, never a crash.
+                raise ValueError(
+                    f"aspect names must be short names (1-{limit} characters) from the catalog, "
+                    f"got {bad[0][:80]!r}"
+                )
             names = [self.catalog.resolve(n) or n for n in selection.selected_aspects]
             return selection.model_copy(update={"selected_aspects": list(dict.fromkeys(names))})
 
@@ -149,6 +169,7 @@ class Judge:
                 config=call_config(config, self.role, "score"),
                 prompts_dir=self.prompts_dir,
                 methods=self.methods,
+                wire_schema=scoring_schema(aspects),
             )
         )
 
