@@ -145,6 +145,13 @@ _GRAMMAR_SMALL = 16
 _ENUM_RANGE = 10
 
 
+def _small_int_range(node: dict[str, Any]) -> list[int] | None:
+    low, high = node.get("minimum"), node.get("maximum")
+    if node.get("type") != "integer" or not isinstance(low, int) or not isinstance(high, int):
+        return None
+    return list(range(low, high + 1)) if 0 <= high - low <= _ENUM_RANGE else None
+
+
 def provider_schema(schema: type[BaseModel]) -> dict[str, Any]:
     """``schema``'s JSON schema as sent to a provider, shaped for grammar-constrained decoding:
     references inlined, no string length caps (llama.cpp's grammar compiler turns
@@ -162,13 +169,8 @@ def provider_schema(schema: type[BaseModel]) -> dict[str, Any]:
             for key in ("minLength", "maxItems"):
                 if node.get(key, 0) > _GRAMMAR_SMALL:
                     node.pop(key)
-            low, high = node.get("minimum"), node.get("maximum")
-            if node.get("type") == "integer" and isinstance(low, int) and isinstance(high, int):
-                node.setdefault(
-                    "enum", list(range(low, high + 1)) if 0 <= high - low <= _ENUM_RANGE else None
-                )
-                if node["enum"] is None:
-                    del node["enum"]
+            if "enum" not in node and (values := _small_int_range(node)) is not None:
+                node["enum"] = values
             for value in node.values():
                 shape(value)
         elif isinstance(node, list):
