@@ -257,3 +257,30 @@ def test_cli_forces_methods_and_mixes_real_and_sandbox_roles(
     assert artifact.structured_output_methods == expected
     assert not any(lvl.failures for lvl in artifact.levels)
     assert len(artifact.candidates) > 1 and artifact.usage["rewriter"].calls > 0
+
+
+def test_a_resumed_run_starts_from_the_methods_it_found(tmp_path: Path) -> None:
+    # Stopped by its token budget after level 0, then resumed in a fresh graph (as a new process
+    # would build it): the checkpoint's methods seed the new memory, so nothing is refused again.
+    from drpo_agents import resume
+
+    settings = {**SEQUENTIAL, "depth": 3}
+    with FakeOpenAIServer.llama_cpp() as server:
+        models = http_models(server)
+        stopped = optimize(
+            QUERIES,
+            config=DRPOConfig(**settings, max_tokens_budget=1),
+            run_id=RUN_ID,
+            run_dir=tmp_path,
+            **models,
+        )
+        assert "token budget reached" in stopped.notes[-1]
+        assert stopped.structured_output_methods == {"judge": "function_calling"}
+        before = len(server.requests)
+        resumed = resume(tmp_path, config_overrides={"max_tokens_budget": None}, **http_models(server))
+        after = server.requests[before:]
+    assert len(resumed.levels) > len(stopped.levels)
+    assert resumed.structured_output_methods == {"judge": "function_calling", "rewriter": "function_calling"}
+    # The judge's method came from the checkpoint; only the rewriter (new in this part) was refused.
+    refused = {r.role for r in after if r.fault == "rejected"}
+    assert refused == {"rewriter"}
