@@ -28,7 +28,7 @@ from drpo_agents.calls import run_sync
 from drpo_agents.config import CachePolicy, DRPOConfig, StructuredOutputMethod
 from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries, load_training_queries
 from drpo_agents.errors import DRPOError
-from drpo_agents.models.registry import resolve_model
+from drpo_agents.models.registry import resolve_model, with_output_limit
 from drpo_agents.tracing import TRACE_FILE, JsonlTracer
 
 app = typer.Typer(
@@ -391,7 +391,8 @@ def optimize_command(
     _write_html_report(directory)
     _report(artifact, directory, time.perf_counter() - started, quiet, as_json)
     if not (quiet or as_json):
-        _before_after(models["responder"], cfg.initial_prompt, artifact)
+        responder_model = with_output_limit(models["responder"], cfg.role_max_tokens["responder"])
+        _before_after(responder_model, cfg.initial_prompt, artifact)
 
 
 def _before_after(responder: Any, initial_prompt: str, artifact: AlignmentArtifact) -> None:

@@ -357,7 +357,9 @@ def create_icl_stage_graph(
     methods = methods if methods is not None else StructuredMethods()
     stage = _ICLStage(
         Judge(
-            with_output_limit(judge_model, cfg.role_max_tokens["judge"]),
+            with_output_limit(
+                judge_model, cfg.role_max_tokens.get("judge", DEFAULT_ROLE_MAX_TOKENS["judge"])
+            ),
             catalog=aspects,
             method=cfg.role_structured_output.get("judge", cfg.structured_output_method),
             max_retries=cfg.max_parse_retries,
@@ -365,7 +367,9 @@ def create_icl_stage_graph(
             methods=methods,
         ),
         AnswerRewriter(
-            with_output_limit(rewriter_model, cfg.role_max_tokens["rewriter"]),
+            with_output_limit(
+                rewriter_model, cfg.role_max_tokens.get("rewriter", DEFAULT_ROLE_MAX_TOKENS["rewriter"])
+            ),
             method=cfg.role_structured_output.get("rewriter", cfg.structured_output_method),
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,
