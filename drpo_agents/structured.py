@@ -153,11 +153,13 @@ def _small_int_range(node: dict[str, Any]) -> list[int] | None:
 
 
 def provider_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    """``schema``'s JSON schema as sent to a provider, shaped for grammar-constrained decoding:
-    references inlined, no string length caps (llama.cpp's grammar compiler turns
-    ``maxLength: 2000`` into thousands of rules and dies), no large minimum lengths or item caps,
-    and small integer ranges as enums. Required fields, types and enums stay; replies are validated against the
-    pydantic schema itself."""
+    """``schema``'s JSON schema as sent to a provider, shaped for grammar-constrained decoding.
+
+    References are inlined; string length caps go (llama.cpp's grammar compiler turns
+    ``maxLength: 2000`` into thousands of rules and dies), and so do large minimum lengths and
+    item caps; small integer ranges become enums. Required fields, types and enums stay, and
+    replies are still validated against the pydantic schema itself.
+    """
     from langchain_core.utils.json_schema import dereference_refs
 
     result = copy.deepcopy(dereference_refs(schema.model_json_schema()))
@@ -192,9 +194,9 @@ def is_method_rejection(exc: BaseException) -> bool:
 
     if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422, 500, 501):
         return False
-    body = exc.body if isinstance(exc.body, (dict, list, str)) else None
-    text = f"{exc.message} {json.dumps(body) if body is not None else ''}"
-    return bool(_REJECTED_FEATURE.search(text))
+    # The openai client's message holds the server's error (llama.cpp's names the field:
+    # "('body', 'response_format', 'type')"; Ollama's says "does not support tools").
+    return bool(_REJECTED_FEATURE.search(exc.message))
 
 
 # with_structured_output converts the schema to a tool on every call (~7 ms): build it once per
@@ -256,7 +258,7 @@ def _first_step(
     if method != "auto":
         return method
     known = methods.get(model) if methods is not None else None
-    if known == "provider" or known in _METHODS - {"auto"}:
+    if known == "provider" or known in METHOD_STEPS:
         return cast(_Step, known)
     if is_openai_client(model):
         return "json_schema"
