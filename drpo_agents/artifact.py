@@ -241,6 +241,11 @@ class AlignmentArtifact(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict, description="Role -> model identity.")
     usage: dict[str, TokenUsage] = Field(default_factory=dict, description="Role -> calls and tokens.")
+    structured_output_methods: dict[str, str] = Field(
+        default_factory=dict,
+        description="Role -> structured-output method used (json_schema, function_calling, json_mode, "
+        "text), as discovered by 'auto' or forced.",
+    )
     cost: float | None = Field(None, description="Total cost from the config's price table (None: unpriced).")
     validation: list[ValidationRecord] = Field(
         default_factory=list, description="Final re-ranking on held-out training queries, if configured."

@@ -7,13 +7,16 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Longest aspect name: a name, never a sentence.
+ASPECT_NAME_MAX = 100
+
 
 class Aspect(BaseModel):
     """A named quality dimension with a one-line rubric the judge scores against."""
 
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(..., min_length=1, max_length=100)
+    name: str = Field(..., min_length=1, max_length=ASPECT_NAME_MAX)
     rubric: str = Field(..., min_length=1)
 
 

@@ -39,10 +39,10 @@ from rich.table import Table
 from drpo_agents.api import ARTIFACT_FILE, aoptimize, aresume
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.calls import run_sync
-from drpo_agents.config import CachePolicy, DRPOConfig
+from drpo_agents.config import CachePolicy, DRPOConfig, StructuredOutputMethod
 from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries, load_training_queries
 from drpo_agents.errors import ArtifactError, ConfigError, DRPOError
-from drpo_agents.models.registry import resolve_model
+from drpo_agents.models.registry import resolve_model, with_output_limit
 from drpo_agents.tracing import TRACE_FILE, JsonlTracer, scrub_secrets
 
 app = typer.Typer(
@@ -405,6 +405,19 @@ def optimize_command(
         int | None, typer.Option(help="Token budget of the ICL examples in the responder's context.")
     ] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Most model calls in flight.")] = None,
+    structured_output: Annotated[
+        StructuredOutputMethod | None,
+        typer.Option(
+            help="Structured output of judge and rewriter: auto (discover what the endpoint accepts), "
+            "json_schema, function_calling, json_mode or text."
+        ),
+    ] = None,
+    judge_structured_output: Annotated[
+        StructuredOutputMethod | None, typer.Option(help="Structured-output method of the judge only.")
+    ] = None,
+    rewriter_structured_output: Annotated[
+        StructuredOutputMethod | None, typer.Option(help="Structured-output method of the rewriter only.")
+    ] = None,
     cache: Annotated[CachePolicy | None, typer.Option(help="LLM cache: aspects (default), all, off.")] = None,
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Ablation: no critique memory.")] = False,
     memory: Annotated[
@@ -443,6 +456,16 @@ def optimize_command(
             "max_prompt_tokens": max_prompt_tokens,
             "max_icl_tokens": max_icl_tokens,
             "max_concurrency": max_concurrency,
+            "structured_output_method": structured_output,
+            "role_structured_output": {
+                role: method
+                for role, method in (
+                    ("judge", judge_structured_output),
+                    ("rewriter", rewriter_structured_output),
+                )
+                if method is not None
+            }
+            or None,
             "cache": cache,
             "critique_memory": False if no_memory else None,
             "review": True if review else None,
@@ -484,7 +507,8 @@ def optimize_command(
         if artifact.no_valid_candidate():
             raise _NoValidCandidate(artifact, directory)
         if not (quiet or as_json):
-            _before_after(models["responder"], cfg.initial_prompt, artifact)
+            responder_model = with_output_limit(models["responder"], cfg.role_max_tokens["responder"])
+            _before_after(responder_model, cfg.initial_prompt, artifact)
 
 
 # The held-out query of the before/after demo: an open question whose answer gains from what DRPO's

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ResponderMode = Literal["auto", "chat", "completion"]
 StructuredOutputMethod = Literal["auto", "function_calling", "json_schema", "json_mode", "text"]
@@ -25,6 +25,13 @@ class ModelPrice(BaseModel):
 CachePolicy = Literal["aspects", "all", "off"]
 
 DEFAULT_INITIAL_PROMPT = "You are a helpful assistant."
+
+# Reply caps per role, in tokens, so no call can run to the end of a server's context (a weak
+# model in JSON mode can). The responder's leaves room for a full long-form answer (a cut-off
+# answer would be judged incomplete); the judge's fits 5 aspects with a rationale each (the
+# reference data's longest reasoning is ~900 characters, ~225 tokens); the rewriter's fits
+# n_actions=3 proposals of analysis, thought and an 8-bullet prompt, or one rewritten ICL answer.
+DEFAULT_ROLE_MAX_TOKENS: dict[Role, int] = {"responder": 1024, "judge": 1024, "rewriter": 2048}
 
 
 class DRPOConfig(BaseModel):
@@ -70,7 +77,20 @@ class DRPOConfig(BaseModel):
         "retrieved examples that do not fit are left out, the most similar kept first.",
     )
     responder_mode: ResponderMode = "auto"
-    structured_output_method: StructuredOutputMethod = "auto"
+    structured_output_method: StructuredOutputMethod = Field(
+        "auto",
+        description="How the judge and rewriter get structured replies; 'auto' discovers what each "
+        "endpoint accepts (json_schema -> function_calling -> json_mode -> text).",
+    )
+    role_structured_output: dict[Role, StructuredOutputMethod] = Field(
+        default_factory=dict,
+        description="Per-role override of structured_output_method, e.g. {'judge': 'json_mode'}.",
+    )
+    role_max_tokens: dict[Role, int] = Field(
+        default_factory=lambda: dict(DEFAULT_ROLE_MAX_TOKENS),
+        description="Reply cap per role in tokens (roles left out keep their default); a model "
+        "with its own max_tokens setting keeps it.",
+    )
     max_parse_retries: int = Field(
         2, ge=0, le=10, description="Re-asks after an invalid structured answer (with the error shown)."
     )
@@ -147,6 +167,27 @@ class DRPOConfig(BaseModel):
     prompts_dir: Path | None = Field(
         None, description="Folder of prompt templates that override the packaged ones by name."
     )
+
+    @field_validator("role_max_tokens", mode="after")
+    @classmethod
+    def _complete_role_max_tokens(cls, value: dict[Role, int]) -> dict[Role, int]:
+        low = {role: n for role, n in value.items() if n < 1}
+        if low:
+            raise ValueError(f"reply caps must be at least 1 token, got {low}")
+        return {**DEFAULT_ROLE_MAX_TOKENS, **value}
+
+    @field_validator("role_structured_output", mode="after")
+    @classmethod
+    def _structured_roles(
+        cls, value: dict[Role, StructuredOutputMethod]
+    ) -> dict[Role, StructuredOutputMethod]:
+        if "responder" in value:
+            raise ValueError("the responder answers in plain text: set a method for 'judge' or 'rewriter'")
+        return value
+
+    def structured_output_for(self, role: Role) -> StructuredOutputMethod:
+        """The structured-output method of ``role`` (its override, else the global method)."""
+        return self.role_structured_output.get(role, self.structured_output_method)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> DRPOConfig:

@@ -42,15 +42,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import AlignmentArtifact, TokenUsage, save_json_atomically
 from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
-from drpo_agents.config import ResponderMode, StructuredOutputMethod
+from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, ResponderMode, StructuredOutputMethod
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import ArtifactError, ConfigError, recoverable_errors
-from drpo_agents.models.registry import model_identity, model_notes, resolve_model
+from drpo_agents.models.registry import model_identity, model_notes, resolve_model, with_output_limit
 from drpo_agents.prompts import render_prompt
 from drpo_agents.retrieval import EmbeddingsLike, InMemoryICLRetriever
 from drpo_agents.rewards import bootstrap_ci
 from drpo_agents.schemas import AspectScore, ICLExample, PairwiseVerdict
-from drpo_agents.structured import StructuredResult, plan_structured
+from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 
 EVAL_ASPECTS: tuple[str, ...] = ("Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety")
@@ -472,6 +472,7 @@ def plan_pairwise(
             max_retries=judge.max_retries,
             config=call_config(config, judge.role, "pairwise"),
             prompts_dir=judge.prompts_dir,
+            methods=judge.methods,
         )
     )
 
@@ -653,8 +654,10 @@ def _harness(
     if not aspects:
         raise ConfigError("at least one aspect is needed")
 
-    responder_model = resolve_model(responder, "responder")
-    judge_model = resolve_model(judge, "judge")
+    responder_model = with_output_limit(
+        resolve_model(responder, "responder"), DEFAULT_ROLE_MAX_TOKENS["responder"]
+    )
+    judge_model = with_output_limit(resolve_model(judge, "judge"), DEFAULT_ROLE_MAX_TOKENS["judge"])
     if not isinstance(judge_model, BaseChatModel):
         raise TypeError("the judge must be a chat model")
     responders = {
@@ -680,6 +683,7 @@ def _harness(
             method=structured_output_method,
             max_retries=max_parse_retries,
             prompts_dir=prompts_dir,
+            methods=StructuredMethods(),
         ),
         aspects,
         reference,

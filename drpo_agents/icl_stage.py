@@ -37,13 +37,13 @@ from drpo_agents.agents.rewriter import format_evaluation
 from drpo_agents.artifact import ICLOptimizationRecord
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.calls import CallPlan, call_config, plan_node
-from drpo_agents.config import DRPOConfig, StructuredOutputMethod
+from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, DRPOConfig, Role, StructuredOutputMethod
 from drpo_agents.errors import ConfigError, recoverable_errors
-from drpo_agents.models.registry import default_rewriter, resolve_model
+from drpo_agents.models.registry import default_rewriter, resolve_model, with_output_limit
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite, ICLExample
 from drpo_agents.search.state import merge_records
-from drpo_agents.structured import StructuredResult, plan_structured
+from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 
 
@@ -54,6 +54,13 @@ class ICLStageConfig(BaseModel):
 
     num_iters: int = Field(5, ge=0, le=50, description="Most rewrite rounds per example.")
     structured_output_method: StructuredOutputMethod = "auto"
+    role_structured_output: dict[Role, StructuredOutputMethod] = Field(
+        default_factory=dict, description="Per-role override of structured_output_method."
+    )
+    role_max_tokens: dict[Role, int] = Field(
+        default_factory=lambda: dict(DEFAULT_ROLE_MAX_TOKENS),
+        description="Reply cap per role in tokens, for models without their own.",
+    )
     max_parse_retries: int = Field(2, ge=0, le=10, description="Re-asks after an invalid structured reply.")
     max_concurrency: int = Field(8, ge=1, le=1024, description="Most model calls in flight at once.")
     prompts_dir: Path | None = Field(None, description="Folder of prompt templates overriding ours by name.")
@@ -64,6 +71,8 @@ class ICLStageConfig(BaseModel):
         return cls(
             num_iters=num_iters,
             structured_output_method=config.structured_output_method,
+            role_structured_output=config.role_structured_output,
+            role_max_tokens=config.role_max_tokens,
             max_parse_retries=config.max_parse_retries,
             max_concurrency=config.max_concurrency,
             prompts_dir=config.prompts_dir,
@@ -109,8 +118,10 @@ class AnswerRewriter:
         method: StructuredOutputMethod = "auto",
         max_retries: int = 2,
         prompts_dir: Path | None = None,
+        methods: StructuredMethods | None = None,
     ) -> None:
         self.model = model
+        self.methods = methods
         self.method: StructuredOutputMethod = method
         self.max_retries = max_retries
         self.prompts_dir = prompts_dir
@@ -149,6 +160,7 @@ class AnswerRewriter:
                 validate=changed,
                 config=call_config(config, self.role, "rewrite_icl_answer"),
                 prompts_dir=self.prompts_dir,
+                methods=self.methods,
             )
         )
 
@@ -319,6 +331,7 @@ def create_icl_stage_graph(
     *,
     config: ICLStageConfig | None = None,
     aspects: AspectCatalog | None = None,
+    methods: StructuredMethods | None = None,
 ) -> StateGraph[ICLStageState, None, ICLStageInput, ICLStageOutput]:
     """Build the ICL optimisation stage as a ``StateGraph`` (uncompiled: you choose the checkpointer).
 
@@ -327,6 +340,8 @@ def create_icl_stage_graph(
         rewriter: the model that rewrites answers; defaults to the judge's model.
         config: rounds, parsing and template settings.
         aspects: the judge's aspect catalog; defaults to the built-in aspects.
+        methods: the structured-output methods discovered so far (shared with an enclosing
+            search); a new memory by default.
 
     Returns:
         A graph taking ``{"icl_examples": [...]}`` and returning ``optimized_icl_examples``
@@ -339,19 +354,26 @@ def create_icl_stage_graph(
     rewriter_model = resolve_model(rewriter if rewriter is not None else default_rewriter(judge), "rewriter")
     if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
         raise TypeError("the judge and the rewriter must be chat models")
+    methods = methods if methods is not None else StructuredMethods()
     stage = _ICLStage(
         Judge(
-            judge_model,
+            with_output_limit(
+                judge_model, cfg.role_max_tokens.get("judge", DEFAULT_ROLE_MAX_TOKENS["judge"])
+            ),
             catalog=aspects,
-            method=cfg.structured_output_method,
+            method=cfg.role_structured_output.get("judge", cfg.structured_output_method),
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,
+            methods=methods,
         ),
         AnswerRewriter(
-            rewriter_model,
-            method=cfg.structured_output_method,
+            with_output_limit(
+                rewriter_model, cfg.role_max_tokens.get("rewriter", DEFAULT_ROLE_MAX_TOKENS["rewriter"])
+            ),
+            method=cfg.role_structured_output.get("rewriter", cfg.structured_output_method),
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,
+            methods=methods,
         ),
         cfg,
     )

@@ -15,6 +15,13 @@ The sandbox models read the *last* user message as their task, so a re-ask (the 
 layer appends the bad reply and a "Your previous reply could not be used" turn) is answered as
 a model that corrects itself would: from the conversation without the re-ask turns.
 
+Server kinds: ``rejects`` names structured-output mechanisms the server refuses, as real servers
+do (``json_schema``: llama-cpp-python's HTTP 500 "Input should be 'text' or 'json_object'";
+``tools``: Ollama's HTTP 400 "does not support tools"; ``json_object``: HTTP 400), and
+``dies_on_length_limits`` makes a request whose tool or response schema carries ``maxLength`` or
+a large ``maxItems`` reset the connection (llama.cpp's grammar compiler fails on them and the server
+process dies). :meth:`FakeOpenAIServer.llama_cpp` is a server with llama.cpp's behaviours.
+
 Faults are queued with :meth:`FakeOpenAIServer.add_fault` and each applies to the next
 ``times`` requests it matches (by role and step): HTTP errors with retry headers, a reset
 connection, a response held back until the test releases it (client timeouts), a truncated
@@ -31,7 +38,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +54,15 @@ from drpo_agents.prompts import render_prompt
 ROLES = ("responder", "judge", "rewriter")
 # How a re-ask from drpo_agents.structured starts (the retry template up to its $error).
 _REASK_PREFIX = render_prompt("structured_output_retry", error="\x00").split("\x00", 1)[0]
+# How the JSON format turn of the text and json_mode methods starts (up to its $schema).
+_FORMAT_PREFIX = render_prompt("structured_output_format", schema="\x00").split("\x00", 1)[0]
+Mechanism = Literal["json_schema", "json_object", "tools"]
+# What llama-cpp-python's server answers to response_format json_schema (measured, 0.3.36).
+LLAMA_CPP_JSON_SCHEMA_ERROR = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+    "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+    "'ctx': {'expected': \"'text' or 'json_object'\"}}"
+)
 
 FaultKind = Literal["status", "reset", "slow", "truncate", "cut", "html", "edit"]
 # An edit gets the reply's structured value (a dict) and the task messages; it returns a new dict,
@@ -151,6 +167,8 @@ def _task_messages(messages: list[BaseMessage]) -> list[BaseMessage]:
         task.pop()
         if task and isinstance(task[-1], AIMessage):
             task.pop()
+    if task and isinstance(task[-1], HumanMessage) and _text(task[-1].content).startswith(_FORMAT_PREFIX):
+        task.pop()  # the schema in the prompt (text and json_mode methods)
     return task
 
 
@@ -177,7 +195,15 @@ class FakeOpenAIServer:
         base_url: ``http://127.0.0.1:PORT/v1`` (for ``ChatOpenAI(base_url=...)``).
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        rejects: Collection[Mechanism] = (),
+        dies_on_length_limits: bool = False,
+    ) -> None:
+        self.rejects = frozenset(rejects)
+        self.dies_on_length_limits = dies_on_length_limits
         self.models: dict[str, BaseChatModel] = sandbox_models(seed)
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
@@ -185,6 +211,36 @@ class FakeOpenAIServer:
         self._ids = 0
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def llama_cpp(cls, seed: int = 0) -> FakeOpenAIServer:
+        """A server that behaves like llama-cpp-python's: json_schema refused with HTTP 500, and
+        length limits in a schema kill it."""
+        return cls(seed, rejects={"json_schema"}, dies_on_length_limits=True)
+
+    def refusal(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | Literal["die"] | None:
+        """What this server kind does instead of answering ``body``, if anything."""
+        response_format = body.get("response_format") or {}
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if self.dies_on_length_limits and _has_length_limits([body.get("tools"), response_format]):
+            return "die"
+        if kind == "json_schema" and "json_schema" in self.rejects:
+            error = {"message": LLAMA_CPP_JSON_SCHEMA_ERROR, "type": "internal_server_error"}
+            return 500, {"error": error | {"param": None, "code": None}}
+        if kind == "json_object" and "json_object" in self.rejects:
+            error = {
+                "message": "response_format json_object is not supported",
+                "type": "invalid_request_error",
+            }
+            return 400, {"error": error | {"param": "response_format", "code": None}}
+        if body.get("tools") and "tools" in self.rejects:
+            message = f"registry.ollama.ai/library/{body.get('model')} does not support tools"
+            return 400, {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
+        return None
+
+    def bodies(self, role: str | None = None) -> list[dict[str, Any]]:
+        """Request bodies received for ``role`` (None: any)."""
+        return [r.body for r in self.requests if role is None or r.role == role]
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -348,6 +404,15 @@ class FakeOpenAIServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                     return
+                refusal = server.refusal(body)
+                if refusal == "die":
+                    record.fault = "died"
+                    self._reset()
+                    return
+                if refusal is not None:
+                    record.fault = "rejected"
+                    self._send_json(*refusal)
+                    return
                 fault = server._take_fault(role, step)
                 record.fault = fault.kind if fault else None
                 if fault is not None and fault.kind == "status":
@@ -438,6 +503,19 @@ class _QuietServer(ThreadingHTTPServer):
         # Clients that give up (timeouts, retries) reset their connections: not worth a traceback.
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
+
+
+def _has_length_limits(node: Any) -> bool:
+    """A string length cap, or an item cap too large for a grammar (llama.cpp expands both)."""
+    if isinstance(node, dict):
+        return (
+            "maxLength" in node
+            or node.get("maxItems", 0) > 16
+            or any(_has_length_limits(v) for v in node.values())
+        )
+    if isinstance(node, list):
+        return any(_has_length_limits(v) for v in node)
+    return False
 
 
 def _role(model: Any) -> str | None:

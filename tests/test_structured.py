@@ -10,6 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from drpo_agents.calls import arun_plan, run_plan
+from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.errors import StructuredOutputError, recoverable_errors
 from drpo_agents.schemas import AnswerEvaluation
 from drpo_agents.structured import extract_json, plan_structured
@@ -124,3 +125,30 @@ def test_a_body_that_is_not_json_is_a_recoverable_model_error() -> None:
     # openai raises json.JSONDecodeError, unretried, for a truncated or garbled response body.
     assert issubclass(json.JSONDecodeError, recoverable_errors())
     assert not issubclass(ValueError, recoverable_errors())
+
+
+@pytest.mark.parametrize("method", ["auto", "function_calling", "json_schema", "json_mode", "text"])
+def test_sandbox_models_answer_every_method_alike(method: StructuredOutputMethod) -> None:
+    # The text and json_mode methods append the schema as a last turn; the sandbox must still
+    # answer the request itself (it used to select aspects instead: "scores: Field required").
+    from drpo_agents.agents import Judge, PromptRewriter, RewriteCase
+    from drpo_agents.models.sandbox import sandbox_models
+
+    models = sandbox_models(0)
+    judge = Judge(models["judge"], method=method)
+    query, answer = "How do tides work?", "The moon pulls the water."
+    selection = run_plan(judge.plan_select_aspects(query))
+    scored = run_plan(judge.plan_score(query, answer, selection.value.selected_aspects))
+    cases = [RewriteCase(query=query, answer=answer, evaluation=scored.value)]
+    proposals = run_plan(
+        PromptRewriter(models["rewriter"], method=method).plan_propose("Be helpful.", cases, n=2)
+    )
+    expected = "function_calling" if method == "auto" else method
+    assert {selection.method, scored.method, proposals.method} == {expected}
+    outcome = (selection.value.selected_aspects, scored.value.reward, proposals.value.proposals)
+    reference = Judge(models["judge"], method="function_calling")
+    assert outcome[:2] == (
+        run_plan(reference.plan_select_aspects(query)).value.selected_aspects,
+        run_plan(reference.plan_score(query, answer, selection.value.selected_aspects)).value.reward,
+    )
+    assert len(outcome[2]) == 2

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
-from drpo_agents.aspects import AspectCatalog
+from drpo_agents.aspects import ASPECT_NAME_MAX, AspectCatalog
 from drpo_agents.calls import CallPlan, ParallelPlans, arun_plan, call_config, run_plan
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.errors import recoverable_errors
 from drpo_agents.prompts import render_prompt
 from drpo_agents.rewards import aggregate_jury, jury_disagreement
 from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection
-from drpo_agents.structured import StructuredResult, plan_structured
+from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured, provider_schema
 
 
 @dataclass
@@ -37,6 +38,17 @@ class JuryVerdict:
     messages: dict[str, list[AIMessage]] = field(default_factory=dict)  # usage key -> raw replies
 
 
+def scoring_schema(aspects: Sequence[str]) -> dict[str, Any]:
+    """The schema sent for scoring ``aspects``: each score names one of them, and there are at
+    least as many scores. A server that decodes under a grammar (llama.cpp, Ollama, vLLM) then
+    cannot invent aspect names or leave one out; replies are still validated locally."""
+    schema = provider_schema(AnswerEvaluation)
+    scores = schema["properties"]["scores"]
+    scores["items"]["properties"]["aspect"] = {"type": "string", "enum": list(dict.fromkeys(aspects))}
+    scores["minItems"] = len(set(aspects)) or 1
+    return schema
+
+
 class Judge:
     """Selects 2-5 aspects per query and scores answers 1-5 on them; the reward is the mean.
 
@@ -49,8 +61,9 @@ class Judge:
         jury_size: jurors in all when ``jury`` is empty: ``model`` is asked ``jury_size``
             times, each time with the aspects listed in a rotated order.
         catalog: aspects to choose from; the judge may still name a new one when none fits.
-        method: how structured output is obtained (see :func:`ainvoke_structured`).
+        method: how structured output is obtained (see :mod:`drpo_agents.structured`).
         max_retries: re-asks after an invalid or incomplete reply.
+        methods: the run's memory of the structured-output method each model accepted.
     """
 
     role = "judge"
@@ -66,8 +79,10 @@ class Judge:
         selection_model: BaseChatModel | None = None,
         jury: Sequence[BaseChatModel] = (),
         jury_size: int = 1,
+        methods: StructuredMethods | None = None,
     ) -> None:
         self.model = model
+        self.methods = methods
         self.selection_model = selection_model or model
         self.catalog = catalog or AspectCatalog.default()
         self.method: StructuredOutputMethod = method
@@ -87,6 +102,14 @@ class Judge:
         )
 
         def canonical_names(selection: AspectSelection) -> AspectSelection:
+            limit = ASPECT_NAME_MAX
+            bad = [n for n in selection.selected_aspects if not n.strip() or len(n) > limit]
+            if bad:
+                # A sentence is not an aspect name (weak models write one): re-asked, never a crash.
+                raise ValueError(
+                    f"aspect names must be short names (1-{limit} characters) from the catalog, "
+                    f"got {bad[0][:80]!r}"
+                )
             names = [self.catalog.resolve(n) or n for n in selection.selected_aspects]
             return selection.model_copy(update={"selected_aspects": list(dict.fromkeys(names))})
 
@@ -100,6 +123,7 @@ class Judge:
                 validate=canonical_names,
                 config=call_config(config, self.role, "select_aspects"),
                 prompts_dir=self.prompts_dir,
+                methods=self.methods,
             )
         )
 
@@ -144,6 +168,8 @@ class Judge:
                 validate=complete_and_ordered,
                 config=call_config(config, self.role, "score"),
                 prompts_dir=self.prompts_dir,
+                methods=self.methods,
+                wire_schema=scoring_schema(aspects),
             )
         )
 

@@ -16,7 +16,7 @@ from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.prompts import approx_tokens, render_prompt
 from drpo_agents.schemas import AnswerEvaluation, PromptProposal, PromptProposals
-from drpo_agents.structured import StructuredResult, plan_structured
+from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured
 
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
 _WORD = re.compile(r"\w+")
@@ -75,8 +75,10 @@ class PromptRewriter:
         method: StructuredOutputMethod = "auto",
         max_retries: int = 2,
         prompts_dir: Path | None = None,
+        methods: StructuredMethods | None = None,
     ) -> None:
         self.model = model
+        self.methods = methods
         self.max_bullets = max_bullets
         self.max_new_bullets = max_new_bullets
         self.max_prompt_tokens = max_prompt_tokens
@@ -172,6 +174,7 @@ class PromptRewriter:
                 validate=acceptable,
                 config=call_config(config, self.role, "rewrite_prompt"),
                 prompts_dir=self.prompts_dir,
+                methods=self.methods,
             )
         )
 

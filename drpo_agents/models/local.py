@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -403,6 +403,9 @@ class LocalChatModel(BaseChatModel):
         None, description="Bound tools as {'name', 'schema'}; replies are forced tool calls."
     )
     tool_choice: str | None = None
+    # drpo_agents.structured sends this model the pydantic schema with its limits: it caps the
+    # schema to its token budget itself (capped_schema), where remote models get no limits.
+    caps_structured_schema: ClassVar[bool] = True
 
     @property
     def _llm_type(self) -> str:

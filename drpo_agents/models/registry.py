@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 from langchain_core.language_models import BaseLanguageModel
@@ -11,6 +11,7 @@ from langchain_core.language_models import BaseLanguageModel
 from drpo_agents.errors import ConfigError
 
 Role = Literal["responder", "judge", "rewriter"]
+ModelT = TypeVar("ModelT")
 
 # Providers whose package and key can be checked before anything is built:
 # provider -> (module, pip package, environment variable holding the key).
@@ -151,6 +152,45 @@ def model_identity(model: BaseLanguageModel[Any]) -> str:
         identity += f"(seed={params['seed']}{knobs})"
     base_url = getattr(model, "openai_api_base", None)
     return f"{identity}@{base_url}" if base_url else identity
+
+
+def is_openai_client(model: object) -> bool:
+    """Whether ``model`` is langchain-openai's chat client (OpenAI or any compatible server)."""
+    try:
+        from langchain_openai.chat_models.base import BaseChatOpenAI
+    except ImportError:  # pragma: no cover - langchain-openai is a dependency
+        return False
+    return isinstance(model, BaseChatOpenAI)
+
+
+def custom_openai_endpoint(model: object) -> bool:
+    """Whether ``model`` is an OpenAI client pointed at another server (vLLM, Ollama, llama.cpp)."""
+    base_url = getattr(model, "openai_api_base", None)
+    return is_openai_client(model) and bool(base_url) and "api.openai.com" not in str(base_url)
+
+
+# Fields chat models use for their reply length: OpenAI/Anthropic/most, Google, Ollama.
+_OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_output_tokens", "num_predict")
+
+
+def with_output_limit(model: ModelT, max_tokens: int) -> ModelT:
+    """``model`` with a reply cap of ``max_tokens`` when it has none of its own.
+
+    A model whose own limit is set keeps it (e.g. the in-process llama.cpp model's 512); a
+    model without such a field (the sandbox, test doubles) is returned as is. An OpenAI client
+    pointed at another server also sends ``max_tokens`` in the body: langchain-openai renames it
+    ``max_completion_tokens``, which llama.cpp's server ignores (measured: a reply ran on past
+    the cap).
+    """
+    fields = getattr(type(model), "model_fields", {})
+    name = next((f for f in _OUTPUT_LIMIT_FIELDS if f in fields), None)
+    if name is None or getattr(model, name) is not None:
+        return model
+    update: dict[str, Any] = {name: max_tokens}
+    if custom_openai_endpoint(model):
+        update["extra_body"] = {"max_tokens": max_tokens, **(getattr(model, "extra_body", None) or {})}
+    copied: ModelT = model.model_copy(update=update)  # type: ignore[attr-defined]
+    return copied
 
 
 def model_notes(models: Mapping[str, BaseLanguageModel[Any]]) -> list[str]:

@@ -28,6 +28,7 @@ messages and the seed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -46,7 +47,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
-from drpo_agents.prompts import approx_tokens
+from drpo_agents.prompts import approx_tokens, render_prompt
 
 SANDBOX_NOTE = (
     "SIMULATION: the sandbox responder/judge/rewriter are deterministic heuristics for trying "
@@ -227,11 +228,20 @@ def _tag(text: str, name: str) -> str | None:
 _RETRY_TURN = "Your previous reply could not be used"
 
 
+@functools.cache
+def _format_turn() -> str:
+    """How the text/json_mode format turn (prompts/structured_output_format.md) starts."""
+    return render_prompt("structured_output_format", schema="\x00").split("\x00", 1)[0][:60]
+
+
 def _last_human(messages: Sequence[BaseMessage]) -> str:
-    # The request itself, not a re-ask turn: a re-asked sandbox model answers the original again.
+    # The request itself, not a re-ask turn nor the JSON format turn of the text and json_mode
+    # methods: a sandbox model answers the original request, in any structured-output method.
+    format_turn = _format_turn()
     for message in reversed(messages):
-        if isinstance(message, HumanMessage) and not str(message.content).startswith(_RETRY_TURN):
-            return str(message.content)
+        text = str(message.content)
+        if isinstance(message, HumanMessage) and not text.startswith((_RETRY_TURN, format_turn)):
+            return text
     return ""
 
 

@@ -49,7 +49,13 @@ from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.errors import ConfigError, DRPOError, recoverable_errors
 from drpo_agents.memory import Critique, CritiqueMemory
-from drpo_agents.models.registry import default_rewriter, model_identity, model_notes, resolve_model
+from drpo_agents.models.registry import (
+    default_rewriter,
+    model_identity,
+    model_notes,
+    resolve_model,
+    with_output_limit,
+)
 from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever, fit_icl_budget
 from drpo_agents.rewards import (
     SAFETY_ASPECT,
@@ -62,6 +68,7 @@ from drpo_agents.rewards import (
 )
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
 from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
+from drpo_agents.structured import METHOD_STEPS, StructuredMethods
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 
 ROOT_ID = "c0"
@@ -116,6 +123,7 @@ class _DRPOSearch:
         self.icl_examples = icl_examples
         self.models = models
         self.notes = notes
+        self.methods = judge.methods if judge.methods is not None else StructuredMethods()
 
     # -- bookkeeping nodes (no model calls) ---------------------------------------------------
 
@@ -658,6 +666,7 @@ class _DRPOSearch:
             gate_decisions=[GateDecision.model_validate(d) for d in state.get("gate_decisions", [])],
             search_best_candidate_id=state["beam"][0],
             review=state.get("review"),
+            structured_output_methods=dict(state.get("structured_methods", {})),
             notes=[*self.notes, f"stopped: {state.get('stop_reason', 'finished')}"],
         )
         return {"artifact": artifact.model_dump(mode="json")}
@@ -668,6 +677,7 @@ class _DRPOSearch:
         """Fan out this level's rewrites and aspect selections, or finish."""
         if state.get("stop_reason"):
             return "review" if self.config.review else "finalize"
+        self._recall_methods(state)
         sends = [
             Send("rewrite", self._rewrite_payload(state, parent_id, state["beam"].index(parent_id)))
             for parent_id in state.get("to_rewrite", [])
@@ -768,6 +778,7 @@ class _DRPOSearch:
             )
             return {
                 "usage": usage_of("judge", getattr(exc, "messages", [])),
+                "structured_methods": self._methods_used("judge"),
                 "aspect_cache": {task["query_id"]: {**fallback.model_dump(), "fallback": True}},
                 "failures": [
                     {
@@ -783,7 +794,11 @@ class _DRPOSearch:
         if missing:
             selection["selected_aspects"] = [*selection["selected_aspects"][: 5 - len(missing)], *missing]
             selection["required"] = missing
-        return {"aspect_cache": {task["query_id"]: selection}, "usage": usage_of("judge", result.messages)}
+        return {
+            "aspect_cache": {task["query_id"]: selection},
+            "usage": usage_of("judge", result.messages),
+            "structured_methods": {"judge": result.method},
+        }
 
     def plan_rewrite(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
         """Ask the rewriter for ``n_actions`` children of one beam candidate."""
@@ -809,6 +824,7 @@ class _DRPOSearch:
         except recoverable_errors() as exc:
             return {
                 "usage": usage_of("rewriter", getattr(exc, "messages", [])),
+                "structured_methods": self._methods_used("rewriter"),
                 "failures": [
                     {
                         "step": "rewrite",
@@ -836,7 +852,12 @@ class _DRPOSearch:
             {"step": "rewrite", "level": task["level"], "candidate_id": task["parent_id"], "error": reason}
             for reason in result.value.rejected
         ]
-        return {"candidates": children, "usage": usage_of("rewriter", result.messages), "failures": dropped}
+        return {
+            "candidates": children,
+            "usage": usage_of("rewriter", result.messages),
+            "failures": dropped,
+            "structured_methods": {"rewriter": result.method},
+        }
 
     def plan_evaluate(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
         """Answer one training query under one candidate prompt and judge the answer."""
@@ -871,7 +892,11 @@ class _DRPOSearch:
             # A judge reply that was finally rejected was still paid for.
             role = "judge" if record["answer"] else "responder"
             usage = merge_usage(usage, usage_of(role, getattr(exc, "messages", [])))
-            return {"evaluations": [record], "usage": usage}
+            return {
+                "evaluations": [record],
+                "usage": usage,
+                "structured_methods": self._methods_used("judge"),
+            }
         for key, messages in verdict.messages.items():
             usage = merge_usage(usage, usage_of(key, messages))
         record["scores"] = [s.model_dump() for s in verdict.evaluation.scores]
@@ -880,7 +905,7 @@ class _DRPOSearch:
             record["jury"] = [[s.model_dump() for s in j.scores] if j else [] for j in verdict.jurors]
             record["jury_errors"] = verdict.errors
             record["disagreement"] = verdict.disagreement
-        return {"evaluations": [record], "usage": usage}
+        return {"evaluations": [record], "usage": usage, "structured_methods": self._methods_used("judge")}
 
     # -- memory recall (run through the call drivers: off the event loop under ainvoke, traced) --
 
@@ -917,6 +942,29 @@ class _DRPOSearch:
         return others[: self.config.memory_k]
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _agent_of(self, role: str) -> Judge | PromptRewriter:
+        return self.judge if role == "judge" else self.rewriter
+
+    def _methods_used(self, *roles: str) -> dict[str, str]:
+        """The structured-output method of each role, as far as known (forced, or discovered)."""
+        used: dict[str, str] = {}
+        for role in roles:
+            agent = self._agent_of(role)
+            label = agent.method if agent.method != "auto" else self.methods.label(agent.model)
+            if label:
+                used[role] = label
+        return used
+
+    def _recall_methods(self, state: DRPOState) -> None:
+        """Seed the method memory from the checkpoint, so a resumed run does not rediscover what
+        the run found before (tasks restored mid-level may still rediscover: harmless)."""
+        for role, label in (state.get("structured_methods") or {}).items():
+            if role not in ("judge", "rewriter"):
+                continue
+            agent = self._agent_of(role)
+            if agent.method == "auto" and label in METHOD_STEPS and self.methods.get(agent.model) is None:
+                self.methods.remember(agent.model, label)
 
     def _batch(self, state: DRPOState) -> list[dict[str, str]]:
         """The queries of the current level (or the validation queries during validation)."""
@@ -1056,6 +1104,13 @@ def create_drpo_graph(
     # The rewriter defaults to the judge's model (for a string, that model built for the rewriter role).
     rewriter_model = resolve_model(rewriter if rewriter is not None else default_rewriter(judge), "rewriter")
     jury_models = [resolve_model(m, "judge") for m in jury]
+    # Every role gets a reply cap (models with their own limit keep it): no call runs to the
+    # end of a server's context.
+    limits = cfg.role_max_tokens
+    responder_model = with_output_limit(responder_model, limits["responder"])
+    judge_model = with_output_limit(judge_model, limits["judge"])
+    rewriter_model = with_output_limit(rewriter_model, limits["rewriter"])
+    jury_models = [with_output_limit(m, limits["judge"]) for m in jury_models]
     if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
         raise TypeError("the judge and the rewriter must be chat models")
     if not all(isinstance(m, BaseChatModel) for m in jury_models):
@@ -1065,6 +1120,9 @@ def create_drpo_graph(
             f"jury_size={cfg.jury_size} but {len(jury_models) + 1} judges were given (the judge and "
             f"{len(jury_models)} jurors); leave jury_size at 1 or make them agree"
         )
+    # The structured-output methods each endpoint accepts, discovered once per graph (see
+    # drpo_agents.structured); the ICL stage shares it.
+    methods = StructuredMethods()
     examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
     identities = {
         "responder": model_identity(responder_model),
@@ -1092,21 +1150,23 @@ def create_drpo_graph(
         judge=Judge(
             judge_model,
             catalog=aspects,
-            method=cfg.structured_output_method,
+            method=cfg.structured_output_for("judge"),
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,
             selection_model=selection_model,
             jury=[m for m in jury_models if isinstance(m, BaseChatModel)],
             jury_size=cfg.jury_size,
+            methods=methods,
         ),
         rewriter=PromptRewriter(
             rewriter_model,
             max_bullets=cfg.max_bullets,
             max_new_bullets=cfg.max_new_bullets,
             max_prompt_tokens=cfg.max_prompt_tokens,
-            method=cfg.structured_output_method,
+            method=cfg.structured_output_for("rewriter"),
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,
+            methods=methods,
         ),
         config=cfg,
         icl_examples=examples,
@@ -1146,6 +1206,7 @@ def create_drpo_graph(
             rewriter_model,
             config=ICLStageConfig.from_drpo_config(cfg, num_iters=cfg.icl_iters),
             aspects=aspects,
+            methods=methods,
         ).compile(name="drpo_icl_stage")
         graph.add_node("icl_stage", icl_stage)
         graph.add_edge("prepare", "icl_stage")

@@ -23,6 +23,11 @@ def merge_records(
     return merged
 
 
+def merge_labels(left: Mapping[str, str] | None, right: Mapping[str, str] | None) -> dict[str, str]:
+    """Reducer for role -> label maps: the latest label of a role wins."""
+    return {**(left or {}), **(right or {})}
+
+
 class DRPOInput(TypedDict, total=False):
     """What a run starts from.
 
@@ -64,6 +69,7 @@ class DRPOState(DRPOInput, total=False):
     levels: Annotated[list[dict[str, Any]], operator.add]
     failures: Annotated[list[dict[str, Any]], operator.add]
     usage: Annotated[UsageByRole, merge_usage]
+    structured_methods: Annotated[dict[str, str], merge_labels]  # role -> structured-output method
     artifact: dict[str, Any]
     optimized_icl_examples: list[dict[str, Any]]  # written by the ICL stage
     icl_records: list[dict[str, Any]]  # per-example rounds of the ICL stage
