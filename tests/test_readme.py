@@ -12,7 +12,6 @@ import subprocess
 import tomllib
 from typing import Any
 
-import click
 import pytest
 import typer
 
@@ -35,14 +34,15 @@ def _steps(command: str) -> list[list[str]]:
     return [shlex.split(step) for step in command.split("&&")]
 
 
-def _parse_drpo(args: list[str]) -> click.Context:
-    """Parse ``drpo ARGS`` with the real CLI's parser, without running the command."""
-    group = typer.main.get_command(app)
-    assert isinstance(group, click.Group)
-    parent = group.make_context("drpo", list(args))
-    name, sub, rest = group.resolve_command(parent, parent.protected_args + parent.args)
+def _parse_drpo(args: list[str]) -> Any:
+    """Parse ``drpo ARGS`` with the real CLI's parser, without running the command (returns the
+    subcommand's context; an unknown option or a bad value raises)."""
+    group: Any = typer.main.get_command(app)  # typer's (vendored) click group
+    name, *rest = args
+    parent = group.make_context("drpo", [name])
+    sub = group.get_command(parent, name)
     assert sub is not None, f"no drpo command {name!r}"
-    return sub.make_context(name or "", rest, parent=parent)
+    return sub.make_context(name, rest, parent=parent)
 
 
 def _extras() -> set[str]:
