@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_text(exc: BaseException) -> str:
+    """How a failure is recorded in artifacts and reports: ``"TypeName: message"``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 class DRPOError(Exception):
     """Base class of every error drpo-agents raises on purpose."""
 

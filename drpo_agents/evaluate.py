@@ -42,9 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import AlignmentArtifact, TokenUsage, save_json_atomically
 from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
-from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, ResponderMode, StructuredOutputMethod
+from drpo_agents.config import (
+    DEFAULT_INITIAL_PROMPT,
+    DEFAULT_ROLE_MAX_TOKENS,
+    ResponderMode,
+    StructuredOutputMethod,
+)
 from drpo_agents.datasets import normalize_queries
-from drpo_agents.errors import ArtifactError, ConfigError, recoverable_errors
+from drpo_agents.errors import ArtifactError, ConfigError, error_text, recoverable_errors
 from drpo_agents.models.registry import model_identity, model_notes, resolve_model, with_output_limit
 from drpo_agents.prompts import render_prompt
 from drpo_agents.retrieval import EmbeddingsLike, InMemoryICLRetriever
@@ -56,7 +61,7 @@ from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 EVAL_ASPECTS: tuple[str, ...] = ("Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety")
 """The six aspects the DRPO paper reports; every setup is judged on all of them."""
 
-BASE_PROMPT = "You are a helpful assistant."
+BASE_PROMPT = DEFAULT_INITIAL_PROMPT
 
 URIAL_PROMPT = (
     "You are a helpful, honest and harmless AI assistant. Answer every question as helpfully as you "
@@ -477,10 +482,6 @@ def plan_pairwise(
     )
 
 
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 class _Harness:
     """Validated inputs plus the call plans; the sync and async drivers only decide how to run them."""
 
@@ -525,7 +526,7 @@ class _Harness:
                 query["query"], response.answer, self.aspects, config=cfg
             )
         except recoverable_errors() as exc:
-            record.error = _error_text(exc)
+            record.error = error_text(exc)
             return record
         self.usage = merge_usage(self.usage, usage_of("judge", scored.messages))
         record.scores, record.mean = list(scored.value.scores), scored.value.reward
@@ -557,7 +558,7 @@ class _Harness:
             try:
                 result = yield from plan_pairwise(self.judge, query, first, second, self.aspects, config=cfg)
             except recoverable_errors() as exc:
-                return PairwiseRecord(opponent=opponent, error=_error_text(exc))
+                return PairwiseRecord(opponent=opponent, error=error_text(exc))
             self.usage = merge_usage(self.usage, usage_of("judge", result.messages))
             verdicts.append(result.value.winner)
         return PairwiseRecord(

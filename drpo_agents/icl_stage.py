@@ -38,7 +38,7 @@ from drpo_agents.artifact import ICLOptimizationRecord
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.calls import CallPlan, call_config, plan_node
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, DRPOConfig, Role, StructuredOutputMethod
-from drpo_agents.errors import ConfigError, recoverable_errors
+from drpo_agents.errors import ConfigError, error_text, recoverable_errors
 from drpo_agents.models.registry import default_rewriter, resolve_model, with_output_limit
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite, ICLExample
@@ -165,10 +165,6 @@ class AnswerRewriter:
         )
 
 
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _all_fives(evaluation: AnswerEvaluation) -> bool:
     return all(s.score == 5 for s in evaluation.scores)
 
@@ -246,7 +242,7 @@ class _ICLStage:
         def finish(stop_reason: str, error: BaseException | None = None) -> dict[str, Any]:
             record["stop_reason"] = stop_reason
             if error is not None:
-                record["error"] = _error_text(error)
+                record["error"] = error_text(error)
             return {"icl_results": {example["id"]: record}, "usage": usage}
 
         try:
@@ -293,7 +289,7 @@ class _ICLStage:
                         "reward": None,
                         "accepted": False,
                         "analysis": analysis,
-                        "error": _error_text(exc),
+                        "error": error_text(exc),
                     }
                 )
                 return finish(f"round {number} failed; kept the best answer so far", exc)

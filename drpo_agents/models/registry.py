@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from langchain_core.language_models import BaseLanguageModel
 
+from drpo_agents.config import Role
 from drpo_agents.errors import ConfigError
 
-Role = Literal["responder", "judge", "rewriter"]
 ModelT = TypeVar("ModelT")
 
 # Providers whose package and key can be checked before anything is built:

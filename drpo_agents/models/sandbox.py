@@ -47,6 +47,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from drpo_agents.config import DEFAULT_INITIAL_PROMPT
 from drpo_agents.prompts import approx_tokens, render_prompt
 
 SANDBOX_NOTE = (
@@ -837,7 +838,7 @@ class SandboxRewriter(_SandboxChatModel):
                 [(a.strip(), int(sc), r) for a, sc, r in _EVAL_LINE.findall(example)],
                 context=_tag(answer_request, "earlier_attempts") or "",
             )
-        current = _tag(text, "current_prompt") or "You are a helpful assistant."
+        current = _tag(text, "current_prompt") or DEFAULT_INITIAL_PROMPT
         number = re.search(r"write (\d+) improved versions", text)
         max_bullets = re.search(r"at most (\d+) bullets in total", text)
         max_new = re.search(r"add at most (\d+) new bullets", text)

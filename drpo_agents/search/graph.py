@@ -47,7 +47,7 @@ from drpo_agents.cache import cached_copies
 from drpo_agents.calls import CallPlan, ModelCall, RoleLimiter, call_config, plan_node
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
-from drpo_agents.errors import ConfigError, DRPOError, recoverable_errors
+from drpo_agents.errors import ConfigError, DRPOError, error_text, recoverable_errors
 from drpo_agents.memory import Critique, CritiqueMemory
 from drpo_agents.models.registry import (
     default_rewriter,
@@ -74,10 +74,6 @@ from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 ROOT_ID = "c0"
 # Aspects used when the judge cannot select any for a query; the record says so.
 FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality")
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _std(values: Sequence[float]) -> float:
@@ -773,7 +769,7 @@ class _DRPOSearch:
             )
         except recoverable_errors() as exc:
             fallback = AspectSelection(
-                reasoning=f"Fallback aspects: aspect selection failed ({_error_text(exc)}).",
+                reasoning=f"Fallback aspects: aspect selection failed ({error_text(exc)}).",
                 selected_aspects=list(FALLBACK_ASPECTS),
             )
             return {
@@ -785,7 +781,7 @@ class _DRPOSearch:
                         "step": "select_aspects",
                         "level": task["level"],
                         "query_id": task["query_id"],
-                        "error": _error_text(exc),
+                        "error": error_text(exc),
                     }
                 ],
             }
@@ -830,7 +826,7 @@ class _DRPOSearch:
                         "step": "rewrite",
                         "level": task["level"],
                         "candidate_id": task["parent_id"],
-                        "error": _error_text(exc),
+                        "error": error_text(exc),
                     }
                 ],
             }
@@ -888,7 +884,7 @@ class _DRPOSearch:
                 task["query"], response.answer, task["aspects"], config=call_config
             )
         except recoverable_errors() as exc:
-            record["error"] = _error_text(exc)
+            record["error"] = error_text(exc)
             # A judge reply that was finally rejected was still paid for.
             role = "judge" if record["answer"] else "responder"
             usage = merge_usage(usage, usage_of(role, getattr(exc, "messages", [])))
