@@ -4,13 +4,8 @@ For each seed example (query, answer) the judge selects the aspects that matter 
 and scores the answer on them; the rewriter rewrites the *answer* from that critique; the judge
 scores the rewrite; up to ``num_iters`` rounds, stopping early once every aspect scores 5.
 
-Keeping the best answer: the original answer is the initial best, and a rewrite replaces the
-best only when its mean score is *strictly* higher. (The reference implementation replaced on
-``>=``; with a judge that ties often, that lets an equally-scored rewrite drift away from a
-hand-written answer for no measured gain.) Each round rewrites the current best answer from
-its own critique; rewrites that did not win are summarised in the next request so the
-rewriter tries something different. A failed call (see :func:`~drpo_agents.errors.recoverable_errors`)
-ends that example's rounds, is recorded, and keeps the best answer so far (at worst, the original).
+A rewrite replaces the best answer only when it scores strictly higher, and a failed call keeps
+the best answer so far: see :mod:`drpo_agents.icl_example`, the per-example plan.
 
 The stage is a LangGraph ``StateGraph`` (:func:`create_icl_stage_graph`): one ``Send`` task per
 example, so examples run in parallel and a checkpointed run resumes only unfinished examples.
@@ -25,26 +20,24 @@ from typing import Annotated, Any, Required, cast
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import TypedDict
 
-from drpo_agents.agents import Judge
-from drpo_agents.agents.rewriter import format_evaluation
+from drpo_agents.agents import AnswerRewriter, Judge
 from drpo_agents.artifact import ICLOptimizationRecord
 from drpo_agents.aspects import AspectCatalog
-from drpo_agents.calls import CallPlan, call_config, plan_node
+from drpo_agents.calls import CallPlan, plan_node
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, DRPOConfig, Role, StructuredOutputMethod
-from drpo_agents.errors import ConfigError, error_text, recoverable_errors
+from drpo_agents.errors import ConfigError
+from drpo_agents.icl_example import plan_optimize_example
 from drpo_agents.models.registry import default_rewriter, resolve_model, with_output_limit
-from drpo_agents.prompts import render_prompt
-from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite, ICLExample
+from drpo_agents.schemas import ICLExample
 from drpo_agents.search.state import merge_records
-from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured
-from drpo_agents.usage import UsageByRole, merge_usage, usage_of
+from drpo_agents.structured import StructuredMethods
+from drpo_agents.usage import UsageByRole, merge_usage
 
 
 class ICLStageConfig(BaseModel):
@@ -103,77 +96,6 @@ class ICLStageOutput(TypedDict, total=False):
     usage: UsageByRole
 
 
-class AnswerRewriter:
-    """Rewrites an ICL example's answer from its critique (one improved answer per call).
-
-    A reply that repeats the current answer unchanged is re-asked with that reason.
-    """
-
-    role = "rewriter"
-
-    def __init__(
-        self,
-        model: BaseChatModel,
-        *,
-        method: StructuredOutputMethod = "auto",
-        max_retries: int = 2,
-        prompts_dir: Path | None = None,
-        methods: StructuredMethods | None = None,
-    ) -> None:
-        self.model = model
-        self.methods = methods
-        self.method: StructuredOutputMethod = method
-        self.max_retries = max_retries
-        self.prompts_dir = prompts_dir
-
-    def plan_rewrite(
-        self,
-        query: str,
-        answer: str,
-        evaluation: AnswerEvaluation,
-        *,
-        earlier_attempts: Sequence[str] = (),
-        config: RunnableConfig | None = None,
-    ) -> CallPlan[StructuredResult[AnswerRewrite]]:
-        """A better answer to ``query`` than ``answer``, given the judge's ``evaluation`` (a call plan)."""
-        prompt = render_prompt(
-            "icl_answer_rewrite",
-            self.prompts_dir,
-            query=query,
-            answer=answer,
-            evaluation=format_evaluation(evaluation),
-            earlier_attempts="\n".join(f"- {a}" for a in earlier_attempts) or "(none)",
-        )
-
-        def changed(rewrite: AnswerRewrite) -> AnswerRewrite:
-            if rewrite.new_answer.strip() == answer.strip():
-                raise ValueError("new_answer repeats the current answer unchanged")
-            return rewrite
-
-        return (
-            yield from plan_structured(
-                self.model,
-                AnswerRewrite,
-                [SystemMessage(render_prompt("icl_rewriter_system", self.prompts_dir)), HumanMessage(prompt)],
-                method=self.method,
-                max_retries=self.max_retries,
-                validate=changed,
-                config=call_config(config, self.role, "rewrite_icl_answer"),
-                prompts_dir=self.prompts_dir,
-                methods=self.methods,
-            )
-        )
-
-
-def _all_fives(evaluation: AnswerEvaluation) -> bool:
-    return all(s.score == 5 for s in evaluation.scores)
-
-
-def _weakest(evaluation: AnswerEvaluation) -> str:
-    low = min(s.score for s in evaluation.scores)
-    return ", ".join(f"{s.aspect} {s.score}/5" for s in evaluation.scores if s.score == low)
-
-
 class _ICLStage:
     """The agents plus the config; its methods are the subgraph's nodes and router."""
 
@@ -217,108 +139,12 @@ class _ICLStage:
         return {"optimized_icl_examples": examples, "icl_records": records}
 
     def plan_optimize_example(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
-        """Select aspects, score, then rewrite-and-rescore up to ``num_iters`` times; keep the best."""
+        """The ``icl_optimize_example`` node: one example's rounds, merged into ``icl_results``."""
         example = task["example"]
-        query, original = example["query"], example["answer"]
-        record: dict[str, Any] = {
-            "example_id": example["id"],
-            "query": query,
-            "aspects": [],
-            "original_answer": original,
-            "final_answer": original,
-            "best_round": 0,
-            "initial_reward": None,
-            "best_reward": None,
-            "rounds": [],
-            "stop_reason": "",
-            "error": None,
-        }
-        usage: UsageByRole = {}
-        cfg = cast(
-            RunnableConfig,
-            {**config, "metadata": {**config.get("metadata", {}), "drpo_icl_example_id": example["id"]}},
+        record, usage = yield from plan_optimize_example(
+            self.judge, self.rewriter, example, num_iters=self.config.num_iters, config=config
         )
-
-        def finish(stop_reason: str, error: BaseException | None = None) -> dict[str, Any]:
-            record["stop_reason"] = stop_reason
-            if error is not None:
-                record["error"] = error_text(error)
-            return {"icl_results": {example["id"]: record}, "usage": usage}
-
-        try:
-            selection = yield from self.judge.plan_select_aspects(query, config=cfg)
-            usage = merge_usage(usage, usage_of("judge", selection.messages))
-            aspects = selection.value.selected_aspects
-            record["aspects"] = list(aspects)
-            scored = yield from self.judge.plan_score(query, original, aspects, config=cfg)
-        except recoverable_errors() as exc:
-            # Without a score of the original nothing can be compared: keep it unchanged.
-            return finish("the original answer could not be judged", exc)
-        usage = merge_usage(usage, usage_of("judge", scored.messages))
-        best_answer, best = original, scored.value
-        record["initial_reward"] = record["best_reward"] = best.reward
-        record["rounds"].append(
-            {
-                "round": 0,
-                "answer": original,
-                "scores": [s.model_dump() for s in best.scores],
-                "reward": best.reward,
-                "accepted": True,
-                "analysis": "The original answer.",
-                "error": None,
-            }
-        )
-        earlier: list[str] = []
-        for number in range(1, self.config.num_iters + 1):
-            if _all_fives(best):
-                break
-            new_answer, analysis = "", ""
-            try:
-                rewrite = yield from self.rewriter.plan_rewrite(
-                    query, best_answer, best, earlier_attempts=earlier, config=cfg
-                )
-                usage = merge_usage(usage, usage_of("rewriter", rewrite.messages))
-                new_answer, analysis = rewrite.value.new_answer, rewrite.value.analysis
-                rescored = yield from self.judge.plan_score(query, new_answer, aspects, config=cfg)
-            except recoverable_errors() as exc:
-                record["rounds"].append(
-                    {
-                        "round": number,
-                        "answer": new_answer,
-                        "scores": [],
-                        "reward": None,
-                        "accepted": False,
-                        "analysis": analysis,
-                        "error": error_text(exc),
-                    }
-                )
-                return finish(f"round {number} failed; kept the best answer so far", exc)
-            usage = merge_usage(usage, usage_of("judge", rescored.messages))
-            evaluation = rescored.value
-            accepted = evaluation.reward > best.reward  # strictly better: ties keep the current best
-            record["rounds"].append(
-                {
-                    "round": number,
-                    "answer": new_answer,
-                    "scores": [s.model_dump() for s in evaluation.scores],
-                    "reward": evaluation.reward,
-                    "accepted": accepted,
-                    "analysis": analysis,
-                    "error": None,
-                }
-            )
-            if accepted:
-                best_answer, best = new_answer, evaluation
-                record.update(final_answer=new_answer, best_round=number, best_reward=evaluation.reward)
-                earlier = []  # a new answer to improve: earlier attempts were at the old one
-            else:
-                earlier.append(
-                    f"attempt {number} scored {evaluation.reward:.2f}/5, not above the current "
-                    f"{best.reward:.2f}/5 (its weakest: {_weakest(evaluation)})"
-                )
-        if _all_fives(best):
-            return finish("every aspect scored 5")
-        return finish(f"ran {self.config.num_iters} round(s)")
+        return {"icl_results": {example["id"]: record}, "usage": usage}
 
 
 def create_icl_stage_graph(

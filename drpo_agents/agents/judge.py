@@ -1,41 +1,22 @@
-"""The dynamic-reward judge: picks the aspects that matter for a query, then scores an answer on them."""
+"""The dynamic-reward judge: picks the aspects that matter for a query, scores an answer on them, compares two."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
+from drpo_agents.agents.jury import JuryVerdict, combine_jurors
 from drpo_agents.aspects import ASPECT_NAME_MAX, AspectCatalog
 from drpo_agents.calls import CallPlan, ParallelPlans, arun_plan, call_config, run_plan
 from drpo_agents.config import StructuredOutputMethod
-from drpo_agents.errors import recoverable_errors
 from drpo_agents.prompts import render_prompt
-from drpo_agents.rewards import aggregate_jury, jury_disagreement
-from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection
+from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection, PairwiseVerdict
 from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured, provider_schema
-
-
-@dataclass
-class JuryVerdict:
-    """A jury's judgement of one answer.
-
-    ``evaluation`` shows each aspect's median score (a half-point median rounded down, so the
-    rewriter sees the weakness) with the rationale of a juror at the median; ``reward`` is the
-    mean of the exact medians. ``jurors`` holds each juror's own evaluation (None if it failed).
-    """
-
-    evaluation: AnswerEvaluation
-    reward: float
-    jurors: list[AnswerEvaluation | None]
-    errors: list[str | None]
-    disagreement: float | None
-    messages: dict[str, list[AIMessage]] = field(default_factory=dict)  # usage key -> raw replies
 
 
 def scoring_schema(aspects: Sequence[str]) -> dict[str, Any]:
@@ -51,6 +32,8 @@ def scoring_schema(aspects: Sequence[str]) -> dict[str, Any]:
 
 class Judge:
     """Selects 2-5 aspects per query and scores answers 1-5 on them; the reward is the mean.
+
+    The evaluation harness also asks it which of two answers is better (:meth:`plan_pairwise`).
 
     Args:
         model: the judge chat model (a strong one: the search is only as good as its reward).
@@ -210,43 +193,38 @@ class Judge:
             )
         # The jurors are independent: they run concurrently under ainvoke.
         outcomes = yield ParallelPlans(plans)
-        jurors: list[AnswerEvaluation | None] = []
-        errors: list[str | None] = []
-        messages: dict[str, list[AIMessage]] = {}
-        last_error: BaseException | None = None
-        for index, (juror, outcome) in enumerate(zip(self.jurors, outcomes, strict=True)):
-            usage_key = "judge" if index == 0 or juror is self.model else "jury"
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, recoverable_errors()):
-                    raise outcome  # our own errors and graph interrupts are not a juror's failure
-                messages.setdefault(usage_key, []).extend(getattr(outcome, "messages", []))
-                jurors.append(None)
-                errors.append(f"{type(outcome).__name__}: {outcome}")
-                last_error = outcome
-                continue
-            messages.setdefault(usage_key, []).extend(outcome.messages)
-            by_name = {s.aspect.casefold(): s for s in outcome.value.scores}
-            jurors.append(AnswerEvaluation(scores=[by_name[a.casefold()] for a in ordered]))
-            errors.append(None)
-        done = [j for j in jurors if j is not None]
-        if not done:
-            assert last_error is not None
-            last_error.messages = [m for ms in messages.values() for m in ms]  # type: ignore[attr-defined]
-            raise last_error
-        if len(done) == 1:
-            evaluation = done[0]
-            return JuryVerdict(evaluation, evaluation.reward, jurors, errors, None, messages)
-        verdicts = [{s.aspect: float(s.score) for s in j.scores} for j in done]
-        medians = aggregate_jury(verdicts)
-        scores = []
-        for aspect, median in medians.items():
-            # The rationale of the juror closest to the median explains the aggregated score.
-            closest = min(done, key=lambda j: abs((j.score_of(aspect) or 0) - median))
-            source = next(s for s in closest.scores if s.aspect == aspect)
-            scores.append(source.model_copy(update={"score": int(median)}))
-        reward = sum(medians.values()) / len(medians)
-        return JuryVerdict(
-            AnswerEvaluation(scores=scores), reward, jurors, errors, jury_disagreement(verdicts), messages
+        return combine_jurors(self.model, self.jurors, outcomes, ordered)
+
+    def plan_pairwise(
+        self,
+        query: str,
+        answer_a: str,
+        answer_b: str,
+        aspects: Sequence[str],
+        *,
+        config: RunnableConfig | None = None,
+    ) -> CallPlan[StructuredResult[PairwiseVerdict]]:
+        """Which of two answers to ``query`` is better on ``aspects``, or a tie (a call plan; one
+        order only: the caller swaps the positions to detect position bias)."""
+        prompt = render_prompt(
+            "pairwise_judgement",
+            self.prompts_dir,
+            query=query,
+            answer_a=answer_a or "(empty answer)",
+            answer_b=answer_b or "(empty answer)",
+            aspects=self.catalog.describe(aspects),
+        )
+        return (
+            yield from plan_structured(
+                self.model,
+                PairwiseVerdict,
+                [self._system(), HumanMessage(prompt)],
+                method=self.method,
+                max_retries=self.max_retries,
+                config=call_config(config, self.role, "pairwise"),
+                prompts_dir=self.prompts_dir,
+                methods=self.methods,
+            )
         )
 
     def select_aspects(self, query: str, *, config: RunnableConfig | None = None) -> AspectSelection:

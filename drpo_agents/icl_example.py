@@ -1,0 +1,146 @@
+"""One ICL example's optimisation: score its answer, rewrite it from the critique, keep the best.
+
+The original answer is the initial best, and a rewrite replaces the best only when its mean
+score is *strictly* higher. (The reference implementation replaced on ``>=``; with a judge that
+ties often, that lets an equally-scored rewrite drift away from a hand-written answer for no
+measured gain.) Each round rewrites the current best answer from its own critique; rewrites
+that did not win are summarised in the next request so the rewriter tries something different.
+A failed call (see :func:`~drpo_agents.errors.recoverable_errors`) ends the example's rounds, is
+recorded, and keeps the best answer so far (at worst, the original).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+
+from drpo_agents.agents import AnswerRewriter, Judge
+from drpo_agents.calls import CallPlan
+from drpo_agents.errors import error_text, recoverable_errors
+from drpo_agents.schemas import AnswerEvaluation
+from drpo_agents.usage import UsageByRole, merge_usage, usage_of
+
+
+def _all_fives(evaluation: AnswerEvaluation) -> bool:
+    return all(s.score == 5 for s in evaluation.scores)
+
+
+def _weakest(evaluation: AnswerEvaluation) -> str:
+    low = min(s.score for s in evaluation.scores)
+    return ", ".join(f"{s.aspect} {s.score}/5" for s in evaluation.scores if s.score == low)
+
+
+def plan_optimize_example(
+    judge: Judge,
+    rewriter: AnswerRewriter,
+    example: dict[str, str],
+    *,
+    num_iters: int,
+    config: RunnableConfig,
+) -> CallPlan[tuple[dict[str, Any], UsageByRole]]:
+    """Select aspects, score, then rewrite-and-rescore up to ``num_iters`` times; keep the best.
+
+    ``example`` is ``{"id", "query", "answer"}``. Returns the example's
+    :class:`~drpo_agents.artifact.ICLOptimizationRecord` as a dict, and the usage of its calls.
+    """
+    query, original = example["query"], example["answer"]
+    record: dict[str, Any] = {
+        "example_id": example["id"],
+        "query": query,
+        "aspects": [],
+        "original_answer": original,
+        "final_answer": original,
+        "best_round": 0,
+        "initial_reward": None,
+        "best_reward": None,
+        "rounds": [],
+        "stop_reason": "",
+        "error": None,
+    }
+    usage: UsageByRole = {}
+    cfg = cast(
+        RunnableConfig,
+        {**config, "metadata": {**config.get("metadata", {}), "drpo_icl_example_id": example["id"]}},
+    )
+
+    def finish(stop_reason: str, error: BaseException | None = None) -> tuple[dict[str, Any], UsageByRole]:
+        record["stop_reason"] = stop_reason
+        if error is not None:
+            record["error"] = error_text(error)
+        return record, usage
+
+    try:
+        selection = yield from judge.plan_select_aspects(query, config=cfg)
+        usage = merge_usage(usage, usage_of("judge", selection.messages))
+        aspects = selection.value.selected_aspects
+        record["aspects"] = list(aspects)
+        scored = yield from judge.plan_score(query, original, aspects, config=cfg)
+    except recoverable_errors() as exc:
+        # Without a score of the original nothing can be compared: keep it unchanged.
+        return finish("the original answer could not be judged", exc)
+    usage = merge_usage(usage, usage_of("judge", scored.messages))
+    best_answer, best = original, scored.value
+    record["initial_reward"] = record["best_reward"] = best.reward
+    record["rounds"].append(
+        {
+            "round": 0,
+            "answer": original,
+            "scores": [s.model_dump() for s in best.scores],
+            "reward": best.reward,
+            "accepted": True,
+            "analysis": "The original answer.",
+            "error": None,
+        }
+    )
+    earlier: list[str] = []
+    for number in range(1, num_iters + 1):
+        if _all_fives(best):
+            break
+        new_answer, analysis = "", ""
+        try:
+            rewrite = yield from rewriter.plan_rewrite(
+                query, best_answer, best, earlier_attempts=earlier, config=cfg
+            )
+            usage = merge_usage(usage, usage_of("rewriter", rewrite.messages))
+            new_answer, analysis = rewrite.value.new_answer, rewrite.value.analysis
+            rescored = yield from judge.plan_score(query, new_answer, aspects, config=cfg)
+        except recoverable_errors() as exc:
+            record["rounds"].append(
+                {
+                    "round": number,
+                    "answer": new_answer,
+                    "scores": [],
+                    "reward": None,
+                    "accepted": False,
+                    "analysis": analysis,
+                    "error": error_text(exc),
+                }
+            )
+            return finish(f"round {number} failed; kept the best answer so far", exc)
+        usage = merge_usage(usage, usage_of("judge", rescored.messages))
+        evaluation = rescored.value
+        accepted = evaluation.reward > best.reward  # strictly better: ties keep the current best
+        record["rounds"].append(
+            {
+                "round": number,
+                "answer": new_answer,
+                "scores": [s.model_dump() for s in evaluation.scores],
+                "reward": evaluation.reward,
+                "accepted": accepted,
+                "analysis": analysis,
+                "error": None,
+            }
+        )
+        if accepted:
+            best_answer, best = new_answer, evaluation
+            record.update(final_answer=new_answer, best_round=number, best_reward=evaluation.reward)
+            earlier = []  # a new answer to improve: earlier attempts were at the old one
+        else:
+            earlier.append(
+                f"attempt {number} scored {evaluation.reward:.2f}/5, not above the current "
+                f"{best.reward:.2f}/5 (its weakest: {_weakest(evaluation)})"
+            )
+    if _all_fives(best):
+        return finish("every aspect scored 5")
+    return finish(f"ran {num_iters} round(s)")
