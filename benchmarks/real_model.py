@@ -2,7 +2,7 @@
 
 Per seed and configuration: a DRPO run with the real SmolLM2-135M-Instruct as the responder
 (in-process llama.cpp) and the sandbox judge and rewriter (seeded with the run's seed), then the
-held-out evaluation (``drpo_agents.evaluate``) of the optimized prompt against the plain base
+held-out evaluation (``drpo_agents.evaluation``) of the optimized prompt against the plain base
 prompt and the URIAL-style baseline, all answered by the same real model and scored by the exact
 sandbox judge (seed 0, no noise). Printed: one table row per seed and configuration (means with
 bootstrap intervals, position-swapped win rates of DRPO against base and URIAL-style) and a verdict
@@ -28,7 +28,7 @@ from typing import Any
 from drpo_agents import DRPOConfig, load_eval_queries, load_training_queries
 from drpo_agents.api import optimize
 from drpo_agents.errors import DRPOError
-from drpo_agents.evaluate import EvaluationReport, evaluate
+from drpo_agents.evaluation import EvaluationReport, evaluate
 
 RESPONDER = "local:smollm2-135m"
 # A small budget that runs in a few minutes per seed on 2 cores (every responder call is real).

@@ -32,7 +32,7 @@ from drpo_agents.datasets import (
     load_training_queries,
 )
 from drpo_agents.errors import ArtifactError, ConfigError, DRPOError, ReviewRequired, StructuredOutputError
-from drpo_agents.evaluate import (
+from drpo_agents.evaluation import (
     EVAL_ASPECTS,
     EvaluationReport,
     EvaluationSetup,

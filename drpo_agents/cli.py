@@ -636,7 +636,7 @@ def evaluate_command(
     as_json: AsJson = False,
 ) -> None:
     """Compare the optimized prompt with baselines on held-out queries (aspect scores and win rates)."""
-    from drpo_agents.evaluate import aevaluate
+    from drpo_agents.evaluation import aevaluate
     from drpo_agents.official import load_official_trace
 
     if (artifact is None) == (official is None):

@@ -215,3 +215,10 @@ def test_an_interrupted_stage_resumes_without_redoing_finished_examples() -> Non
     out = app.invoke(None, config)
     assert calls.count("Q1") == 3 and calls.count("Q2") == 1 + 3
     assert [e["answer"] for e in out["optimized_icl_examples"]] == ["A+", "A+"]
+
+
+def test_the_answer_rewriter_lives_in_agents_and_keeps_its_old_import() -> None:
+    from drpo_agents.agents import AnswerRewriter
+    from drpo_agents.icl_stage import AnswerRewriter as OldAnswerRewriter
+
+    assert OldAnswerRewriter is AnswerRewriter

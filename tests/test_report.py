@@ -27,7 +27,7 @@ from drpo_agents import (
     optimize,
 )
 from drpo_agents.artifact import TokenUsage
-from drpo_agents.evaluate import evaluate
+from drpo_agents.evaluation import evaluate
 from drpo_agents.models.sandbox import SandboxJudge
 from drpo_agents.report import render_report, reward_curve_svg, write_report, write_run_report
 from drpo_agents.schemas import AspectScore

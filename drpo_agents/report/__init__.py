@@ -29,7 +29,7 @@ from pathlib import Path
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.errors import ArtifactError
-from drpo_agents.evaluate import EvaluationReport
+from drpo_agents.evaluation import EvaluationReport
 from drpo_agents.report.diffs import diffs_section
 from drpo_agents.report.draw import esc
 from drpo_agents.report.overview import (

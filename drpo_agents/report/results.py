@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from drpo_agents.evaluate import EvaluationReport
+from drpo_agents.evaluation import EvaluationReport
 from drpo_agents.prompts import approx_tokens
 from drpo_agents.report.draw import (
     BLUE,

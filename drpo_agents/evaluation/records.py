@@ -1,0 +1,187 @@
+"""The evaluation report and its records: per-query answers and comparisons, summaries, Markdown."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import TypedDict
+
+from drpo_agents.artifact import TokenUsage, save_json_atomically
+from drpo_agents.errors import ArtifactError
+from drpo_agents.schemas import AspectScore
+
+Winner = Literal["A", "B", "tie"]
+Outcome = Literal["win", "loss", "tie"]
+
+
+class BootstrapSettings(TypedDict, total=False):
+    """How the report's intervals were computed: a percentile bootstrap over ``unit`` (queries)."""
+
+    resamples: int
+    confidence: float
+    seed: int
+    unit: str
+
+
+class Estimate(BaseModel):
+    """A mean with its bootstrap confidence interval (``None`` when there were no values)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+    def format(self, digits: int = 2) -> str:
+        """``3.42 [3.10, 3.71]`` (or ``n/a``)."""
+        if self.mean is None or self.low is None or self.high is None:
+            return "n/a"
+        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+class AnswerRecord(BaseModel):
+    """One setup's answer to one query and its six-aspect scores."""
+
+    setup: str
+    answer: str = ""
+    scores: list[AspectScore] = Field(default_factory=list)
+    mean: float | None = None
+    error: str | None = None
+
+
+class PairwiseRecord(BaseModel):
+    """The reference setup against one opponent on one query, judged in both orders.
+
+    ``reference_first`` is the raw verdict with the reference shown as answer A,
+    ``reference_second`` with it shown as answer B; ``outcome`` is from the reference's side.
+    """
+
+    opponent: str
+    reference_first: Winner | None = None
+    reference_second: Winner | None = None
+    outcome: Outcome | None = None
+    consistent: bool | None = None
+    error: str | None = None
+
+
+class QueryRecord(BaseModel):
+    """Everything judged for one evaluation query."""
+
+    query_id: str
+    query: str
+    answers: list[AnswerRecord] = Field(default_factory=list)
+    pairwise: list[PairwiseRecord] = Field(default_factory=list)
+
+    def answer_of(self, setup: str) -> AnswerRecord | None:
+        """This query's record for ``setup``, if any."""
+        return next((a for a in self.answers if a.setup == setup), None)
+
+
+class SetupResult(BaseModel):
+    """Per-aspect and overall mean scores of one setup over the queries it answered."""
+
+    name: str
+    system_prompt: str
+    icl_k: int = 0
+    aspects: dict[str, Estimate]
+    overall: Estimate
+    failures: int = 0
+
+
+class WinRate(BaseModel):
+    """The reference setup's pairwise record against one opponent (position-swapped)."""
+
+    reference: str
+    opponent: str
+    wins: int
+    ties: int
+    losses: int
+    inconsistent: int = Field(0, description="Queries whose two verdicts disagreed (counted as ties).")
+    failures: int = 0
+    win_rate: Estimate
+    tie_rate: float | None = None
+    loss_rate: float | None = None
+
+
+class EvaluationReport(BaseModel):
+    """The harness's result: summary tables, bootstrap intervals and every per-query record."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    aspects: list[str]
+    reference: str | None = None
+    setups: list[SetupResult]
+    win_rates: list[WinRate] = Field(default_factory=list)
+    records: list[QueryRecord] = Field(default_factory=list)
+    bootstrap: BootstrapSettings = Field(
+        default_factory=lambda: BootstrapSettings(), description="resamples, confidence, seed."
+    )
+    models: dict[str, str] = Field(default_factory=dict)
+    usage: dict[str, TokenUsage] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    def setup(self, name: str) -> SetupResult:
+        """The summary of the setup called ``name``."""
+        for result in self.setups:
+            if result.name == name:
+                return result
+        raise KeyError(f"no setup {name!r} in this report")
+
+    def win_rate(self, opponent: str) -> WinRate:
+        """The reference's pairwise record against ``opponent``."""
+        for rate in self.win_rates:
+            if rate.opponent == opponent:
+                return rate
+        raise KeyError(f"no pairwise comparison with {opponent!r} in this report")
+
+    def to_markdown(self) -> str:
+        """The summary as Markdown tables (means with 95% intervals, then win rates)."""
+        level = round(100 * float(self.bootstrap.get("confidence", 0.95)))
+        lines = [
+            f"### Mean scores (1-5) with {level}% bootstrap intervals over {len(self.records)} queries",
+            "",
+            "| setup | " + " | ".join(self.aspects) + " | overall |",
+            "|---" * (len(self.aspects) + 2) + "|",
+        ]
+        for result in self.setups:
+            cells = [result.aspects[a].format() for a in self.aspects] + [f"**{result.overall.format()}**"]
+            lines.append(f"| {result.name} | " + " | ".join(cells) + " |")
+        if self.win_rates:
+            lines += [
+                "",
+                f"### Pairwise: {self.reference} against each setup (both orders judged; a win needs both)",
+                "",
+                "| opponent | wins | ties | losses | inconsistent | win rate |",
+                "|---|---|---|---|---|---|",
+            ]
+            for rate in self.win_rates:
+                lines.append(
+                    f"| {rate.opponent} | {rate.wins} | {rate.ties} | {rate.losses} | {rate.inconsistent} "
+                    f"| {rate.win_rate.format()} |"
+                )
+        if self.notes:
+            lines += ["", *[f"> {note}" for note in self.notes]]
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the report as indented UTF-8 JSON (atomically) and return the path."""
+        return save_json_atomically(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvaluationReport:
+        """Read a report written by :meth:`save`.
+
+        Raises:
+            ArtifactError: if the file is missing, not JSON, or not a report.
+        """
+        source = Path(path)
+        try:
+            return cls.model_validate(json.loads(source.read_text(encoding="utf-8")))
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"report file not found: {source}") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, ValidationError) as exc:
+            raise ArtifactError(f"not an evaluation report: {source}: {exc}") from exc
