@@ -210,10 +210,14 @@ def create_icl_stage_graph(
     return graph
 
 
+# The name of a standalone stage run in traces.
+_RUN_NAME = "drpo_icl_stage"
+
+
 def _run_config(cfg: ICLStageConfig, callbacks: Callbacks) -> RunnableConfig:
     return cast(
         RunnableConfig,
-        {"max_concurrency": cfg.max_concurrency, "callbacks": callbacks, "run_name": "drpo_icl_stage"},
+        {"max_concurrency": cfg.max_concurrency, "callbacks": callbacks, "run_name": _RUN_NAME},
     )
 
 
@@ -243,9 +247,8 @@ async def aoptimize_icl_examples(
         ConfigError: if an example is invalid or two share an id.
     """
     cfg = config or ICLStageConfig()
-    app = create_icl_stage_graph(judge, rewriter, config=cfg, aspects=aspects).compile(name="drpo_icl_stage")
-    out = await app.ainvoke({"icl_examples": list(examples)}, _run_config(cfg, callbacks))
-    return _results(out)
+    app = create_icl_stage_graph(judge, rewriter, config=cfg, aspects=aspects).compile(name=_RUN_NAME)
+    return _results(await app.ainvoke({"icl_examples": list(examples)}, _run_config(cfg, callbacks)))
 
 
 def optimize_icl_examples(
@@ -259,9 +262,8 @@ def optimize_icl_examples(
 ) -> tuple[list[ICLExample], list[ICLOptimizationRecord]]:
     """Blocking :func:`aoptimize_icl_examples` (runs the graph with ``invoke``)."""
     cfg = config or ICLStageConfig()
-    app = create_icl_stage_graph(judge, rewriter, config=cfg, aspects=aspects).compile(name="drpo_icl_stage")
-    out = app.invoke({"icl_examples": list(examples)}, _run_config(cfg, callbacks))
-    return _results(out)
+    app = create_icl_stage_graph(judge, rewriter, config=cfg, aspects=aspects).compile(name=_RUN_NAME)
+    return _results(app.invoke({"icl_examples": list(examples)}, _run_config(cfg, callbacks)))
 
 
 __all__ = [

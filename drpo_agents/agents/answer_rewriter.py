@@ -3,42 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents.rewriter import format_evaluation
-from drpo_agents.calls import CallPlan, call_config
-from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.agents.structured_agent import StructuredAgent
+from drpo_agents.calls import CallPlan
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite
-from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured
+from drpo_agents.structured import StructuredResult
 
 
-class AnswerRewriter:
+class AnswerRewriter(StructuredAgent):
     """Rewrites an ICL example's answer from its critique (one improved answer per call).
 
     A reply that repeats the current answer unchanged is re-asked with that reason.
     """
 
     role = "rewriter"
-
-    def __init__(
-        self,
-        model: BaseChatModel,
-        *,
-        method: StructuredOutputMethod = "auto",
-        max_retries: int = 2,
-        prompts_dir: Path | None = None,
-        methods: StructuredMethods | None = None,
-    ) -> None:
-        self.model = model
-        self.methods = methods
-        self.method: StructuredOutputMethod = method
-        self.max_retries = max_retries
-        self.prompts_dir = prompts_dir
 
     def plan_rewrite(
         self,
@@ -65,15 +47,12 @@ class AnswerRewriter:
             return rewrite
 
         return (
-            yield from plan_structured(
-                self.model,
+            yield from self.plan_ask(
                 AnswerRewrite,
-                [SystemMessage(render_prompt("icl_rewriter_system", self.prompts_dir)), HumanMessage(prompt)],
-                method=self.method,
-                max_retries=self.max_retries,
+                "icl_rewriter_system",
+                prompt,
+                step="rewrite_icl_answer",
+                config=config,
                 validate=changed,
-                config=call_config(config, self.role, "rewrite_icl_answer"),
-                prompts_dir=self.prompts_dir,
-                methods=self.methods,
             )
         )

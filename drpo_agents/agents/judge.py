@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents.jury import JuryVerdict, combine_jurors
+from drpo_agents.agents.structured_agent import StructuredAgent
 from drpo_agents.aspects import ASPECT_NAME_MAX, AspectCatalog
-from drpo_agents.calls import CallPlan, ParallelPlans, arun_plan, call_config, run_plan
+from drpo_agents.calls import CallPlan, ParallelPlans, arun_plan, run_plan
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection, PairwiseVerdict
-from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured, provider_schema
+from drpo_agents.structured import StructuredMethods, StructuredResult, provider_schema
 
 
 def scoring_schema(aspects: Sequence[str]) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def scoring_schema(aspects: Sequence[str]) -> dict[str, Any]:
     return schema
 
 
-class Judge:
+class Judge(StructuredAgent):
     """Selects 2-5 aspects per query and scores answers 1-5 on them; the reward is the mean.
 
     The evaluation harness also asks it which of two answers is better (:meth:`plan_pairwise`).
@@ -64,17 +64,12 @@ class Judge:
         jury_size: int = 1,
         methods: StructuredMethods | None = None,
     ) -> None:
-        self.model = model
-        self.methods = methods
+        super().__init__(
+            model, method=method, max_retries=max_retries, prompts_dir=prompts_dir, methods=methods
+        )
         self.selection_model = selection_model or model
         self.catalog = catalog or AspectCatalog.default()
-        self.method: StructuredOutputMethod = method
-        self.max_retries = max_retries
-        self.prompts_dir = prompts_dir
         self.jurors: list[BaseChatModel] = [model, *jury] if jury else [model] * max(1, jury_size)
-
-    def _system(self) -> SystemMessage:
-        return SystemMessage(render_prompt("judge_system", self.prompts_dir))
 
     def plan_select_aspects(
         self, query: str, *, config: RunnableConfig | None = None
@@ -97,16 +92,14 @@ class Judge:
             return selection.model_copy(update={"selected_aspects": list(dict.fromkeys(names))})
 
         return (
-            yield from plan_structured(
-                self.selection_model,
+            yield from self.plan_ask(
                 AspectSelection,
-                [self._system(), HumanMessage(prompt)],
-                method=self.method,
-                max_retries=self.max_retries,
+                "judge_system",
+                prompt,
+                step="select_aspects",
+                config=config,
                 validate=canonical_names,
-                config=call_config(config, self.role, "select_aspects"),
-                prompts_dir=self.prompts_dir,
-                methods=self.methods,
+                model=self.selection_model,
             )
         )
 
@@ -142,16 +135,14 @@ class Judge:
             return AnswerEvaluation(scores=[by_name[a.casefold()] for a in aspects])
 
         return (
-            yield from plan_structured(
-                model or self.model,
+            yield from self.plan_ask(
                 AnswerEvaluation,
-                [self._system(), HumanMessage(prompt)],
-                method=self.method,
-                max_retries=self.max_retries,
+                "judge_system",
+                prompt,
+                step="score",
+                config=config,
                 validate=complete_and_ordered,
-                config=call_config(config, self.role, "score"),
-                prompts_dir=self.prompts_dir,
-                methods=self.methods,
+                model=model,
                 wire_schema=scoring_schema(aspects),
             )
         )
@@ -215,16 +206,7 @@ class Judge:
             aspects=self.catalog.describe(aspects),
         )
         return (
-            yield from plan_structured(
-                self.model,
-                PairwiseVerdict,
-                [self._system(), HumanMessage(prompt)],
-                method=self.method,
-                max_retries=self.max_retries,
-                config=call_config(config, self.role, "pairwise"),
-                prompts_dir=self.prompts_dir,
-                methods=self.methods,
-            )
+            yield from self.plan_ask(PairwiseVerdict, "judge_system", prompt, step="pairwise", config=config)
         )
 
     def select_aspects(self, query: str, *, config: RunnableConfig | None = None) -> AspectSelection:

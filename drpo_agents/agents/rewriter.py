@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
-from drpo_agents.calls import CallPlan, arun_plan, call_config, run_plan
+from drpo_agents.agents.structured_agent import StructuredAgent
+from drpo_agents.calls import CallPlan, arun_plan, run_plan
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.prompts import approx_tokens, render_prompt
 from drpo_agents.schemas import AnswerEvaluation, PromptProposal, PromptProposals
-from drpo_agents.structured import StructuredMethods, StructuredResult, plan_structured
+from drpo_agents.structured import StructuredMethods, StructuredResult
 
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
 _WORD = re.compile(r"\w+")
@@ -55,7 +55,7 @@ def format_evaluation(evaluation: AnswerEvaluation) -> str:
     return "\n".join(f"- {s.aspect}: {s.score}/5 - {s.rationale}" for s in evaluation.scores)
 
 
-class PromptRewriter:
+class PromptRewriter(StructuredAgent):
     """Proposes ``n`` new system prompts from the current one and its critique.
 
     Proposals are checked before they are accepted: not blank, not the current prompt again,
@@ -77,14 +77,12 @@ class PromptRewriter:
         prompts_dir: Path | None = None,
         methods: StructuredMethods | None = None,
     ) -> None:
-        self.model = model
-        self.methods = methods
+        super().__init__(
+            model, method=method, max_retries=max_retries, prompts_dir=prompts_dir, methods=methods
+        )
         self.max_bullets = max_bullets
         self.max_new_bullets = max_new_bullets
         self.max_prompt_tokens = max_prompt_tokens
-        self.method: StructuredOutputMethod = method
-        self.max_retries = max_retries
-        self.prompts_dir = prompts_dir
 
     def rejection_reason(
         self, proposal: PromptProposal, current_prompt: str, queries: Sequence[str]
@@ -165,16 +163,13 @@ class PromptRewriter:
             return accepted
 
         return (
-            yield from plan_structured(
-                self.model,
+            yield from self.plan_ask(
                 PromptProposals,
-                [SystemMessage(render_prompt("rewriter_system", self.prompts_dir)), HumanMessage(prompt)],
-                method=self.method,
-                max_retries=self.max_retries,
+                "rewriter_system",
+                prompt,
+                step="rewrite_prompt",
+                config=config,
                 validate=acceptable,
-                config=call_config(config, self.role, "rewrite_prompt"),
-                prompts_dir=self.prompts_dir,
-                methods=self.methods,
             )
         )
 
