@@ -14,12 +14,70 @@ from __future__ import annotations
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
+from typing_extensions import TypedDict
 
 from drpo_agents.agents import AnswerRewriter, Judge
 from drpo_agents.calls import CallPlan
 from drpo_agents.errors import error_text, recoverable_errors
 from drpo_agents.schemas import AnswerEvaluation
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
+
+
+class PreparedExample(TypedDict):
+    """A validated seed example with its unique id: the payload of one ``icl_optimize_example`` task."""
+
+    id: str
+    query: str
+    answer: str
+
+
+class ICLRound(TypedDict):
+    """One round as state: the JSON form of :class:`~drpo_agents.artifact.ICLRoundRecord`."""
+
+    round: int
+    answer: str
+    scores: list[dict[str, Any]]  # AspectScore dumps
+    reward: float | None
+    accepted: bool
+    analysis: str
+    error: str | None
+
+
+class ICLExampleRecord(TypedDict):
+    """One example's result as state: the JSON form of :class:`~drpo_agents.artifact.ICLOptimizationRecord`."""
+
+    example_id: str
+    query: str
+    aspects: list[str]
+    original_answer: str
+    final_answer: str
+    best_round: int
+    initial_reward: float | None
+    best_reward: float | None
+    rounds: list[ICLRound]
+    stop_reason: str
+    error: str | None
+
+
+def _round(
+    number: int,
+    answer: str,
+    evaluation: AnswerEvaluation | None,
+    *,
+    accepted: bool,
+    analysis: str,
+    error: str | None = None,
+) -> ICLRound:
+    """A round's record; ``evaluation`` is None when the round failed before it was scored."""
+    return {
+        "round": number,
+        "answer": answer,
+        "scores": [s.model_dump() for s in evaluation.scores] if evaluation is not None else [],
+        "reward": evaluation.reward if evaluation is not None else None,
+        "accepted": accepted,
+        "analysis": analysis,
+        "error": error,
+    }
 
 
 def _all_fives(evaluation: AnswerEvaluation) -> bool:
@@ -34,18 +92,17 @@ def _weakest(evaluation: AnswerEvaluation) -> str:
 def plan_optimize_example(
     judge: Judge,
     rewriter: AnswerRewriter,
-    example: dict[str, str],
+    example: PreparedExample,
     *,
     num_iters: int,
     config: RunnableConfig,
-) -> CallPlan[tuple[dict[str, Any], UsageByRole]]:
+) -> CallPlan[tuple[ICLExampleRecord, UsageByRole]]:
     """Select aspects, score, then rewrite-and-rescore up to ``num_iters`` times; keep the best.
 
-    ``example`` is ``{"id", "query", "answer"}``. Returns the example's
-    :class:`~drpo_agents.artifact.ICLOptimizationRecord` as a dict, and the usage of its calls.
+    Returns the example's record and the usage of its calls.
     """
     query, original = example["query"], example["answer"]
-    record: dict[str, Any] = {
+    record: ICLExampleRecord = {
         "example_id": example["id"],
         "query": query,
         "aspects": [],
@@ -64,7 +121,7 @@ def plan_optimize_example(
         {**config, "metadata": {**config.get("metadata", {}), "drpo_icl_example_id": example["id"]}},
     )
 
-    def finish(stop_reason: str, error: BaseException | None = None) -> tuple[dict[str, Any], UsageByRole]:
+    def finish(stop_reason: str, error: BaseException | None = None) -> tuple[ICLExampleRecord, UsageByRole]:
         record["stop_reason"] = stop_reason
         if error is not None:
             record["error"] = error_text(error)
@@ -82,17 +139,7 @@ def plan_optimize_example(
     usage = merge_usage(usage, usage_of("judge", scored.messages))
     best_answer, best = original, scored.value
     record["initial_reward"] = record["best_reward"] = best.reward
-    record["rounds"].append(
-        {
-            "round": 0,
-            "answer": original,
-            "scores": [s.model_dump() for s in best.scores],
-            "reward": best.reward,
-            "accepted": True,
-            "analysis": "The original answer.",
-            "error": None,
-        }
-    )
+    record["rounds"].append(_round(0, original, best, accepted=True, analysis="The original answer."))
     earlier: list[str] = []
     for number in range(1, num_iters + 1):
         if _all_fives(best):
@@ -107,34 +154,17 @@ def plan_optimize_example(
             rescored = yield from judge.plan_score(query, new_answer, aspects, config=cfg)
         except recoverable_errors() as exc:
             record["rounds"].append(
-                {
-                    "round": number,
-                    "answer": new_answer,
-                    "scores": [],
-                    "reward": None,
-                    "accepted": False,
-                    "analysis": analysis,
-                    "error": error_text(exc),
-                }
+                _round(number, new_answer, None, accepted=False, analysis=analysis, error=error_text(exc))
             )
             return finish(f"round {number} failed; kept the best answer so far", exc)
         usage = merge_usage(usage, usage_of("judge", rescored.messages))
         evaluation = rescored.value
         accepted = evaluation.reward > best.reward  # strictly better: ties keep the current best
-        record["rounds"].append(
-            {
-                "round": number,
-                "answer": new_answer,
-                "scores": [s.model_dump() for s in evaluation.scores],
-                "reward": evaluation.reward,
-                "accepted": accepted,
-                "analysis": analysis,
-                "error": None,
-            }
-        )
+        record["rounds"].append(_round(number, new_answer, evaluation, accepted=accepted, analysis=analysis))
         if accepted:
             best_answer, best = new_answer, evaluation
-            record.update(final_answer=new_answer, best_round=number, best_reward=evaluation.reward)
+            record["final_answer"], record["best_round"] = new_answer, number
+            record["best_reward"] = evaluation.reward
             earlier = []  # a new answer to improve: earlier attempts were at the old one
         else:
             earlier.append(

@@ -32,7 +32,7 @@ from drpo_agents.aspects import AspectCatalog
 from drpo_agents.calls import CallPlan, plan_node
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, DRPOConfig, Role, StructuredOutputMethod
 from drpo_agents.errors import ConfigError
-from drpo_agents.icl_example import plan_optimize_example
+from drpo_agents.icl_example import ICLExampleRecord, PreparedExample, plan_optimize_example
 from drpo_agents.models.registry import default_rewriter, resolve_model, with_output_limit
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.state import merge_records
@@ -72,6 +72,12 @@ class ICLStageConfig(BaseModel):
         )
 
 
+class ICLExampleTask(TypedDict):
+    """The ``Send`` payload of one ``icl_optimize_example`` task."""
+
+    example: PreparedExample
+
+
 class ICLStageInput(TypedDict):
     """The seed examples: :class:`ICLExample` objects or ``{"query", "answer", "id"?}`` dicts."""
 
@@ -81,10 +87,10 @@ class ICLStageInput(TypedDict):
 class ICLStageState(ICLStageInput, total=False):
     """Plain JSON state: the validated examples, one result record per example id, usage."""
 
-    icl_prepared: list[dict[str, str]]
-    icl_results: Annotated[dict[str, dict[str, Any]], merge_records]
+    icl_prepared: list[PreparedExample]
+    icl_results: Annotated[dict[str, ICLExampleRecord], merge_records]
     optimized_icl_examples: list[dict[str, Any]]
-    icl_records: list[dict[str, Any]]
+    icl_records: list[ICLExampleRecord]
     usage: Annotated[UsageByRole, merge_usage]
 
 
@@ -92,7 +98,7 @@ class ICLStageOutput(TypedDict, total=False):
     """The optimized examples (input order) and one :class:`ICLOptimizationRecord` dict per example."""
 
     optimized_icl_examples: list[dict[str, Any]]
-    icl_records: list[dict[str, Any]]
+    icl_records: list[ICLExampleRecord]
     usage: UsageByRole
 
 
@@ -106,7 +112,7 @@ class _ICLStage:
 
     def prepare(self, state: ICLStageState) -> dict[str, Any]:
         """Validate the examples and give each a unique id (``icl01``, ... when missing)."""
-        prepared: list[dict[str, str]] = []
+        prepared: list[PreparedExample] = []
         for index, raw in enumerate(state.get("icl_examples") or []):
             try:
                 example = raw if isinstance(raw, ICLExample) else ICLExample.model_validate(raw)
@@ -122,7 +128,7 @@ class _ICLStage:
         """One ``optimize`` task per example not optimised yet."""
         done = state.get("icl_results") or {}
         sends = [
-            Send("icl_optimize_example", {"example": e})
+            Send("icl_optimize_example", ICLExampleTask(example=e))
             for e in state.get("icl_prepared", [])
             if e["id"] not in done
         ]
@@ -138,7 +144,7 @@ class _ICLStage:
         ]
         return {"optimized_icl_examples": examples, "icl_records": records}
 
-    def plan_optimize_example(self, task: dict[str, Any], config: RunnableConfig) -> CallPlan[dict[str, Any]]:
+    def plan_optimize_example(self, task: ICLExampleTask, config: RunnableConfig) -> CallPlan[dict[str, Any]]:
         """The ``icl_optimize_example`` node: one example's rounds, merged into ``icl_results``."""
         example = task["example"]
         record, usage = yield from plan_optimize_example(

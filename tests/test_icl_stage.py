@@ -222,3 +222,11 @@ def test_the_answer_rewriter_lives_in_agents_and_keeps_its_old_import() -> None:
     from drpo_agents.icl_stage import AnswerRewriter as OldAnswerRewriter
 
     assert OldAnswerRewriter is AnswerRewriter
+
+
+def test_the_state_records_match_the_artifact_records() -> None:
+    from drpo_agents.artifact import ICLOptimizationRecord, ICLRoundRecord
+    from drpo_agents.icl_example import ICLExampleRecord, ICLRound
+
+    assert set(ICLExampleRecord.__annotations__) == set(ICLOptimizationRecord.model_fields)
+    assert set(ICLRound.__annotations__) == set(ICLRoundRecord.model_fields)
