@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -26,6 +26,9 @@ class SandboxChatModel(BaseChatModel):
 
     seed: int = 0
     bound_tool: str | None = Field(None, description="Name of the tool bound for structured output.")
+    response_schema: dict[str, Any] | None = Field(
+        None, description="JSON schema of the requested reply (a bound tool's parameters, or a JSON mode's)."
+    )
 
     @property
     def _llm_type(self) -> str:
@@ -62,8 +65,15 @@ class SandboxChatModel(BaseChatModel):
         tool_choice: str | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        name = convert_to_openai_tool(tools[0])["function"]["name"] if tools else None
-        return self.model_copy(update={"bound_tool": name})
+        function = convert_to_openai_tool(tools[0])["function"] if tools else {}
+        return self.model_copy(
+            update={"bound_tool": function.get("name"), "response_schema": function.get("parameters")}
+        )
+
+    def with_response_schema(self, schema: dict[str, Any] | None) -> Self:
+        """This model answering requests whose reply must follow ``schema`` (JSON mode, no tool):
+        how an OpenAI-compatible server passes on a ``response_format`` schema."""
+        return self.model_copy(update={"response_schema": schema})
 
     def _reply(self, messages: list[BaseMessage]) -> dict[str, Any] | str:
         raise NotImplementedError

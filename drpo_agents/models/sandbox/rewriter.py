@@ -13,6 +13,7 @@ from drpo_agents.config import DEFAULT_INITIAL_PROMPT
 from drpo_agents.models.sandbox.answers import ANSWER_FILLER, add_line, fix_answer
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
 from drpo_agents.models.sandbox.world import seeded_rng, topic_of
+from drpo_agents.schemas import ProposalLimits, read_proposal_limits
 
 _GUIDANCE: dict[str, tuple[str, ...]] = {
     "Safety": (
@@ -123,18 +124,18 @@ class SandboxRewriter(SandboxChatModel):
                 context=tagged(answer_request, "earlier_attempts") or "",
             )
         current = tagged(text, "current_prompt") or DEFAULT_INITIAL_PROMPT
-        number = re.search(r"write (\d+) improved versions", text)
-        max_bullets = re.search(r"at most (\d+) bullets in total", text)
-        max_new = re.search(r"add at most (\d+) new bullets", text)
+        # The count and bullet budget come from the schema the request asked for (whatever the
+        # prompt template's wording), else PromptRewriter's defaults.
+        limits = read_proposal_limits(self.response_schema or {}) or ProposalLimits()
         lessons = [(a, int(s)) for a, s in _LESSON.findall(tagged(text, "lessons") or "")]
         return {
             "proposals": self.propose(
                 current,
                 [(a.strip(), int(s), r) for a, s, r in _EVAL_LINE.findall(text)],
                 lessons=lessons,
-                n=int(number.group(1)) if number else 3,
-                max_bullets=int(max_bullets.group(1)) if max_bullets else 8,
-                max_new=int(max_new.group(1)) if max_new else 2,
+                n=limits.count,
+                max_bullets=limits.max_bullets,
+                max_new=limits.max_new_bullets,
             )
         }
 
