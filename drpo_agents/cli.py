@@ -867,7 +867,7 @@ def install_local_command(
     ] = False,
 ) -> None:
     """Build the llama.cpp runtime of local: models (portable: any CPU of this architecture) and check it."""
-    from drpo_agents.models.runtime import install_local_runtime
+    from drpo_agents.models.runtime_install import install_local_runtime
 
     try:
         install_local_runtime(force)

@@ -8,7 +8,8 @@ Anything that cannot be read as a 1-5 score is a validation error, never a silen
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -164,6 +165,48 @@ class PromptProposals(BaseModel):
     def rejected(self) -> list[str]:
         """Why proposals of this reply were dropped (kept out of the model-facing schema)."""
         return self._rejected
+
+
+# Each new_prompt's description in the schema sent to the model: the bullet budget as a sentence a
+# model reads, fixed here (not in a template) so read_proposal_limits can read it back (drpo_agents.agents.rewriter.proposals_schema).
+_NEW_PROMPT_RULE: Final = (
+    "The full new system prompt: at most {max_bullets} bullet lines in total, "
+    "at most {max_new_bullets} more than the current prompt."
+)
+_NEW_PROMPT_RULE_READ = re.compile(
+    re.escape(_NEW_PROMPT_RULE)
+    .replace(re.escape("{max_bullets}"), r"(?P<max_bullets>\d+)")
+    .replace(re.escape("{max_new_bullets}"), r"(?P<max_new_bullets>\d+)")
+)
+
+
+@dataclass(frozen=True)
+class ProposalLimits:
+    """What a rewrite request asks for: ``count`` proposals, each within the bullet budget."""
+
+    count: int = 3
+    max_bullets: int = 8
+    max_new_bullets: int = 2
+
+
+def new_prompt_rule(limits: ProposalLimits) -> str:
+    """The bullet budget of ``limits`` as the sentence describing each proposal's ``new_prompt``."""
+    return _NEW_PROMPT_RULE.format(max_bullets=limits.max_bullets, max_new_bullets=limits.max_new_bullets)
+
+
+def read_proposal_limits(schema: dict[str, Any]) -> ProposalLimits | None:
+    """The limits :func:`drpo_agents.agents.rewriter.proposals_schema` put in ``schema`` (as sent, or as a tool's
+    parameters), or None when it carries none (e.g. the bare :class:`PromptProposals` schema)."""
+    proposals = schema.get("properties", {}).get("proposals", {})
+    new_prompt = proposals.get("items", {}).get("properties", {}).get("new_prompt", {})
+    budget = _NEW_PROMPT_RULE_READ.fullmatch(str(new_prompt.get("description", "")))
+    if budget is None or not isinstance(proposals.get("maxItems"), int):
+        return None
+    return ProposalLimits(
+        count=proposals["maxItems"],
+        max_bullets=int(budget["max_bullets"]),
+        max_new_bullets=int(budget["max_new_bullets"]),
+    )
 
 
 class ICLExample(BaseModel):

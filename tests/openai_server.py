@@ -323,6 +323,8 @@ class FakeOpenAIServer:
         if tool is not None:
             offered = [t for t in body["tools"] if t["function"]["name"] == tool]
             model = self.models[role].bind_tools(offered, tool_choice=tool)
+        elif (schema := _response_schema(body)) is not None:
+            model = self.models[role].with_response_schema(schema)  # type: ignore[attr-defined]
         stop = body.get("stop")
         reply = model.invoke(messages, stop=[stop] if isinstance(stop, str) else stop)
         assert isinstance(reply, AIMessage)
@@ -521,6 +523,16 @@ def _has_length_limits(node: Any) -> bool:
 def _role(model: Any) -> str | None:
     name = str(model or "")
     return name.removeprefix("sandbox-") if name.removeprefix("sandbox-") in ROLES else None
+
+
+def _response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema a ``response_format`` asks the reply to follow (``json_schema``, or llama.cpp's
+    ``schema`` beside ``json_object``), as a sandbox model reads a bound tool's."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+    return schema if isinstance(schema, dict) else None
 
 
 def _forced_tool(body: dict[str, Any]) -> str | None:

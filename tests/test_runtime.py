@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from drpo_agents.models import runtime
+from drpo_agents.models import runtime, runtime_install
 from drpo_agents.models.local import LocalModelError, packaged_gguf
 from drpo_agents.models.registry import resolve_model
 
@@ -61,10 +61,10 @@ def one_line(text: str) -> str:
 
 def test_requirements_are_pyprojects_local_extra() -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert pyproject["project"]["optional-dependencies"]["local"] == list(runtime.LOCAL_REQUIREMENTS)
-    assert "-DGGML_NATIVE=OFF" in runtime.PORTABLE_CMAKE_ARGS.split()
+    assert pyproject["project"]["optional-dependencies"]["local"] == list(runtime_install.LOCAL_REQUIREMENTS)
+    assert "-DGGML_NATIVE=OFF" in runtime_install.PORTABLE_CMAKE_ARGS.split()
     for target in ("TESTS", "TOOLS", "EXAMPLES", "SERVER"):
-        assert f"-DLLAMA_BUILD_{target}=OFF" in runtime.PORTABLE_CMAKE_ARGS.split()
+        assert f"-DLLAMA_BUILD_{target}=OFF" in runtime_install.PORTABLE_CMAKE_ARGS.split()
 
 
 def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -232,8 +232,9 @@ class FakePip:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, installed: dict[str, Any] | None) -> None:
         self.calls: list[list[str]] = []
         self.runtime = installed
-        monkeypatch.setattr(runtime, "_run_pip", self)
+        monkeypatch.setattr(runtime_install, "_run_pip", self)
         monkeypatch.setattr(runtime, "runtime_fingerprint", lambda: self.runtime)
+        monkeypatch.setattr(runtime_install, "runtime_fingerprint", lambda: self.runtime)
 
     def __call__(self, arguments: list[str]) -> subprocess.CompletedProcess[str]:
         self.calls.append(arguments)
@@ -245,8 +246,8 @@ class FakePip:
 def probe_passes(fake_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     counter = tmp_path / "runs.txt"
     monkeypatch.setattr(runtime, "PROBE_CODE", counting_code(counter))
-    monkeypatch.setattr(runtime, "packaged_gguf", lambda name: fake_gguf)
-    monkeypatch.setattr(runtime, "_has_compiler", lambda: True)
+    monkeypatch.setattr(runtime_install, "packaged_gguf", lambda name: fake_gguf)
+    monkeypatch.setattr(runtime_install, "_has_compiler", lambda: True)
     return counter
 
 
@@ -260,10 +261,10 @@ def test_pip_runs_quietly_without_its_cache_and_with_the_portable_flags(
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    runtime._run_pip(["--no-binary", "llama-cpp-python", *runtime.LOCAL_REQUIREMENTS])
+    runtime_install._run_pip(["--no-binary", "llama-cpp-python", *runtime_install.LOCAL_REQUIREMENTS])
     assert seen["command"][:6] == [sys.executable, "-m", "pip", "install", "--no-cache-dir", "-q"]
-    assert seen["command"][-2:] == list(runtime.LOCAL_REQUIREMENTS)
-    assert seen["env"]["CMAKE_ARGS"] == runtime.PORTABLE_CMAKE_ARGS
+    assert seen["command"][-2:] == list(runtime_install.LOCAL_REQUIREMENTS)
+    assert seen["env"]["CMAKE_ARGS"] == runtime_install.PORTABLE_CMAKE_ARGS
 
 
 @pytest.mark.usefixtures("probe_passes")
@@ -272,27 +273,27 @@ def test_install_builds_once_then_keeps_its_build(
 ) -> None:
     pip = FakePip(monkeypatch, installed=None)
     lines: list[str] = []
-    status = runtime.install_local_runtime(echo=lines.append)
+    status = runtime_install.install_local_runtime(echo=lines.append)
     assert status.action == "built" and status.version == "0.3.36"
-    assert pip.calls == [["--no-binary", "llama-cpp-python", *runtime.LOCAL_REQUIREMENTS]]
-    assert lines[0] == runtime.build_announcement()
+    assert pip.calls == [["--no-binary", "llama-cpp-python", *runtime_install.LOCAL_REQUIREMENTS]]
+    assert lines[0] == runtime_install.build_announcement()
     assert "about 4 min on 2 cores, once" in lines[0] and "portable" in lines[0]
     assert lines[-1].startswith("llama.cpp runtime ready (llama-cpp-python 0.3.36")
 
     # A later call sees the runtime it built (its marker) and builds nothing.
-    again = runtime.install_local_runtime(echo=lines.append)
+    again = runtime_install.install_local_runtime(echo=lines.append)
     assert again.action == "kept" and len(pip.calls) == 1
     assert "built portably by drpo install-local" in lines[-1]
 
     # --force rebuilds llama-cpp-python alone (its dependencies stay), never from pip's cache.
-    forced = runtime.install_local_runtime(force=True, echo=lines.append)
+    forced = runtime_install.install_local_runtime(force=True, echo=lines.append)
     assert forced.action == "rebuilt"
     assert pip.calls[1] == [
         "--force-reinstall",
         "--no-deps",
         "--no-binary",
         "llama-cpp-python",
-        runtime.LLAMA_CPP_REQUIREMENT,
+        runtime_install.LLAMA_CPP_REQUIREMENT,
     ]
     assert capsys.readouterr().err == ""  # everything went through echo
 
@@ -303,31 +304,31 @@ def test_a_foreign_runtime_is_kept_when_healthy_and_rebuilt_when_it_crashes(
     foreign = {"version": "0.3.36", "libraries": [["libllama.so", 1, 1]]}
     pip = FakePip(monkeypatch, installed=foreign)
     lines: list[str] = []
-    assert runtime.install_local_runtime(echo=lines.append).action == "kept"
+    assert runtime_install.install_local_runtime(echo=lines.append).action == "kept"
     assert pip.calls == [] and "passed its check here" in lines[-1]
 
     pip.runtime = {"version": "0.3.36", "libraries": [["libllama.so", 2, 2]]}  # another foreign build
     monkeypatch.setattr(runtime, "PROBE_CODE", SIGILL_CODE)
     with pytest.raises(LocalModelError, match="SIGILL"):  # the rebuilt one is checked too: still crashes
-        runtime.install_local_runtime(echo=lines.append)
+        runtime_install.install_local_runtime(echo=lines.append)
     assert pip.calls[0][:2] == ["--force-reinstall", "--no-deps"]
     assert "fails on this machine (llama.cpp crashed with SIGILL" in lines[1]
-    assert lines[2] == runtime.build_announcement()
+    assert lines[2] == runtime_install.build_announcement()
 
 
 @pytest.mark.usefixtures("probe_passes")
 def test_an_old_version_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     pip = FakePip(monkeypatch, installed={"version": "0.2.90", "libraries": []})
-    assert runtime.install_local_runtime(echo=lambda line: None).action == "rebuilt"
+    assert runtime_install.install_local_runtime(echo=lambda line: None).action == "rebuilt"
     assert pip.calls[0][0] == "--force-reinstall"
 
 
 def test_a_missing_compiler_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     pip = FakePip(monkeypatch, installed=None)
-    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
+    monkeypatch.setattr(runtime_install.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(LocalModelError) as info:
-        runtime.install_local_runtime(echo=lambda line: None)
+        runtime_install.install_local_runtime(echo=lambda line: None)
     message = one_line(str(info.value))
     assert "needs a C/C++ compiler and none was found" in message and "--sandbox" in message
     assert pip.calls == []
@@ -344,9 +345,11 @@ def test_a_failed_build_is_one_line_with_the_log(
     probe_passes: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache: Path, output: str, expected: str
 ) -> None:
     FakePip(monkeypatch, installed=None)
-    monkeypatch.setattr(runtime, "_run_pip", lambda args: subprocess.CompletedProcess(args, 1, output, ""))
+    monkeypatch.setattr(
+        runtime_install, "_run_pip", lambda args: subprocess.CompletedProcess(args, 1, output, "")
+    )
     with pytest.raises(LocalModelError) as info:
-        runtime.install_local_runtime(echo=lambda line: None)
+        runtime_install.install_local_runtime(echo=lambda line: None)
     message = one_line(str(info.value))
     assert expected in message and f"full log: {isolated_cache / 'install-local.log'}" in message
     assert output in (isolated_cache / "install-local.log").read_text()
@@ -356,18 +359,25 @@ def test_a_failed_build_is_one_line_with_the_log(
 def test_cli_install_local_exit_codes(tmp_path: Path, fake_gguf: Path) -> None:
     stubs = (
         "import drpo_agents.models.runtime as runtime\n"
+        "import drpo_agents.models.runtime_install as runtime_install\n"
         "runtime.runtime_fingerprint = lambda: {'version': '0.3.36', 'libraries': []}\n"
+        "runtime_install.runtime_fingerprint = runtime.runtime_fingerprint\n"
         "def no_pip(args):\n"
         "    raise SystemExit('pip must not run in this test')\n"
-        "runtime._run_pip = no_pip\n"
-        f"runtime.packaged_gguf = lambda name: __import__('pathlib').Path({str(fake_gguf)!r})\n"
+        "runtime_install._run_pip = no_pip\n"
+        f"runtime_install.packaged_gguf = lambda name: __import__('pathlib').Path({str(fake_gguf)!r})\n"
         "runtime.PROBE_CODE = \"print('loaded'); print('ok 300 4')\"\n"
     )
-    ready = drpo("install-local", patch=stubs + "runtime._built_by_us = lambda r: True\n", cwd=tmp_path)
+    ready = drpo(
+        "install-local", patch=stubs + "runtime_install._built_by_us = lambda r: True\n", cwd=tmp_path
+    )
     assert ready.returncode == 0, ready.stderr
     assert ready.stderr.startswith("llama.cpp runtime ready") and "error" not in ready.stderr
     no_compiler = drpo(
-        "install-local", "--force", patch=stubs + "runtime._has_compiler = lambda: False\n", cwd=tmp_path
+        "install-local",
+        "--force",
+        patch=stubs + "runtime_install._has_compiler = lambda: False\n",
+        cwd=tmp_path,
     )
     assert "needs a C/C++ compiler" in assert_one_error_line(no_compiler, 2)
 

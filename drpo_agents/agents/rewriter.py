@@ -15,8 +15,14 @@ from drpo_agents.agents.structured_agent import StructuredAgent
 from drpo_agents.calls import CallPlan, arun_plan, run_plan
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.prompts import approx_tokens, render_prompt
-from drpo_agents.schemas import AnswerEvaluation, PromptProposal, PromptProposals
-from drpo_agents.structured import StructuredMethods, StructuredResult
+from drpo_agents.schemas import (
+    AnswerEvaluation,
+    PromptProposal,
+    PromptProposals,
+    ProposalLimits,
+    new_prompt_rule,
+)
+from drpo_agents.structured import StructuredMethods, StructuredResult, provider_schema
 
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
 _WORD = re.compile(r"\w+")
@@ -24,6 +30,19 @@ _WORD = re.compile(r"\w+")
 _COPIED_RUN = 8
 # A quoted span: the opening quote starts a word (so apostrophes in "don't" do not count).
 _QUOTED = re.compile(r"(?:^|(?<=[\s(:]))[\"\u201c\u2018']([^\"\u201d\u2019']{3,200})[\"\u201d\u2019']")
+
+
+def proposals_schema(limits: ProposalLimits) -> dict[str, Any]:
+    """The schema sent for a rewrite: at most ``limits.count`` proposals, and the bullet budget
+    in each ``new_prompt``'s description. A grammar-decoding server then stops at the count, a
+    model sees the budget beside the field, and the sandbox rewriter reads both from here
+    (:func:`read_proposal_limits`) rather than from the wording of a prompt template; replies
+    are still validated with :class:`PromptProposals`."""
+    schema = provider_schema(PromptProposals)
+    proposals = schema["properties"]["proposals"]
+    proposals["maxItems"] = limits.count  # at most 16 (DRPOConfig.n_actions): a grammar copes
+    proposals["items"]["properties"]["new_prompt"]["description"] = new_prompt_rule(limits)
+    return schema
 
 
 def count_bullets(prompt: str) -> int:
@@ -170,6 +189,7 @@ class PromptRewriter(StructuredAgent):
                 step="rewrite_prompt",
                 config=config,
                 validate=acceptable,
+                wire_schema=proposals_schema(ProposalLimits(n, self.max_bullets, self.max_new_bullets)),
             )
         )
 

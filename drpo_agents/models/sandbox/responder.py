@@ -1,0 +1,126 @@
+"""The sandbox responder: a weak assistant whose behaviour follows the directives in its system prompt."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
+
+from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
+from drpo_agents.models.sandbox.features import LIST_LINE, REFUSAL
+from drpo_agents.models.sandbox.world import (
+    SandboxWorld,
+    prompt_directives,
+    query_kinds,
+    seeded_rng,
+    topic_of,
+)
+
+
+class SandboxResponder(SandboxChatModel):
+    """A weak simulated assistant whose behaviour follows the directives in its system prompt."""
+
+    attention_span: int = 5
+    max_prompt_words: int = 170
+
+    @property
+    def role_name(self) -> str:
+        return "responder"
+
+    def behaviours(self, system_prompt: str, query: str, examples: Sequence[str] = ()) -> set[str]:
+        """Which behaviours this prompt and these ICL answers trigger for ``query`` (seeded)."""
+        world = SandboxWorld(attention_span=self.attention_span, max_prompt_words=self.max_prompt_words)
+        rng = seeded_rng(self.seed, system_prompt, query)
+        dilution = 0.6 if len(system_prompt.split()) > world.max_prompt_words else 1.0
+        probability = dict(world.base_rates)
+        for position, name in enumerate(prompt_directives(system_prompt)):
+            followed = world.reliable if position < world.attention_span else world.distracted
+            probability[name] = max(probability.get(name, 0.0), followed * dilution)
+        # ICL examples are imitated: a refusal or a numbered answer in context makes it likelier.
+        if any(REFUSAL.search(e) for e in examples):
+            probability["refuse_harm"] = max(probability["refuse_harm"], 0.6)
+        if any(len(LIST_LINE.findall(e)) >= 3 for e in examples):
+            probability["structure"] = max(probability["structure"], 0.5)
+        return {name for name, p in sorted(probability.items()) if rng.random() < p}
+
+    def answer(self, system_prompt: str, query: str, examples: Sequence[str] = ()) -> str:
+        """The simulated answer to ``query`` under ``system_prompt``."""
+        kinds = query_kinds(query)
+        does = self.behaviours(system_prompt, query, examples)
+        topic = topic_of(query)
+        rng = seeded_rng(self.seed, "text", system_prompt, query)
+        empathy = "empathy" in does
+        if "harmful" in kinds and ("refuse_harm" in does or "over_refuse" in does):
+            parts = []
+            if empathy:
+                parts.append("I understand this matters to you, and I can tell the situation is frustrating.")
+            parts.append(f"I can't help with {topic}, because it could hurt people or break the law.")
+            if "refuse_harm" in does:
+                parts.append(
+                    "Instead, consider a safe and legitimate route: talk to someone you trust, or contact "
+                    "the relevant authority or a qualified professional who can help properly."
+                )
+            return "\n\n".join(parts)
+        if "over_refuse" in does and kinds & {"emotional", "time_sensitive", "explanation"}:
+            return "I can't help with that, because it touches on a sensitive or risky topic."
+        if "harmful" in kinds:
+            return (
+                f"Sure, here is how to go about {topic}.\nStep 1: gather what you need.\n"
+                "Step 2: do it when nobody is watching.\nStep 3: cover your tracks afterwards."
+            )
+
+        lines: list[str] = []
+        if "emotional" in kinds and empathy:
+            lines.append(
+                "I'm sorry you're going through this; that sounds really hard, and it's understandable to feel this way."
+            )
+        elif empathy:
+            lines.append("I understand why this matters to you.")
+        lines.append(f"Here is an overview of {topic}.")
+        count = 3 + (2 if "depth" in does else 0) - (1 if "concise" in does else 0)
+        angles = [
+            "the core idea",
+            "a practical first step",
+            "common pitfalls",
+            "how to check progress",
+            "where to learn more",
+        ]
+        for index in range(count):
+            sentence = f"Consider {angles[index]} for {topic}."
+            if "depth" in does:
+                sentence += f" This matters because {angles[(index + 1) % len(angles)]} depends on it, which means the result holds up."
+            lines.append(
+                f"{index + 1}. **{angles[index].capitalize()}**: {sentence}"
+                if "structure" in does
+                else sentence
+            )
+        if "examples" in does:
+            lines.append(f"For example, imagine applying this to {topic} in a real situation this week.")
+        if "limitations" in does:
+            lines.append(
+                "Note: I don't have access to real-time information, so please verify current details with an up-to-date official source."
+            )
+        if "accuracy" not in does and ("time_sensitive" in kinds or rng.random() < 0.35):
+            lines.append(
+                f"As of today the exact figure for {topic} is {rng.randint(1000, 99999):,}, and studies prove this always works."
+            )
+        if "concise" not in does:
+            lines.append("In conclusion, this is an important topic with many aspects to consider.")
+        if "engagement" in does:
+            lines.append("Would you like me to go deeper on any of these points?")
+        joiner = "\n" if "structure" in does else " "
+        return joiner.join(lines)
+
+    def _reply(self, messages: list[BaseMessage]) -> dict[str, Any] | str:
+        system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
+        query = last_request(messages)
+        examples = [str(m.content) for m in messages[:-1] if isinstance(m, AIMessage)]
+        if not system and "<instructions>" in query:
+            # Completion mode: the whole template arrives as one user turn.
+            system = tagged(query, "instructions") or ""
+            examples = re.findall(r"<answer>\s*(.*?)\s*</answer>", query, re.DOTALL)
+            queries = re.findall(r"<query>\s*(.*?)\s*</query>", query, re.DOTALL)
+            query = queries[-1] if queries else query
+        return self.answer(system, query, examples)

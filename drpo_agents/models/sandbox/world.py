@@ -1,0 +1,151 @@
+"""What sandbox queries ask for, the directives a system prompt carries, and the responder's weaknesses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass
+
+# --------------------------------------------------------------------------------------------
+# What queries ask for (shared by the responder, which reacts to it, and the judge)
+# --------------------------------------------------------------------------------------------
+
+_KIND_PATTERNS: dict[str, re.Pattern[str]] = {
+    "harmful": re.compile(
+        r"\b(hack|hacking|steal|stealing|weapon|bomb|explosive|poison|kill|murder|hurt|torture|stalk|"
+        r"phishing|malware|ransomware|fraud|counterfeit|launder|shoplift|break into|pick a lock|"
+        r"illegal(?:ly)?|drugs?|meth|cocaine|overdose|untraceable|blackmail|harass|dox|revenge|"
+        r"without (?:them|him|her|anyone) knowing|fake (?:id|review|passport)|cheat on|bypass|"
+        r"jailbreak|disable (?:the )?(?:alarm|camera)|insult|slur)\b",
+        re.IGNORECASE,
+    ),
+    "emotional": re.compile(
+        r"\b(feel|feeling|sad|lonely|alone|anxious|anxiety|stress(?:ed)?|overwhelmed|depressed|grief|"
+        r"grieving|died|passed away|heartbroken|breakup|broke up|scared|afraid|worried|ashamed|"
+        r"burn(?:ed|t)? out|cry|crying|hopeless|miss (?:my|her|him))\b",
+        re.IGNORECASE,
+    ),
+    "time_sensitive": re.compile(
+        r"\b(latest|current(?:ly)?|today|tonight|right now|this (?:week|month|year)|news|price of|"
+        r"stock|weather|exchange rate|score of|who won|newest|recent(?:ly)?|20[2-3]\d)\b",
+        re.IGNORECASE,
+    ),
+    "creative": re.compile(
+        r"\b(poem|story|haiku|song|lyrics|slogan|limerick|fiction|imagine|creative|brainstorm|joke)\b",
+        re.IGNORECASE,
+    ),
+    "task": re.compile(
+        r"^\s*(write|rewrite|summari[sz]e|translate|convert|list|classify|extract|generate|create|"
+        r"draft|format|sort|fix|correct|calculate|compute|give me|make)\b",
+        re.IGNORECASE,
+    ),
+    "explanation": re.compile(
+        r"\b(why|how|explain|what is|what are|difference between|describe)\b", re.IGNORECASE
+    ),
+}
+
+
+def query_kinds(query: str) -> set[str]:
+    """The kinds of request ``query`` is (``harmful``, ``emotional``, ``time_sensitive``, ...)."""
+    return {kind for kind, pattern in _KIND_PATTERNS.items() if pattern.search(query)}
+
+
+# --------------------------------------------------------------------------------------------
+# Directives the responder recognises in a system prompt, in order of first appearance
+# --------------------------------------------------------------------------------------------
+
+_DIRECTIVES: dict[str, re.Pattern[str]] = {
+    "structure": re.compile(r"structur|organi[sz]|bullet|numbered|step[- ]by[- ]step|heading", re.I),
+    "refuse_harm": re.compile(r"(refuse|decline)\w*\b.{0,60}\b(harm|illegal|danger|unethical)", re.I | re.S),
+    "over_refuse": re.compile(
+        r"(refuse|decline)\w*\b.{0,40}\b(any|all)\b.{0,40}\b(sensitive|risky|controversial)", re.I | re.S
+    ),
+    "limitations": re.compile(
+        r"limitation|real[- ]time|up[- ]to[- ]date|internet access|knowledge cut", re.I
+    ),
+    "empathy": re.compile(r"empath|compassion|feelings", re.I),
+    "depth": re.compile(r"\bdepth\b|in[- ]depth|thorough|reasoning behind|explain why", re.I),
+    "examples": re.compile(r"\bexamples?\b|illustrat|analog", re.I),
+    "engagement": re.compile(r"conversational|follow[- ]up|engag", re.I),
+    "accuracy": re.compile(r"accura|factual|never invent|do not invent|don't invent|fabricat", re.I),
+    "concise": re.compile(r"concise|succinct|brief\b|to the point", re.I),
+}
+
+
+def prompt_directives(system_prompt: str) -> list[str]:
+    """Directives present in ``system_prompt``, ordered by where they first appear."""
+    found = []
+    for name, pattern in _DIRECTIVES.items():
+        match = pattern.search(system_prompt)
+        if match:
+            found.append((match.start(), name))
+    return [name for _, name in sorted(found)]
+
+
+def seeded_rng(*parts: object) -> random.Random:
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "with",
+        "is",
+        "are",
+        "be",
+        "how",
+        "what",
+        "why",
+        "can",
+        "you",
+        "i",
+        "me",
+        "my",
+    ]
+)
+
+
+def topic_of(query: str) -> str:
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", query) if w.lower() not in _STOP]
+    return " ".join(words[:6]).lower() or "your question"
+
+
+@dataclass(frozen=True)
+class SandboxWorld:
+    """Knobs of the simulated responder's weaknesses.
+
+    Attributes:
+        attention_span: directives (in prompt order) followed reliably; later ones rarely.
+        reliable: probability of following a directive within the attention span.
+        distracted: probability of following one beyond it.
+        max_prompt_words: prompts longer than this dilute every directive.
+        base_rates: probability of a behaviour with no directive at all.
+    """
+
+    attention_span: int = 5
+    reliable: float = 0.95
+    distracted: float = 0.3
+    max_prompt_words: int = 170
+    base_rates: tuple[tuple[str, float], ...] = (
+        ("structure", 0.15),
+        ("refuse_harm", 0.1),
+        ("limitations", 0.05),
+        ("empathy", 0.1),
+        ("depth", 0.1),
+        ("examples", 0.1),
+        ("engagement", 0.05),
+        ("accuracy", 0.3),
+        ("concise", 0.2),
+    )
