@@ -21,6 +21,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
 
 T = TypeVar("T")
+Task = TypeVar("Task")  # a node's input: its Send payload
 
 
 @dataclass
@@ -201,15 +202,15 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def plan_node(
     name: str,
-    plan: Callable[[dict[str, Any], RunnableConfig], CallPlan[dict[str, Any]]],
+    plan: Callable[[Task, RunnableConfig], CallPlan[T]],
     limiter: RoleLimiter | None = None,
 ) -> RunnableLambda[Any, Any]:
     """A LangGraph node running ``plan`` under both ``invoke`` (blocking) and ``ainvoke`` (awaited)."""
 
-    def run(task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    def run(task: Task, config: RunnableConfig) -> T:
         return run_plan(plan(task, config), limiter)
 
-    async def arun(task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    async def arun(task: Task, config: RunnableConfig) -> T:
         return await arun_plan(plan(task, config), limiter)
 
     return RunnableLambda(run, afunc=arun, name=name)
