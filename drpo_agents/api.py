@@ -224,7 +224,6 @@ async def _run(
                     {
                         "stop_reason": "",
                         "stopped_by_budget": False,
-                        "phase": "search",
                         "validation": [],
                         "validated_best": "",
                         "level": _last_search_level(snapshot.values),

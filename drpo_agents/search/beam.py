@@ -20,14 +20,19 @@ from drpo_agents.search.records import (
     Query,
     candidate_id,
     new_candidate,
+    reward_of,
 )
 from drpo_agents.search.state import DRPOState, DRPOUpdate
-from drpo_agents.search.validation import rank_on_validation, reward_of
 
 
 def level_batch(state: DRPOState, level: int, per_step: int) -> list[Query]:
     """The training queries of ``level``."""
     return state["query_bank"][level * per_step : (level + 1) * per_step]
+
+
+def validation_level(state: DRPOState) -> int:
+    """The level the end-of-run validation records its answers at: one past the search's last."""
+    return state["level"] + 1
 
 
 def latest_evaluations(state: DRPOState, candidate_id: str) -> list[Evaluation]:
@@ -76,7 +81,6 @@ def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         "initial_prompt": initial_prompt,
         "query_bank": queries,
         "validation_bank": validation_bank,
-        "phase": "search",
         "level": 0,
         "depth_limit": config.depth,
         "depth_extensions": 0,
@@ -104,8 +108,6 @@ def _ranking_key(candidate: Candidate) -> tuple[float, int, str]:
 
 def select_beam(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     """Rank this level's children by mean reward history and keep the best ``beam_size``."""
-    if state.get("phase") == "validation":
-        return rank_on_validation(ctx.config, state)
     config = ctx.config
     level = state["level"]
     batch_ids = [q["id"] for q in level_batch(state, level, config.queries_per_step)]
@@ -201,22 +203,10 @@ def _critiques(ctx: SearchContext, run_id: str, records: list[Evaluation]) -> li
 
 def next_level(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     """Advance one level: stop, or carry settled candidates and mark the others for rewriting."""
-    if state.get("phase") == "validation":
-        return {"stop_reason": state.get("pending_stop", "finished")}
     level = state["level"] + 1
     stop = _stop_reason(ctx, state, level)
     if stop is not None:
-        stopped_by_budget = stop.startswith(BUDGET_STOPS)
-        if state.get("validation_bank") and not ctx.config.acceptance_gate:
-            # Re-rank the final beam (and the initial prompt, as the baseline) on held-out queries.
-            return {
-                "phase": "validation",
-                "pending_stop": stop,
-                "level": level,
-                "to_rewrite": [],
-                "stopped_by_budget": stopped_by_budget,
-            }
-        return {"stop_reason": stop, "stopped_by_budget": stopped_by_budget}
+        return {"stop_reason": stop, "stopped_by_budget": stop.startswith(BUDGET_STOPS)}
 
     candidates = state["candidates"]
     carried: dict[str, Candidate] = {}

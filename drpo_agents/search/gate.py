@@ -10,14 +10,13 @@ from langgraph.types import Send
 from drpo_agents.config import DRPOConfig
 from drpo_agents.rewards import answer_length, bootstrap_ci, mean, safety_score
 from drpo_agents.search.context import SearchContext
-from drpo_agents.search.records import ROOT_ID, Evaluation, GateDecisionDict
+from drpo_agents.search.records import ROOT_ID, Evaluation, GateDecisionDict, reward_of
 from drpo_agents.search.state import DRPOState, DRPOUpdate
 from drpo_agents.search.tasks import evaluation_send, retrieve_shots
 from drpo_agents.search.validation import (
     current_length_slope,
     records_by_query,
     red_team_ids,
-    reward_of,
     safe_enough,
     validation_records,
 )
@@ -45,7 +44,7 @@ def _decided(state: DRPOState) -> bool:
 
 def route_gate(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
     """After ranking: validate the incumbent and the new best on held-out queries, or move on."""
-    if not ctx.config.acceptance_gate or state.get("phase") == "validation" or _decided(state):
+    if not ctx.config.acceptance_gate or _decided(state):
         return "next_level"
     records = validation_records(state)
     contenders = [state.get("incumbent") or ROOT_ID]
@@ -60,7 +59,9 @@ def route_gate(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
         return "gate"
     shots = retrieve_shots(ctx, state, [q for _, q in missing])
     return [
-        evaluation_send("validate", state, state["candidates"][cid], q, shots, phase="validation")
+        evaluation_send(
+            "validate", state, state["candidates"][cid], q, shots, phase="validation", level=state["level"]
+        )
         for cid, q in missing
     ]
 

@@ -43,7 +43,7 @@ from drpo_agents.models.registry import (
 )
 from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever
 from drpo_agents.schemas import ICLExample
-from drpo_agents.search import beam, gate, model_steps, tasks
+from drpo_agents.search import beam, gate, model_steps, tasks, validation
 from drpo_agents.search.context import SearchContext
 from drpo_agents.search.finalize import finalize
 from drpo_agents.search.review import review
@@ -198,6 +198,22 @@ def create_drpo_graph(
         graph.add_node("review", partial(review, cfg))
         graph.add_edge("review", "finalize")
         level_work.append("review")
+    if tasks.validates_at_end(cfg):
+        # After the search: re-rank the final beam and the initial prompt on held-out queries.
+        graph.add_node(
+            "select_validation_aspects",
+            plan_node("select_validation_aspects", partial(model_steps.plan_select_aspects, ctx), limiter),
+        )
+        graph.add_node("dispatch_validation", validation.dispatch_validation)
+        graph.add_node("validate", plan_node("validate", partial(model_steps.plan_evaluate, ctx), limiter))
+        graph.add_node("rank_validation", partial(validation.rank_validation, ctx))
+        graph.add_edge("select_validation_aspects", "dispatch_validation")
+        graph.add_conditional_edges(
+            "dispatch_validation", partial(validation.route_validation, ctx), ["validate"]
+        )
+        graph.add_edge("validate", "rank_validation")
+        graph.add_edge("rank_validation", "review" if cfg.review else "finalize")
+        level_work += ["select_validation_aspects", "dispatch_validation"]
     graph.add_edge(START, "prepare")
     if cfg.icl_iters > 0:
         # DRPO's first stage: optimize the ICL answers, then search prompts with them (a

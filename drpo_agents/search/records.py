@@ -179,6 +179,13 @@ class EvaluateTask(TypedDict):
     icl: list[dict[str, Any]]  # ICLExample dumps, retrieved by the router
 
 
+def reward_of(record: Evaluation) -> float:
+    """The reward of a successful record (records with an error are filtered out before)."""
+    reward = record["reward"]
+    assert reward is not None
+    return reward
+
+
 def candidate_id(level: int, rank: int, index: int) -> str:
     """The id of the ``index``-th child of the beam's ``rank``-th candidate at ``level``."""
     return f"c{level}-{rank}-{index}"

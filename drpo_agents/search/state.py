@@ -62,8 +62,6 @@ class _SearchFields(TypedDict, total=False):
     beam: list[str]
     to_rewrite: list[str]  # beam candidates to rewrite at this level
     stop_reason: str
-    phase: str  # "search", then "validation" when a validation set re-ranks the final beam
-    pending_stop: str  # why the search stopped, while validation runs
     validation_bank: list[Query]  # held-out training queries for the final re-ranking
     validation: list[ValidationRow]  # per-candidate validation results
     validated_best: str

@@ -7,44 +7,59 @@ from typing import Any
 
 from langgraph.types import Send
 
+from drpo_agents.config import DRPOConfig
 from drpo_agents.retrieval import fit_icl_budget
 from drpo_agents.rewards import SAFETY_ASPECT
-from drpo_agents.search.beam import latest_evaluations, level_batch
+from drpo_agents.search.beam import latest_evaluations, level_batch, validation_level
 from drpo_agents.search.context import SearchContext, current_examples
 from drpo_agents.search.records import AspectTask, Candidate, EvaluateTask, Query, RewriteTask
 from drpo_agents.search.state import DRPOState
-from drpo_agents.search.validation import validation_candidates
-
-
-def level_queries(ctx: SearchContext, state: DRPOState) -> list[Query]:
-    """The queries of the current level (or the validation queries during validation)."""
-    if state.get("phase") == "validation":
-        return state["validation_bank"]
-    return level_batch(state, state["level"], ctx.config.queries_per_step)
 
 
 def route_level_work(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
-    """Fan out this level's rewrites and aspect selections, or finish."""
+    """Fan out this level's rewrites and aspect selections, or end the search."""
     if state.get("stop_reason"):
-        return "review" if ctx.config.review else "finalize"
+        return route_search_end(ctx, state)
     ctx.recall_methods(state)
     sends = [
         Send("rewrite", rewrite_task(ctx, state, parent_id, state["beam"].index(parent_id)))
         for parent_id in state.get("to_rewrite", [])
     ]
-    cache = state.get("aspect_cache", {})
-    queries = list(level_queries(ctx, state))
+    queries = level_batch(state, state["level"], ctx.config.queries_per_step)
     if ctx.config.acceptance_gate and state["level"] == 0:
-        queries += state["validation_bank"]  # the gate validates from level 0 on
+        queries = [*queries, *state["validation_bank"]]  # the gate validates from level 0 on
+    sends += aspect_sends("select_aspects", state, queries, state["level"])
+    return sends or "dispatch_evaluations"
+
+
+def validates_at_end(config: DRPOConfig) -> bool:
+    """Whether the final beam is re-ranked on held-out queries (the gate validates every level instead)."""
+    return bool(config.validation_size or config.red_team_validation_size) and not config.acceptance_gate
+
+
+def route_search_end(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
+    """After the search stops: select the validation queries' aspects, or review, or finish."""
+    if validates_at_end(ctx.config) and state.get("validation_bank"):
+        ctx.recall_methods(state)
+        sends = aspect_sends(
+            "select_validation_aspects", state, state["validation_bank"], validation_level(state)
+        )
+        return sends or "dispatch_validation"
+    return "review" if ctx.config.review else "finalize"
+
+
+def aspect_sends(node: str, state: DRPOState, queries: Sequence[Query], level: int) -> list[Send]:
+    """One aspect-selection task per query whose aspects are not cached yet."""
+    cache = state.get("aspect_cache", {})
     validation_ids = {q["id"] for q in state.get("validation_bank", [])}
-    sends += [
+    return [
         Send(
-            "select_aspects",
+            node,
             AspectTask(
                 run_id=state["run_id"],
                 query_id=q["id"],
                 query=q["query"],
-                level=state["level"],
+                level=level,
                 # The safety constraint needs a Safety score on every red-team validation query.
                 required_aspects=[SAFETY_ASPECT]
                 if q["id"] in validation_ids and q.get("category") == "red_team"
@@ -54,23 +69,18 @@ def route_level_work(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
         for q in queries
         if q["id"] not in cache
     ]
-    return sends or "dispatch_evaluations"
 
 
 def route_evaluations(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
     """One ``evaluate`` task per (new candidate, training query) of this level."""
     level = state["level"]
-    if state.get("phase") == "validation":
-        children = [state["candidates"][cid] for cid in validation_candidates(state)]
-    else:
-        children = sorted(
-            (c for c in state["candidates"].values() if c["level"] == level), key=lambda c: c["id"]
-        )
-    batch = level_queries(ctx, state)
+    children = sorted((c for c in state["candidates"].values() if c["level"] == level), key=lambda c: c["id"])
+    batch = level_batch(state, level, ctx.config.queries_per_step)
     shots = retrieve_shots(ctx, state, batch)
-    phase = state.get("phase", "search")
     sends = [
-        evaluation_send("evaluate", state, child, q, shots, phase=phase) for child in children for q in batch
+        evaluation_send("evaluate", state, child, q, shots, phase="search", level=level)
+        for child in children
+        for q in batch
     ]
     return sends or "select_beam"
 
@@ -99,13 +109,14 @@ def evaluation_send(
     shots: dict[str, list[dict[str, Any]]],
     *,
     phase: str,
+    level: int,
 ) -> Send:
     """A ``Send`` to ``node`` (``evaluate`` or ``validate``) answering ``query`` under ``candidate``."""
     task = EvaluateTask(
         run_id=state["run_id"],
         candidate_id=candidate["id"],
         prompt=candidate["prompt"],
-        level=state["level"],
+        level=level,
         phase=phase,
         query_id=query["id"],
         query=query["query"],

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from langgraph.types import Send
+
 from drpo_agents.config import DRPOConfig
 from drpo_agents.rewards import length_adjusted_rewards, mean, safety_score
-from drpo_agents.search.context import std
-from drpo_agents.search.records import ROOT_ID, Evaluation, ValidationRow
+from drpo_agents.search.beam import validation_level
+from drpo_agents.search.context import SearchContext, std
+from drpo_agents.search.records import ROOT_ID, Evaluation, ValidationRow, reward_of
 from drpo_agents.search.state import DRPOState, DRPOUpdate
+from drpo_agents.search.tasks import evaluation_send, retrieve_shots
 
 
 def validation_candidates(state: DRPOState) -> list[str]:
@@ -71,21 +75,34 @@ def validation_row(
     }
 
 
-def reward_of(record: Evaluation) -> float:
-    """The reward of a successful record."""
-    reward = record["reward"]
-    assert reward is not None  # records with an error are filtered out before
-    return reward
+def dispatch_validation(state: DRPOState) -> DRPOUpdate:
+    """Join point after the validation queries' aspect selection; the router fans the answers out."""
+    return {}
 
 
-def rank_on_validation(config: DRPOConfig, state: DRPOState) -> DRPOUpdate:
+def route_validation(ctx: SearchContext, state: DRPOState) -> list[Send]:
+    """One ``validate`` task per (final-beam candidate or initial prompt, validation query)."""
+    queries = state["validation_bank"]
+    shots = retrieve_shots(ctx, state, queries)
+    level = validation_level(state)
+    return [
+        evaluation_send(
+            "validate", state, state["candidates"][cid], q, shots, phase="validation", level=level
+        )
+        for cid in validation_candidates(state)
+        for q in queries
+    ]
+
+
+def rank_validation(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     """Re-rank the final beam and the initial prompt on the validation queries.
 
     A candidate with a failed validation answer cannot win (its mean would rest on fewer
     queries), nor can one whose Safety on the red-team queries fell below the initial
     prompt's by more than ``safety_tolerance``.
     """
-    level = state["level"]
+    config = ctx.config
+    level = validation_level(state)
     records = [r for r in validation_records(state) if r["level"] == level and not r.get("error")]
     adjusted: dict[int, float] = {}
     if config.length_normalization:
