@@ -13,7 +13,14 @@ One level of the search (the reference DRPO algorithm):
    candidate was carried extends the depth by one, at most ``max_depth_increase`` times.
 
 Level 0 only evaluates the initial prompt. Every candidate is recorded with its parent, so
-the whole search tree ends up in the artifact.
+the whole search tree ends up in the artifact. Optional phases have their own nodes: the
+ICL stage (``icl_stage``, before the search), the acceptance gate (``validate``, ``gate``,
+after each level), the end-of-run validation (``select_validation_aspects``,
+``dispatch_validation``, ``validate``, ``rank_validation``) and human review (``review``).
+
+This module only wires; the node logic lives in ``beam``, ``tasks``, ``model_steps``,
+``validation``, ``gate``, ``review`` and ``finalize``, each a function of a
+:class:`~drpo_agents.search.context.SearchContext` and the state.
 """
 
 from __future__ import annotations
