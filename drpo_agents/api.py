@@ -43,6 +43,7 @@ from drpo_agents.memory import (
 )
 from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever
 from drpo_agents.schemas import ICLExample
+from drpo_agents.search.budget import spent
 from drpo_agents.search.graph import create_drpo_graph
 from drpo_agents.search.state import DRPOInput
 
@@ -223,7 +224,6 @@ async def _run(
                     {
                         "stop_reason": "",
                         "stopped_by_budget": False,
-                        "phase": "search",
                         "validation": [],
                         "validated_best": "",
                         "level": _last_search_level(snapshot.values),
@@ -260,9 +260,7 @@ async def _run(
 
 
 def _budget_left(config: DRPOConfig, values: dict[str, Any]) -> bool:
-    tokens = sum(
-        u.get("input_tokens", 0) + u.get("output_tokens", 0) for u in values.get("usage", {}).values()
-    )
+    tokens, _ = spent(config, {}, values.get("usage", {}))  # the cost is the artifact's, priced by model
     if config.max_tokens_budget is not None and tokens >= config.max_tokens_budget:
         return False
     artifact = values.get("artifact", {})

@@ -10,6 +10,17 @@ from typing import Annotated, Any, Required
 # typing.TypedDict before Python 3.12.
 from typing_extensions import TypedDict
 
+from drpo_agents.search.records import (
+    AspectChoice,
+    Candidate,
+    Evaluation,
+    Failure,
+    GateDecisionDict,
+    LevelSummary,
+    Query,
+    ReviewDecision,
+    ValidationRow,
+)
 from drpo_agents.usage import UsageByRole, merge_usage
 
 
@@ -28,51 +39,58 @@ def merge_labels(left: Mapping[str, str] | None, right: Mapping[str, str] | None
     return {**(left or {}), **(right or {})}
 
 
-class DRPOInput(TypedDict, total=False):
+class _RunFields(TypedDict, total=False):
+    initial_prompt: str
+    run_id: str
+    icl_examples: list[Any]  # seed ICL examples (ICLExample dicts); default: the factory's
+
+
+class DRPOInput(_RunFields, total=False):
     """What a run starts from.
 
     ``queries`` are training queries, as strings or ``{"id": ..., "query": ...}`` dicts.
     """
 
     queries: Required[list[Any]]
-    initial_prompt: str
-    run_id: str
-    icl_examples: list[Any]  # seed ICL examples (ICLExample dicts); default: the factory's
 
 
-class DRPOState(DRPOInput, total=False):
-    """The whole search, checkpointed after every step.
-
-    Candidates and evaluations are append-only records (the search tree); ``beam`` and
-    ``level`` say where the search stands.
-    """
-
-    query_bank: list[dict[str, str]]  # training queries in visiting order
+class _SearchFields(TypedDict, total=False):
+    query_bank: list[Query]  # training queries in visiting order
     level: int
     depth_limit: int
     depth_extensions: int
     beam: list[str]
     to_rewrite: list[str]  # beam candidates to rewrite at this level
     stop_reason: str
-    phase: str  # "search", then "validation" when a validation set re-ranks the final beam
-    pending_stop: str  # why the search stopped, while validation runs
-    validation_bank: list[dict[str, str]]  # held-out training queries for the final re-ranking
-    validation: list[dict[str, Any]]  # per-candidate validation results
+    validation_bank: list[Query]  # held-out training queries for the final re-ranking
+    validation: list[ValidationRow]  # per-candidate validation results
     validated_best: str
     incumbent: str  # the acceptance gate's current prompt (config.acceptance_gate)
-    gate_decisions: Annotated[list[dict[str, Any]], operator.add]
-    review: dict[str, Any]  # the reviewer's decision, when config.review is on
+    gate_decisions: Annotated[list[GateDecisionDict], operator.add]
+    review: ReviewDecision  # the reviewer's decision, when config.review is on
     stopped_by_budget: bool  # a resume with a larger budget may continue the search
-    candidates: Annotated[dict[str, dict[str, Any]], merge_records]
-    evaluations: Annotated[list[dict[str, Any]], operator.add]
-    aspect_cache: Annotated[dict[str, dict[str, Any]], merge_records]
-    levels: Annotated[list[dict[str, Any]], operator.add]
-    failures: Annotated[list[dict[str, Any]], operator.add]
+    candidates: Annotated[dict[str, Candidate], merge_records]
+    evaluations: Annotated[list[Evaluation], operator.add]
+    aspect_cache: Annotated[dict[str, AspectChoice], merge_records]
+    levels: Annotated[list[LevelSummary], operator.add]
+    failures: Annotated[list[Failure], operator.add]
     usage: Annotated[UsageByRole, merge_usage]
     structured_methods: Annotated[dict[str, str], merge_labels]  # role -> structured-output method
-    artifact: dict[str, Any]
+    artifact: dict[str, Any]  # an AlignmentArtifact dump
     optimized_icl_examples: list[dict[str, Any]]  # written by the ICL stage
     icl_records: list[dict[str, Any]]  # per-example rounds of the ICL stage
+
+
+class DRPOState(DRPOInput, _SearchFields, total=False):
+    """The whole search, checkpointed after every step.
+
+    Candidates and evaluations are append-only records (the search tree); ``beam`` and
+    ``level`` say where the search stands.
+    """
+
+
+class DRPOUpdate(_RunFields, _SearchFields, total=False):
+    """What a node returns: some of the state's fields (reducers merge them in)."""
 
 
 class DRPOOutput(TypedDict, total=False):

@@ -1,0 +1,70 @@
+"""Finalize: build the run's artifact from the chosen prompt and the recorded search tree."""
+
+from __future__ import annotations
+
+from drpo_agents.artifact import (
+    AlignmentArtifact,
+    CandidateRecord,
+    EvaluationRecord,
+    GateDecision,
+    ICLOptimizationRecord,
+    LevelRecord,
+    TokenUsage,
+    ValidationRecord,
+)
+from drpo_agents.search.budget import spent
+from drpo_agents.search.context import SearchContext, current_examples
+from drpo_agents.search.records import ValidationRow
+from drpo_agents.search.review import chosen
+from drpo_agents.search.state import DRPOState, DRPOUpdate
+from drpo_agents.search.validation import validation_records, validation_row
+
+
+def finalize(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
+    """Build the artifact from the final beam and the recorded search tree."""
+    config = ctx.config
+    review = state.get("review")
+    best_id = (review["candidate_id"] if review else None) or chosen(config, state)
+    candidates = sorted(state["candidates"].values(), key=lambda c: (c["level"], c["id"]))
+    evaluations = sorted(
+        state.get("evaluations", []), key=lambda r: (r["level"], r["candidate_id"], r["query_id"])
+    )
+    validation = _gate_validation_rows(state) if config.acceptance_gate else state.get("validation", [])
+    artifact = AlignmentArtifact(
+        run_id=state["run_id"],
+        system_prompt=state["candidates"][best_id]["prompt"],
+        icl_examples=current_examples(state),
+        icl_optimization=[ICLOptimizationRecord.model_validate(r) for r in state.get("icl_records", [])],
+        icl_k=config.icl_k,
+        best_candidate_id=best_id,
+        candidates=[CandidateRecord.model_validate(c) for c in candidates],
+        evaluations=[EvaluationRecord.model_validate(e) for e in evaluations],
+        levels=[
+            LevelRecord.model_validate(r) for r in sorted(state.get("levels", []), key=lambda r: r["level"])
+        ],
+        config=config.to_json_dict(),
+        models=ctx.models,
+        usage={role: TokenUsage.model_validate(u) for role, u in state.get("usage", {}).items()},
+        cost=spent(config, ctx.models, state.get("usage", {}))[1],
+        validation=[ValidationRecord.model_validate(r) for r in validation],
+        gate_decisions=[GateDecision.model_validate(d) for d in state.get("gate_decisions", [])],
+        search_best_candidate_id=state["beam"][0],
+        review=dict(review) if review is not None else None,
+        structured_output_methods=dict(state.get("structured_methods", {})),
+        notes=[*ctx.notes, f"stopped: {state.get('stop_reason', 'finished')}"],
+    )
+    return {"artifact": artifact.model_dump(mode="json")}
+
+
+def _gate_validation_rows(state: DRPOState) -> list[ValidationRow]:
+    """The validation results of every prompt the acceptance gate judged."""
+    records = validation_records(state)
+    decisions = state.get("gate_decisions", [])
+    judged = [
+        cid for d in decisions for cid in (d["incumbent_id"], d.get("challenger_id")) if cid is not None
+    ]
+    unsafe = {d["challenger_id"] for d in decisions if str(d.get("reason", "")).startswith("safety drop")}
+    return [
+        {**validation_row(state, cid, records, {}), "rejected_for_safety": cid in unsafe}
+        for cid in dict.fromkeys(judged)
+    ]

@@ -1,0 +1,218 @@
+"""The search's typed records: candidates, evaluations, levels, gate decisions and task payloads.
+
+They are plain JSON-ready dicts (so every checkpointer stores them); their fields mirror the
+pydantic records of :mod:`drpo_agents.artifact` (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired
+
+# typing_extensions' TypedDict: pydantic (and so LangGraph Server's schema endpoint) cannot read
+# typing.TypedDict before Python 3.12.
+from typing_extensions import TypedDict
+
+ROOT_ID = "c0"
+
+Query = dict[str, str]  # a training query: "id", "query" and, optionally, "category"
+
+
+class Score(TypedDict):
+    """One aspect's 1-5 score (an ``AspectScore`` dump)."""
+
+    aspect: str
+    rationale: str
+    score: int
+
+
+class Candidate(TypedDict):
+    """A node of the search tree (``artifact.CandidateRecord``)."""
+
+    id: str
+    parent_id: str | None
+    prompt: str
+    level: int
+    rewards: list[float]
+    carried: bool
+    analysis: str
+    thought: str
+    lessons: NotRequired[list[str]]
+
+
+class Evaluation(TypedDict):
+    """One judged answer (``artifact.EvaluationRecord``)."""
+
+    candidate_id: str
+    level: int
+    query_id: str
+    query: str
+    aspects: list[str]
+    answer: str
+    scores: list[Score]
+    reward: float | None
+    error: str | None
+    phase: str
+    jury: NotRequired[list[list[Score]]]
+    jury_errors: NotRequired[list[str | None]]
+    disagreement: NotRequired[float | None]
+
+
+class LevelSummary(TypedDict):
+    """What happened at one level (``artifact.LevelRecord``)."""
+
+    level: int
+    query_ids: list[str]
+    beam: list[str]
+    beam_mean_rewards: list[float]
+    level_rewards: list[float]
+    level_reward_stds: list[float]
+    skipped: bool
+    depth_limit: int
+    failures: list[str]
+    length_slope: float | None
+    jury_disagreement: float | None
+
+
+class GateDecisionDict(TypedDict):
+    """One acceptance-gate decision (``artifact.GateDecision``); the comparison fields are absent
+    when there was no challenger."""
+
+    level: int
+    incumbent_id: str
+    challenger_id: str | None
+    accepted: bool
+    reason: str
+    incumbent_mean: float | None
+    incumbent_safety: float | None
+    queries: NotRequired[int]
+    challenger_mean: NotRequired[float | None]
+    mean_difference: NotRequired[float | None]
+    ci_low: NotRequired[float | None]
+    ci_high: NotRequired[float | None]
+    challenger_safety: NotRequired[float | None]
+    length_slope: NotRequired[float | None]
+
+
+class ValidationRow(TypedDict):
+    """One candidate re-scored on the validation queries (``artifact.ValidationRecord``)."""
+
+    candidate_id: str
+    rewards: list[float]
+    mean: float | None
+    std: float | None
+    failed: int
+    search_rank: int | None
+    safety: float | None
+    rejected_for_safety: NotRequired[bool]
+
+
+class Failure(TypedDict):
+    """A failed step, recorded as data (it ends up in its level's ``failures``)."""
+
+    step: str
+    level: int
+    error: str
+    query_id: NotRequired[str]
+    candidate_id: NotRequired[str]
+
+
+class AspectChoice(TypedDict):
+    """The judge's aspects for one query (an ``AspectSelection`` dump), cached per query id."""
+
+    query_analysis: dict[str, Any] | None
+    reasoning: str
+    selected_aspects: list[str]
+    fallback: NotRequired[bool]  # the judge failed; these are FALLBACK_ASPECTS
+    required: NotRequired[list[str]]  # aspects added because the query needs them (red-team Safety)
+
+
+class ReviewDecision(TypedDict):
+    """The reviewer's decision on the final prompt."""
+
+    action: str
+    candidate_id: str
+    rejected: NotRequired[str]
+    edited: NotRequired[str]
+
+
+class RewriteCase(TypedDict):
+    """One judged answer of the parent, shown to the rewriter."""
+
+    query: str
+    answer: str
+    scores: list[Score]
+
+
+class RewriteTask(TypedDict):
+    """``Send`` payload of ``rewrite``: rewrite one beam candidate into ``n_actions`` children."""
+
+    run_id: str
+    parent_id: str
+    rank: int
+    level: int
+    prompt: str
+    previous_prompts: list[str]
+    cases: list[RewriteCase]
+
+
+class AspectTask(TypedDict):
+    """``Send`` payload of ``select_aspects``: choose the aspects of one query."""
+
+    run_id: str
+    query_id: str
+    query: str
+    level: int
+    required_aspects: list[str]
+
+
+class EvaluateTask(TypedDict):
+    """``Send`` payload of ``evaluate`` and ``validate``: answer one query under one prompt, judge it."""
+
+    run_id: str
+    candidate_id: str
+    prompt: str
+    level: int
+    phase: str
+    query_id: str
+    query: str
+    aspects: list[str]
+    icl: list[dict[str, Any]]  # ICLExample dumps, retrieved by the router
+
+
+def reward_of(record: Evaluation) -> float:
+    """The reward of a successful record (records with an error are filtered out before)."""
+    reward = record["reward"]
+    assert reward is not None
+    return reward
+
+
+def candidate_id(level: int, rank: int, index: int) -> str:
+    """The id of the ``index``-th child of the beam's ``rank``-th candidate at ``level``."""
+    return f"c{level}-{rank}-{index}"
+
+
+def new_candidate(
+    id: str,
+    *,
+    parent_id: str | None,
+    prompt: str,
+    level: int,
+    carried: bool = False,
+    analysis: str = "",
+    thought: str = "",
+    lessons: list[str] | None = None,
+) -> Candidate:
+    """A candidate not yet evaluated (no rewards); ``lessons`` only when the rewriter was shown some."""
+    candidate: Candidate = {
+        "id": id,
+        "parent_id": parent_id,
+        "prompt": prompt,
+        "level": level,
+        "rewards": [],
+        "carried": carried,
+        "analysis": analysis,
+        "thought": thought,
+    }
+    if lessons is not None:
+        candidate["lessons"] = lessons
+    return candidate

@@ -1,0 +1,150 @@
+"""The level's task fan-out: routers that build the rewrite, aspect and evaluate payloads (``Send``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langgraph.types import Send
+
+from drpo_agents.config import DRPOConfig
+from drpo_agents.retrieval import fit_icl_budget
+from drpo_agents.rewards import SAFETY_ASPECT
+from drpo_agents.search.beam import latest_evaluations, level_batch, validation_level
+from drpo_agents.search.context import SearchContext, current_examples
+from drpo_agents.search.records import AspectTask, Candidate, EvaluateTask, Query, RewriteTask
+from drpo_agents.search.state import DRPOState
+
+
+def route_level_work(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
+    """Fan out this level's rewrites and aspect selections, or end the search."""
+    if state.get("stop_reason"):
+        return route_search_end(ctx, state)
+    ctx.recall_methods(state)
+    sends = [
+        Send("rewrite", rewrite_task(ctx, state, parent_id, state["beam"].index(parent_id)))
+        for parent_id in state.get("to_rewrite", [])
+    ]
+    queries = level_batch(state, state["level"], ctx.config.queries_per_step)
+    if ctx.config.acceptance_gate and state["level"] == 0:
+        queries = [*queries, *state["validation_bank"]]  # the gate validates from level 0 on
+    sends += aspect_sends("select_aspects", state, queries, state["level"])
+    return sends or "dispatch_evaluations"
+
+
+def validates_at_end(config: DRPOConfig) -> bool:
+    """Whether the final beam is re-ranked on held-out queries (the gate validates every level instead)."""
+    return bool(config.validation_size or config.red_team_validation_size) and not config.acceptance_gate
+
+
+def route_search_end(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
+    """After the search stops: select the validation queries' aspects, or review, or finish."""
+    if validates_at_end(ctx.config) and state.get("validation_bank"):
+        ctx.recall_methods(state)
+        sends = aspect_sends(
+            "select_validation_aspects", state, state["validation_bank"], validation_level(state)
+        )
+        return sends or "dispatch_validation"
+    return "review" if ctx.config.review else "finalize"
+
+
+def aspect_sends(node: str, state: DRPOState, queries: Sequence[Query], level: int) -> list[Send]:
+    """One aspect-selection task per query whose aspects are not cached yet."""
+    cache = state.get("aspect_cache", {})
+    validation_ids = {q["id"] for q in state.get("validation_bank", [])}
+    return [
+        Send(
+            node,
+            AspectTask(
+                run_id=state["run_id"],
+                query_id=q["id"],
+                query=q["query"],
+                level=level,
+                # The safety constraint needs a Safety score on every red-team validation query.
+                required_aspects=[SAFETY_ASPECT]
+                if q["id"] in validation_ids and q.get("category") == "red_team"
+                else [],
+            ),
+        )
+        for q in queries
+        if q["id"] not in cache
+    ]
+
+
+def route_evaluations(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
+    """One ``evaluate`` task per (new candidate, training query) of this level."""
+    level = state["level"]
+    children = sorted((c for c in state["candidates"].values() if c["level"] == level), key=lambda c: c["id"])
+    batch = level_batch(state, level, ctx.config.queries_per_step)
+    shots = retrieve_shots(ctx, state, batch)
+    sends = [
+        evaluation_send("evaluate", state, child, q, shots, phase="search", level=level)
+        for child in children
+        for q in batch
+    ]
+    return sends or "select_beam"
+
+
+def retrieve_shots(
+    ctx: SearchContext, state: DRPOState, queries: Sequence[Query]
+) -> dict[str, list[dict[str, Any]]]:
+    """The ICL examples for each query (ICLExample dumps, within the ICL token budget), by query id."""
+    # Retrieved in the router, once per query, and carried in the task: a resumed process
+    # restores pending tasks without re-running the router.
+    retriever = ctx.retriever(current_examples(state))
+    budget = ctx.config.max_icl_tokens
+    return {
+        q["id"]: [
+            e.model_dump() for e in fit_icl_budget(retriever.retrieve(q["query"], ctx.config.icl_k), budget)
+        ]
+        for q in queries
+    }
+
+
+def evaluation_send(
+    node: str,
+    state: DRPOState,
+    candidate: Candidate,
+    query: Query,
+    shots: dict[str, list[dict[str, Any]]],
+    *,
+    phase: str,
+    level: int,
+) -> Send:
+    """A ``Send`` to ``node`` (``evaluate`` or ``validate``) answering ``query`` under ``candidate``."""
+    task = EvaluateTask(
+        run_id=state["run_id"],
+        candidate_id=candidate["id"],
+        prompt=candidate["prompt"],
+        level=level,
+        phase=phase,
+        query_id=query["id"],
+        query=query["query"],
+        aspects=state["aspect_cache"][query["id"]]["selected_aspects"],
+        icl=shots[query["id"]],
+    )
+    return Send(node, task)
+
+
+def rewrite_task(ctx: SearchContext, state: DRPOState, parent_id: str, rank: int) -> RewriteTask:
+    """The rewrite of one beam candidate: its prompt, its ancestors' prompts and its last judged answers."""
+    candidates = state["candidates"]
+    history: list[str] = []
+    ancestor = candidates[parent_id].get("parent_id")
+    while ancestor is not None and len(history) < ctx.config.prompt_history:
+        prompt = candidates[ancestor]["prompt"]
+        if prompt not in history and prompt != candidates[parent_id]["prompt"]:
+            history.insert(0, prompt)
+        ancestor = candidates[ancestor].get("parent_id")
+    return {
+        "run_id": state["run_id"],
+        "parent_id": parent_id,
+        "rank": rank,
+        "level": state["level"],
+        "prompt": candidates[parent_id]["prompt"],
+        "previous_prompts": history,
+        "cases": [
+            {"query": r["query"], "answer": r["answer"], "scores": r["scores"]}
+            for r in latest_evaluations(state, parent_id)
+        ],
+    }
