@@ -6,26 +6,26 @@ A run directory holds everything a run needs to be inspected or resumed
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, closing
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import urlparse
+from typing import Any, ParamSpec, TypeVar, cast
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.calls import run_sync
+from drpo_agents.checkpoints import check_checkpoint_file, open_checkpointer
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
-from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired, ServiceUnavailableError
+from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
 from drpo_agents.memory import (
     ChromaCritiqueMemory,
     ChromaICLRetriever,
@@ -49,6 +49,9 @@ from drpo_agents.schemas import ICLExample
 from drpo_agents.search.graph import create_drpo_graph
 from drpo_agents.search.state import DRPOInput
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 # Re-exported from their new homes, where callers import them from here.
 __all__ = [
     "ARTIFACT_FILE",
@@ -66,89 +69,6 @@ __all__ = [
     "optimize",
     "resume",
 ]
-
-
-@asynccontextmanager
-async def open_checkpointer(
-    spec: Checkpointer, run_dir: Path | None
-) -> AsyncIterator[BaseCheckpointSaver[Any] | None]:
-    """A checkpointer from an instance, a ``postgresql://`` URL, or the run directory's SQLite file."""
-    if isinstance(spec, BaseCheckpointSaver):
-        yield spec
-    elif isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
-        try:
-            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        except ImportError as exc:
-            raise ConfigError("PostgreSQL checkpoints need: pip install 'drpo-agents[postgres]'") from exc
-        await _check_postgres(spec)
-        async with AsyncPostgresSaver.from_conn_string(spec) as saver:
-            await _setup_postgres(saver, spec)
-            yield saver
-    elif spec is not None:
-        raise ConfigError(f"checkpointer must be a BaseCheckpointSaver or a postgresql:// URL, got {spec!r}")
-    elif run_dir is not None:
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-        async with AsyncSqliteSaver.from_conn_string(str(run_dir / CHECKPOINT_FILE)) as saver:
-            yield saver
-    else:
-        yield None
-
-
-async def _check_postgres(url: str) -> None:
-    """Connect once, so a wrong URL, a closed port or a refused login is one clear error
-    (the driver's own is several lines; the password is never part of the message)."""
-    import psycopg
-
-    from drpo_agents.tracing import scrub_secrets
-
-    shown = scrub_secrets(url)
-    password = urlparse(url).password
-
-    def reason(exc: Exception) -> str:
-        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        return text.replace(password, "[redacted]") if password else text
-
-    try:
-        connection = await psycopg.AsyncConnection.connect(url, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise ServiceUnavailableError(f"cannot connect to PostgreSQL at {shown}: {reason(exc)}") from exc
-    except psycopg.Error as exc:
-        raise ConfigError(f"invalid PostgreSQL URL {shown}: {reason(exc)}") from exc
-    await connection.close()
-
-
-# Any fixed 64-bit key: all drpo-agents processes serialize checkpoint-table setup on it.
-_SETUP_LOCK_KEY = 0x6472706F
-
-
-async def _setup_postgres(saver: Any, url: str, wait_seconds: float = 120.0) -> None:
-    """Create or migrate the checkpoint tables; several runs starting at once on one database
-    would race on them (duplicate migrations, catalog conflicts), so setup holds an advisory lock.
-
-    The lock is polled, not waited on: the migrations build indexes CONCURRENTLY, which wait
-    for every open statement, including another run's blocked lock request (a deadlock).
-    """
-    import asyncio
-
-    from psycopg import AsyncConnection
-
-    async with await AsyncConnection.connect(url, autocommit=True) as lock_connection:
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        while True:
-            cursor = await lock_connection.execute("SELECT pg_try_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
-            row = await cursor.fetchone()
-            if row and row[0]:
-                break
-            if asyncio.get_running_loop().time() > deadline:
-                raise DRPOError(
-                    "timed out waiting for another run to set up the PostgreSQL checkpoint tables"
-                )
-            await asyncio.sleep(0.05)
-        try:
-            await saver.setup()
-        finally:
-            await lock_connection.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
 
 
 async def _run(
@@ -413,7 +333,7 @@ async def aresume(
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{directory / CONFIG_FILE} is damaged: {exc}") from exc
     if checkpointer is None:
-        _check_checkpoint_file(directory / CHECKPOINT_FILE)
+        check_checkpoint_file(directory / CHECKPOINT_FILE)
     if config_overrides:
         record["config"] = config.to_json_dict()
         (directory / CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -463,102 +383,24 @@ def _stored_models(
     )
 
 
-def _check_checkpoint_file(path: Path) -> None:
-    """Refuse to resume from a missing, damaged or foreign SQLite file (before anything writes to it)."""
-    import sqlite3
+def _blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]], name: str, doc: str) -> Callable[P, T]:
+    """The blocking twin of ``coroutine_function``: the same typed parameters, run by :func:`run_sync`."""
 
-    if not path.is_file():
-        raise ConfigError(
-            f"no {path.name} in {path.parent}: nothing to resume (pass --checkpointer if the run "
-            "kept its checkpoints in PostgreSQL)"
-        )
-    try:
-        with closing(sqlite3.connect(path)) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as exc:
-        raise ConfigError(f"{path} is damaged or not a checkpoint database: {exc}") from exc
-    if "checkpoints" not in tables:
-        raise ConfigError(f"{path} is not a LangGraph checkpoint database (no checkpoints table)")
+    @functools.wraps(coroutine_function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(coroutine_function(*args, **kwargs))
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = doc
+    return call
 
 
-def optimize(
-    queries: Sequence[Any],
-    *,
-    responder: ResponderModel,
-    judge: ChatModel,
-    rewriter: ChatModel | None = None,
-    config: DRPOConfig | None = None,
-    icl_examples: Sequence[ICLExample] | None = None,
-    embeddings: EmbeddingsLike | None = None,
-    aspects: AspectCatalog | None = None,
-    run_dir: str | Path | None = None,
-    run_id: str | None = None,
-    memory: MemoryLocation = None,
-    checkpointer: Checkpointer = None,
-    callbacks: Callbacks = None,
-    on_progress: ProgressCallback | None = None,
-    reviewer: Reviewer | None = None,
-    jury: Sequence[ChatModel] = (),
-) -> AlignmentArtifact:
-    """Blocking :func:`aoptimize` (safe to call from Jupyter, where a loop is already running);
-    the same parameters."""
-    return run_sync(
-        aoptimize(
-            queries,
-            responder=responder,
-            judge=judge,
-            rewriter=rewriter,
-            config=config,
-            icl_examples=icl_examples,
-            embeddings=embeddings,
-            aspects=aspects,
-            run_dir=run_dir,
-            run_id=run_id,
-            memory=memory,
-            checkpointer=checkpointer,
-            callbacks=callbacks,
-            on_progress=on_progress,
-            reviewer=reviewer,
-            jury=jury,
-        )
-    )
-
-
-def resume(
-    run_dir: str | Path,
-    *,
-    responder: ResponderModel | None = None,
-    judge: ChatModel | None = None,
-    rewriter: ChatModel | None = None,
-    icl_examples: Sequence[ICLExample] | None = None,
-    embeddings: EmbeddingsLike | None = None,
-    aspects: AspectCatalog | None = None,
-    memory: MemoryLocation = None,
-    checkpointer: Checkpointer = None,
-    callbacks: Callbacks = None,
-    on_progress: ProgressCallback | None = None,
-    config_overrides: dict[str, Any] | None = None,
-    reviewer: Reviewer | None = None,
-    review: Any = None,
-    jury: Sequence[ChatModel] | None = None,
-) -> AlignmentArtifact:
-    """Blocking :func:`aresume`; the same parameters."""
-    return run_sync(
-        aresume(
-            run_dir,
-            responder=responder,
-            judge=judge,
-            rewriter=rewriter,
-            icl_examples=icl_examples,
-            embeddings=embeddings,
-            aspects=aspects,
-            memory=memory,
-            checkpointer=checkpointer,
-            callbacks=callbacks,
-            on_progress=on_progress,
-            config_overrides=config_overrides,
-            reviewer=reviewer,
-            review=review,
-            jury=jury,
-        )
-    )
+# Twins made by one wrapper, so their parameters are aoptimize's and aresume's by construction
+# (type checkers, IDEs and inspect.signature see them), not copies that could drift.
+optimize = _blocking(
+    aoptimize,
+    "optimize",
+    "Blocking :func:`aoptimize`, with its parameters (safe to call from Jupyter, where a loop is "
+    "already running).",
+)
+resume = _blocking(aresume, "resume", "Blocking :func:`aresume`, with its parameters.")
