@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.artifact import AlignmentArtifact, LevelRecord
 from drpo_agents.cli.app import console
 from drpo_agents.run_files import ARTIFACT_FILE
 
@@ -112,7 +112,7 @@ def show_run(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: 
 def _reward_table(artifact: AlignmentArtifact) -> None:
     failed = artifact.failed_levels()
 
-    def row(level: Any) -> list[str]:
+    def row(level: LevelRecord) -> list[str]:
         level_reward = f"{level.level_rewards[0]:.2f}" if level.level_rewards else "-"
         mean = f"{level.beam_mean_rewards[0]:.2f}" if level.beam_mean_rewards else "-"
         if level.level in failed:
