@@ -50,3 +50,20 @@ def test_run_file_names_have_one_home() -> None:
     assert api.CHROMA_DIR == run_files.CHROMA_DIR == "chroma"
     assert tracing.TRACE_FILE == run_files.TRACE_FILE == "trace.jsonl"
     assert CLI_FILE == run_files.CLI_FILE == "cli.json"
+
+
+def test_the_cli_lists_the_run_commands_first() -> None:
+    from drpo_agents.cli import app
+
+    names = [command.name for command in app.registered_commands]
+    assert names == [
+        "optimize",
+        "resume",
+        "evaluate",
+        "import-official",
+        "inspect",
+        "report",
+        "chat",
+        "install-local",
+        "version",
+    ]

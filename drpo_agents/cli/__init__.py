@@ -26,8 +26,13 @@ from __future__ import annotations
 import os
 import sys
 
-# Importing the command modules registers their commands on the app.
-from drpo_agents.cli import commands, run  # noqa: F401
+# Importing a command module registers its commands on the app, in the order `drpo --help` lists them.
+from drpo_agents.cli import run  # noqa: F401  (optimize, resume)
+
+# isort: split
+from drpo_agents.cli import commands  # noqa: F401  (evaluate, import-official, inspect, report, ...)
+
+# isort: split
 from drpo_agents.cli.app import app
 from drpo_agents.cli.errors import (
     EXIT_FAILED,
