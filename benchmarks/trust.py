@@ -24,14 +24,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from drpo_agents import (
-    AlignmentArtifact,
-    DRPOConfig,
-    Judge,
-    Responder,
-    load_eval_queries,
-    load_training_queries,
-)
+from drpo_agents import AlignmentArtifact, DRPOConfig, load_eval_queries, load_training_queries
+from drpo_agents.agents import Judge, Responder
 from drpo_agents.api import optimize
 from drpo_agents.datasets import query_categories
 from drpo_agents.models.sandbox import SandboxJudge, SandboxResponder, SandboxRewriter

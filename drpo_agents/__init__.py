@@ -10,125 +10,109 @@ Typical use::
     artifact = optimize(queries, responder="openai:gpt-4o-mini", judge="openai:gpt-4o",
                         config=DRPOConfig(depth=10), run_dir="runs/first")
     aligned = with_alignment(my_chat_model, artifact)
+
+The package root holds the entry points a user needs; everything else lives in its module
+(``drpo_agents.agents``, ``drpo_agents.memory``, ``drpo_agents.schemas``, ...). The names the root
+used to export still import from here for one release, with a ``DeprecationWarning``.
 """
 
-from drpo_agents.agents import Judge, PromptRewriter, Responder
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
 from drpo_agents.api import aoptimize, aresume, optimize, resume
-from drpo_agents.artifact import (
-    AlignmentArtifact,
-    CandidateRecord,
-    EvaluationRecord,
-    ICLOptimizationRecord,
-    ICLRoundRecord,
-    LevelRecord,
-)
-from drpo_agents.aspects import DEFAULT_ASPECTS, Aspect, AspectCatalog
+from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.config import DRPOConfig
-from drpo_agents.datasets import (
-    load_eval_queries,
-    load_icl_examples,
-    load_queries,
-    load_seed_icl_examples,
-    load_training_queries,
-)
-from drpo_agents.errors import ArtifactError, ConfigError, DRPOError, ReviewRequired, StructuredOutputError
-from drpo_agents.evaluation import (
-    EVAL_ASPECTS,
-    EvaluationReport,
-    EvaluationSetup,
-    aevaluate,
-    evaluate,
-)
-from drpo_agents.icl_stage import (
-    ICLStageConfig,
-    aoptimize_icl_examples,
-    create_icl_stage_graph,
-    optimize_icl_examples,
-)
-from drpo_agents.memory import (
-    ChromaCritiqueMemory,
-    ChromaICLRetriever,
-    Critique,
-    CritiqueMemory,
-    InMemoryCritiqueMemory,
-)
-from drpo_agents.models import resolve_model, sandbox_models
-from drpo_agents.official import load_official_trace
+from drpo_agents.datasets import load_eval_queries, load_training_queries
+from drpo_agents.errors import DRPOError, ReviewRequired
+from drpo_agents.evaluation import aevaluate, evaluate
 from drpo_agents.report import write_report
-from drpo_agents.retrieval import HashingEmbeddings, InMemoryICLRetriever
 from drpo_agents.runnable import with_alignment
-from drpo_agents.schemas import (
-    AnswerEvaluation,
-    AnswerRewrite,
-    AspectScore,
-    AspectSelection,
-    ICLExample,
-    PairwiseVerdict,
-    PromptProposal,
-    PromptProposals,
-)
-from drpo_agents.search import DRPOInput, DRPOState, create_drpo_graph
+from drpo_agents.search import create_drpo_graph
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_ASPECTS",
-    "EVAL_ASPECTS",
     "AlignmentArtifact",
-    "AnswerEvaluation",
-    "AnswerRewrite",
-    "ArtifactError",
-    "Aspect",
-    "AspectCatalog",
-    "AspectScore",
-    "AspectSelection",
-    "CandidateRecord",
-    "ChromaCritiqueMemory",
-    "ChromaICLRetriever",
-    "ConfigError",
-    "Critique",
-    "CritiqueMemory",
     "DRPOConfig",
     "DRPOError",
-    "DRPOInput",
-    "DRPOState",
-    "EvaluationRecord",
-    "EvaluationReport",
-    "EvaluationSetup",
-    "HashingEmbeddings",
-    "ICLExample",
-    "ICLOptimizationRecord",
-    "ICLRoundRecord",
-    "ICLStageConfig",
-    "InMemoryCritiqueMemory",
-    "InMemoryICLRetriever",
-    "Judge",
-    "LevelRecord",
-    "PairwiseVerdict",
-    "PromptProposal",
-    "PromptProposals",
-    "PromptRewriter",
-    "Responder",
     "ReviewRequired",
-    "StructuredOutputError",
     "aevaluate",
     "aoptimize",
-    "aoptimize_icl_examples",
     "aresume",
     "create_drpo_graph",
-    "create_icl_stage_graph",
     "evaluate",
     "load_eval_queries",
-    "load_icl_examples",
-    "load_official_trace",
-    "load_queries",
-    "load_seed_icl_examples",
     "load_training_queries",
     "optimize",
-    "optimize_icl_examples",
-    "resolve_model",
     "resume",
-    "sandbox_models",
     "with_alignment",
     "write_report",
 ]
+
+# Names the package root exported before 0.2, and the module each now lives in.
+_MOVED = {
+    "Judge": "drpo_agents.agents",
+    "PromptRewriter": "drpo_agents.agents",
+    "Responder": "drpo_agents.agents",
+    "CandidateRecord": "drpo_agents.artifact",
+    "EvaluationRecord": "drpo_agents.artifact",
+    "ICLOptimizationRecord": "drpo_agents.artifact",
+    "ICLRoundRecord": "drpo_agents.artifact",
+    "LevelRecord": "drpo_agents.artifact",
+    "DEFAULT_ASPECTS": "drpo_agents.aspects",
+    "Aspect": "drpo_agents.aspects",
+    "AspectCatalog": "drpo_agents.aspects",
+    "load_icl_examples": "drpo_agents.datasets",
+    "load_queries": "drpo_agents.datasets",
+    "load_seed_icl_examples": "drpo_agents.datasets",
+    "ArtifactError": "drpo_agents.errors",
+    "ConfigError": "drpo_agents.errors",
+    "StructuredOutputError": "drpo_agents.errors",
+    "EVAL_ASPECTS": "drpo_agents.evaluation",
+    "EvaluationReport": "drpo_agents.evaluation",
+    "EvaluationSetup": "drpo_agents.evaluation",
+    "ICLStageConfig": "drpo_agents.icl_stage",
+    "aoptimize_icl_examples": "drpo_agents.icl_stage",
+    "create_icl_stage_graph": "drpo_agents.icl_stage",
+    "optimize_icl_examples": "drpo_agents.icl_stage",
+    "ChromaCritiqueMemory": "drpo_agents.memory",
+    "ChromaICLRetriever": "drpo_agents.memory",
+    "Critique": "drpo_agents.memory",
+    "CritiqueMemory": "drpo_agents.memory",
+    "InMemoryCritiqueMemory": "drpo_agents.memory",
+    "resolve_model": "drpo_agents.models",
+    "sandbox_models": "drpo_agents.models",
+    "load_official_trace": "drpo_agents.official",
+    "HashingEmbeddings": "drpo_agents.retrieval",
+    "InMemoryICLRetriever": "drpo_agents.retrieval",
+    "AnswerEvaluation": "drpo_agents.schemas",
+    "AnswerRewrite": "drpo_agents.schemas",
+    "AspectScore": "drpo_agents.schemas",
+    "AspectSelection": "drpo_agents.schemas",
+    "ICLExample": "drpo_agents.schemas",
+    "PairwiseVerdict": "drpo_agents.schemas",
+    "PromptProposal": "drpo_agents.schemas",
+    "PromptProposals": "drpo_agents.schemas",
+    "DRPOInput": "drpo_agents.search",
+    "DRPOState": "drpo_agents.search",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A moved name, from its module, with a warning that names the import to use instead."""
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"importing {name} from drpo_agents is deprecated; use: from {module} import {name}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MOVED])

@@ -84,7 +84,7 @@ def load_official_trace(
     Args:
         path: a trace file such as ``optimized-prompts/mistral-7b-instruct-v0.1.json``.
         model_name: the model the trace was optimised for (default: the file name without ``.json``).
-        icl_examples: an ICL example file (see :func:`drpo_agents.load_icl_examples`, e.g. the
+        icl_examples: an ICL example file (see :func:`drpo_agents.datasets.load_icl_examples`, e.g. the
             official ``ICL_examples.json``) or examples; default: our packaged seed examples.
         icl_k: ICL examples to retrieve per query when the artifact is applied.
 

@@ -30,11 +30,11 @@ from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 from pydantic import BaseModel
 
+from drpo_agents.run_files import TRACE_FILE as TRACE_FILE  # re-exported: its old home
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-TRACE_FILE = "trace.jsonl"
-"""The conventional name of a run's JSON-lines trace inside its run directory."""
 
 OTEL_EXTRA_HINT = (
     "OpenTelemetry export needs the 'otel' extra: pip install 'drpo-agents[otel]' "

@@ -5,15 +5,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from drpo_agents import (
-    AlignmentArtifact,
-    DRPOConfig,
-    Judge,
-    Responder,
-    load_eval_queries,
-    load_training_queries,
-    optimize,
-)
+from drpo_agents import AlignmentArtifact, DRPOConfig, load_eval_queries, load_training_queries, optimize
+from drpo_agents.agents import Judge, Responder
 from drpo_agents.models.sandbox import sandbox_models
 from drpo_agents.retrieval import InMemoryICLRetriever
 

@@ -4,11 +4,12 @@ import pytest
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from drpo_agents import AspectCatalog, ICLExample, InMemoryICLRetriever, Judge, PromptRewriter, Responder
-from drpo_agents.agents import RewriteCase, count_bullets
+from drpo_agents.agents import Judge, PromptRewriter, Responder, RewriteCase, count_bullets
 from drpo_agents.agents.responder import COMPLETION_STOP
+from drpo_agents.aspects import AspectCatalog
 from drpo_agents.errors import StructuredOutputError
-from drpo_agents.schemas import AnswerEvaluation
+from drpo_agents.retrieval import InMemoryICLRetriever
+from drpo_agents.schemas import AnswerEvaluation, ICLExample
 
 from .fakes import last_human, scripted, tag
 
@@ -143,7 +144,8 @@ def test_prompt_budget_rejects_oversized_proposals_and_tells_the_rewriter() -> N
 
 
 def test_length_reward_correlation_is_measured_from_the_evaluations() -> None:
-    from drpo_agents import AlignmentArtifact, EvaluationRecord
+    from drpo_agents import AlignmentArtifact
+    from drpo_agents.artifact import EvaluationRecord
 
     def record(words: int, reward: float) -> EvaluationRecord:
         return EvaluationRecord(

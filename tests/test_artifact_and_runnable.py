@@ -8,7 +8,9 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
-from drpo_agents import AlignmentArtifact, ArtifactError, ICLExample, with_alignment
+from drpo_agents import AlignmentArtifact, with_alignment
+from drpo_agents.errors import ArtifactError
+from drpo_agents.schemas import ICLExample
 
 from .fakes import scripted
 

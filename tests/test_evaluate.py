@@ -11,26 +11,24 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
 from drpo_agents import (
-    EVAL_ASPECTS,
     AlignmentArtifact,
-    ConfigError,
     DRPOConfig,
-    EvaluationRecord,
-    EvaluationReport,
-    EvaluationSetup,
-    ICLExample,
-    PairwiseVerdict,
     aevaluate,
     evaluate,
     load_eval_queries,
     load_training_queries,
     optimize,
 )
+from drpo_agents.artifact import EvaluationRecord
+from drpo_agents.errors import ConfigError
 from drpo_agents.evaluation import (
+    EVAL_ASPECTS,
     URIAL_PROMPT,
     AnswerRecord,
     EvaluationKeywords,
     EvaluationOptions,
+    EvaluationReport,
+    EvaluationSetup,
     PairwiseRecord,
     QueryRecord,
     estimate,
@@ -40,7 +38,7 @@ from drpo_agents.evaluation import (
 )
 from drpo_agents.models.sandbox import SandboxJudge
 from drpo_agents.rewards import bootstrap_ci, quantile
-from drpo_agents.schemas import AspectScore
+from drpo_agents.schemas import AspectScore, ICLExample, PairwiseVerdict
 
 from .fakes import ScriptedChatModel, last_human, scripted, tag
 

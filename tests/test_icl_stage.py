@@ -8,16 +8,16 @@ import pytest
 from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from drpo_agents import (
-    ConfigError,
-    ICLExample,
+from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.errors import ConfigError
+from drpo_agents.icl_stage import (
     ICLStageConfig,
     aoptimize_icl_examples,
     create_icl_stage_graph,
-    load_seed_icl_examples,
     optimize_icl_examples,
 )
 from drpo_agents.models.sandbox import SandboxRewriter
+from drpo_agents.schemas import ICLExample
 
 from .fakes import ScriptedChatModel, last_human, scripted, tag
 

@@ -10,15 +10,9 @@ import pytest
 from langchain_core.messages import BaseMessage
 from pydantic import ValidationError
 
-from drpo_agents import (
-    ConfigError,
-    DRPOConfig,
-    load_icl_examples,
-    load_queries,
-    load_training_queries,
-    optimize,
-)
-from drpo_agents.datasets import MAX_QUERY_CHARS
+from drpo_agents import DRPOConfig, load_training_queries, optimize
+from drpo_agents.datasets import MAX_QUERY_CHARS, load_icl_examples, load_queries
+from drpo_agents.errors import ConfigError
 
 from .fakes import last_human, scripted, tag
 

@@ -22,19 +22,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel
 
-from drpo_agents import (
-    AnswerEvaluation,
-    AnswerRewrite,
-    AspectSelection,
-    ConfigError,
-    DRPOConfig,
-    PairwiseVerdict,
-    PromptProposals,
-    load_eval_queries,
-    load_training_queries,
-    optimize,
-)
+from drpo_agents import DRPOConfig, load_eval_queries, load_training_queries, optimize
 from drpo_agents.agents.responder import build_chat_messages
+from drpo_agents.errors import ConfigError
 from drpo_agents.models import local
 from drpo_agents.models.local import (
     INSTALL_HINT,
@@ -47,6 +37,13 @@ from drpo_agents.models.local import (
     require_llama_cpp,
 )
 from drpo_agents.models.registry import model_identity, resolve_model
+from drpo_agents.schemas import (
+    AnswerEvaluation,
+    AnswerRewrite,
+    AspectSelection,
+    PairwiseVerdict,
+    PromptProposals,
+)
 
 # --------------------------------------------------------------------------------------------
 # Without llama-cpp-python

@@ -7,19 +7,17 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import BaseMessage
 
-from drpo_agents import (
+from drpo_agents import DRPOConfig, load_training_queries, optimize
+from drpo_agents.cache import SQLiteLLMCache
+from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.memory import (
     ChromaCritiqueMemory,
     ChromaICLRetriever,
     Critique,
-    DRPOConfig,
     InMemoryCritiqueMemory,
-    InMemoryICLRetriever,
-    load_seed_icl_examples,
-    load_training_queries,
-    optimize,
+    chroma_client,
 )
-from drpo_agents.cache import SQLiteLLMCache
-from drpo_agents.memory import chroma_client
+from drpo_agents.retrieval import InMemoryICLRetriever
 
 from .fakes import last_human, scripted, tag
 

@@ -8,13 +8,10 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from drpo_agents import (
-    AlignmentArtifact,
-    ArtifactError,
-    load_official_trace,
-    load_seed_icl_examples,
-    with_alignment,
-)
+from drpo_agents import AlignmentArtifact, with_alignment
+from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.errors import ArtifactError
+from drpo_agents.official import load_official_trace
 
 from .fakes import scripted
 

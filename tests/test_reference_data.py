@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from drpo_agents import AspectCatalog, load_icl_examples
+from drpo_agents.aspects import AspectCatalog
+from drpo_agents.datasets import load_icl_examples
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection
 
 

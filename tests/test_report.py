@@ -16,21 +16,17 @@ import pytest
 
 from drpo_agents import (
     AlignmentArtifact,
-    CandidateRecord,
     DRPOConfig,
-    EvaluationRecord,
-    ICLExample,
-    LevelRecord,
     create_drpo_graph,
     load_eval_queries,
     load_training_queries,
     optimize,
 )
-from drpo_agents.artifact import TokenUsage
+from drpo_agents.artifact import CandidateRecord, EvaluationRecord, LevelRecord, TokenUsage
 from drpo_agents.evaluation import evaluate
 from drpo_agents.models.sandbox import SandboxJudge
 from drpo_agents.report import render_report, reward_curve_svg, write_report, write_run_report
-from drpo_agents.schemas import AspectScore
+from drpo_agents.schemas import AspectScore, ICLExample
 
 XSS = '</pre><script>document.title="pwned"</script><img src=x onerror="alert(1)">'
 

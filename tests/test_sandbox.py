@@ -6,19 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from drpo_agents import (
-    DRPOConfig,
-    Judge,
-    PromptRewriter,
-    Responder,
-    load_eval_queries,
-    load_seed_icl_examples,
-    load_training_queries,
-    optimize,
-    sandbox_models,
-)
-from drpo_agents.agents import RewriteCase
+from drpo_agents import DRPOConfig, load_eval_queries, load_training_queries, optimize
+from drpo_agents.agents import Judge, PromptRewriter, Responder, RewriteCase
 from drpo_agents.agents.rewriter import proposals_schema
+from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.models import sandbox_models
 from drpo_agents.models.sandbox import SandboxResponder, prompt_directives, query_kinds, score_aspect
 from drpo_agents.retrieval import InMemoryICLRetriever
 from drpo_agents.schemas import PromptProposals, ProposalLimits, read_proposal_limits

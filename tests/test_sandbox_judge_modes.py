@@ -7,8 +7,10 @@ import statistics
 
 import pytest
 
-from drpo_agents import Judge, load_eval_queries, sandbox_models
+from drpo_agents import load_eval_queries
+from drpo_agents.agents import Judge
 from drpo_agents.errors import ConfigError
+from drpo_agents.models import sandbox_models
 from drpo_agents.models.registry import default_rewriter, model_identity, resolve_model
 from drpo_agents.models.sandbox import (
     AnswerFeatures,

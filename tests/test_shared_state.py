@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from drpo_agents import ChromaCritiqueMemory, DRPOConfig, aoptimize, load_training_queries
-from drpo_agents.memory import chroma_client
+from drpo_agents import DRPOConfig, aoptimize, load_training_queries
+from drpo_agents.memory import ChromaCritiqueMemory, chroma_client
 
 
 @pytest.mark.slow

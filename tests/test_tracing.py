@@ -15,14 +15,8 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 from langchain_core.tracers.schemas import Run
 
-from drpo_agents import (
-    AlignmentArtifact,
-    DRPOConfig,
-    InMemoryCritiqueMemory,
-    create_drpo_graph,
-    load_training_queries,
-    optimize,
-)
+from drpo_agents import AlignmentArtifact, DRPOConfig, create_drpo_graph, load_training_queries, optimize
+from drpo_agents.memory import InMemoryCritiqueMemory
 from drpo_agents.tracing import (
     REDACTED,
     TRACE_FILE,

@@ -50,12 +50,10 @@ from drpo_agents.report.results import (
 from drpo_agents.report.tree import tree_section
 from drpo_agents.report.usage import aspects_section, cost_section
 from drpo_agents.report.view import View
+from drpo_agents.run_files import ARTIFACT_FILE, EVALUATION_FILE, REPORT_FILE, artifact_path
 
 __all__ = ["REPORT_FILE", "render_report", "reward_curve_svg", "write_report", "write_run_report"]
 
-REPORT_FILE = "report.html"
-EVALUATION_FILE = "evaluation.json"
-ARTIFACT_FILE = "artifact.json"
 
 # The page's style and script ship as package files; the script is allowed by its hash.
 _CSS = files(__package__).joinpath("report.css").read_text(encoding="utf-8")
@@ -83,9 +81,7 @@ def write_report(
     target = Path(path)
     folders: list[Path] = []
     if not isinstance(artifact, AlignmentArtifact):
-        source = Path(artifact)
-        if source.is_dir():
-            source = source / ARTIFACT_FILE
+        source = artifact_path(Path(artifact))
         artifact = AlignmentArtifact.load(source)
         folders.append(source.parent)
     folders.append(target.parent)

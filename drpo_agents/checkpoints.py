@@ -1,0 +1,116 @@
+"""Where a run's checkpoints live: an instance, a PostgreSQL URL, or the run directory's SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from drpo_agents.errors import ConfigError, DRPOError, ServiceUnavailableError
+from drpo_agents.run_files import CHECKPOINT_FILE
+from drpo_agents.run_spec import Checkpointer
+
+
+@asynccontextmanager
+async def open_checkpointer(
+    spec: Checkpointer, run_dir: Path | None
+) -> AsyncIterator[BaseCheckpointSaver[Any] | None]:
+    """A checkpointer from an instance, a ``postgresql://`` URL, or the run directory's SQLite file."""
+    if isinstance(spec, BaseCheckpointSaver):
+        yield spec
+    elif isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
+        try:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        except ImportError as exc:
+            raise ConfigError("PostgreSQL checkpoints need: pip install 'drpo-agents[postgres]'") from exc
+        await _check_postgres(spec)
+        async with AsyncPostgresSaver.from_conn_string(spec) as saver:
+            await _setup_postgres(saver, spec)
+            yield saver
+    elif spec is not None:
+        raise ConfigError(f"checkpointer must be a BaseCheckpointSaver or a postgresql:// URL, got {spec!r}")
+    elif run_dir is not None:
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        async with AsyncSqliteSaver.from_conn_string(str(run_dir / CHECKPOINT_FILE)) as saver:
+            yield saver
+    else:
+        yield None
+
+
+async def _check_postgres(url: str) -> None:
+    """Connect once, so a wrong URL, a closed port or a refused login is one clear error
+    (the driver's own is several lines; the password is never part of the message)."""
+    import psycopg
+
+    from drpo_agents.tracing import scrub_secrets
+
+    shown = scrub_secrets(url)
+    password = urlparse(url).password
+
+    def reason(exc: Exception) -> str:
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        return text.replace(password, "[redacted]") if password else text
+
+    try:
+        connection = await psycopg.AsyncConnection.connect(url, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailableError(f"cannot connect to PostgreSQL at {shown}: {reason(exc)}") from exc
+    except psycopg.Error as exc:
+        raise ConfigError(f"invalid PostgreSQL URL {shown}: {reason(exc)}") from exc
+    await connection.close()
+
+
+# Any fixed 64-bit key: all drpo-agents processes serialize checkpoint-table setup on it.
+_SETUP_LOCK_KEY = 0x6472706F
+
+
+async def _setup_postgres(saver: Any, url: str, wait_seconds: float = 120.0) -> None:
+    """Create or migrate the checkpoint tables; several runs starting at once on one database
+    would race on them (duplicate migrations, catalog conflicts), so setup holds an advisory lock.
+
+    The lock is polled, not waited on: the migrations build indexes CONCURRENTLY, which wait
+    for every open statement, including another run's blocked lock request (a deadlock).
+    """
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    async with await AsyncConnection.connect(url, autocommit=True) as lock_connection:
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            cursor = await lock_connection.execute("SELECT pg_try_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
+            row = await cursor.fetchone()
+            if row and row[0]:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise DRPOError(
+                    "timed out waiting for another run to set up the PostgreSQL checkpoint tables"
+                )
+            await asyncio.sleep(0.05)
+        try:
+            await saver.setup()
+        finally:
+            await lock_connection.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """Refuse to resume from a missing, damaged or foreign SQLite file (before anything writes to it)."""
+    import sqlite3
+
+    if not path.is_file():
+        raise ConfigError(
+            f"no {path.name} in {path.parent}: nothing to resume (pass --checkpointer if the run "
+            "kept its checkpoints in PostgreSQL)"
+        )
+    try:
+        with closing(sqlite3.connect(path)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{path} is damaged or not a checkpoint database: {exc}") from exc
+    if "checkpoints" not in tables:
+        raise ConfigError(f"{path} is not a LangGraph checkpoint database (no checkpoints table)")

@@ -1,0 +1,66 @@
+"""The ``drpo`` command line. Thin: it parses options, calls the public API and renders progress.
+
+Modules: ``app`` (the Typer app and shared options), ``build`` (config and models from the
+flags), ``errors`` (the error mapping below), ``run`` (``optimize``, ``resume``), ``summary``
+(progress bar, run summary, inspect tables), ``commands`` (every other command).
+
+Exit codes:
+
+* 0: success.
+* 1: the run failed: a service it needs cannot be reached (model endpoint, Chroma server,
+  PostgreSQL), the file system refused a write (read-only directory, disk full), or a model
+  error stopped it. Work done so far stays in the run directory; the message says how to resume.
+* 2: invalid usage, configuration or input (a missing API key, an unknown provider, a bad flag
+  or file, a damaged or foreign run directory given to ``resume``).
+* 3: the run finished but produced no valid candidate: every rewrite or every evaluation of
+  every level that tried failed, so the "best" prompt is only the initial one. The artifact is
+  still written (``drpo inspect`` shows the failures per role).
+* 130: interrupted (Ctrl-C); the message gives the ``drpo resume`` command that continues it.
+
+Every failure is one ``error:`` line on stderr, never a traceback (set ``DRPO_DEBUG=1`` to get
+the traceback of an unexpected error), and never shows a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Importing a command module registers its commands on the app, in the order `drpo --help` lists them.
+from drpo_agents.cli import run  # noqa: F401  (optimize, resume)
+
+# isort: split
+from drpo_agents.cli import commands  # noqa: F401  (evaluate, import-official, inspect, report, ...)
+
+# isort: split
+from drpo_agents.cli.app import app
+from drpo_agents.cli.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_CANDIDATE,
+    EXIT_USAGE,
+    exit_of,
+    print_error,
+)
+from drpo_agents.run_files import CLI_FILE
+
+__all__ = ["CLI_FILE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NO_CANDIDATE", "EXIT_USAGE", "app", "main"]
+
+
+def main() -> None:
+    """Entry point of the ``drpo`` script: runs a command and maps whatever stopped it to one
+    ``error:`` line and an exit code (see the module docstring)."""
+    try:
+        app()  # exits by itself on success, on typer.Exit and on click's usage errors
+    except Exception as exc:
+        if os.environ.get("DRPO_DEBUG"):
+            raise
+        code, message = exit_of(exc)
+        print_error(message)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if code == EXIT_INTERRUPTED:
+            # Model calls still running in worker threads would hold the exit until they end (up to
+            # a client timeout); the checkpoints already hold everything that finished.
+            os._exit(code)
+        sys.exit(code)

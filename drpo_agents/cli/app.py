@@ -1,0 +1,30 @@
+"""The ``drpo`` Typer app, its stderr console and the options several commands share."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="drpo",
+    help="Tuning-free self-alignment of language models with DRPO (Dynamic Rewarding with Prompt Optimization).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+"""Progress, prompts, warnings and errors (stdout carries only results)."""
+
+Sandbox = Annotated[
+    bool, typer.Option("--sandbox", help="Use the offline simulated models for every role not given.")
+]
+Responder = Annotated[
+    str | None, typer.Option(help="Model to align, PROVIDER:MODEL (e.g. openai:gpt-4o-mini).")
+]
+Judge = Annotated[str | None, typer.Option(help="Judge model, PROVIDER:MODEL.")]
+BaseUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint for every non-sandbox role.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the result path.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]

@@ -1,0 +1,95 @@
+"""What a command builds from its options: the ``DRPOConfig`` and the run's models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, TypedDict
+
+from pydantic import ValidationError
+
+from drpo_agents.cli.errors import fail
+from drpo_agents.config import DRPOConfig
+from drpo_agents.errors import DRPOError
+from drpo_agents.models.registry import resolve_model
+from drpo_agents.run_spec import RunModels
+
+
+class ModelSpecs(TypedDict):
+    """The models as the user named them (``cli.json`` holds these, plus ``base_url``)."""
+
+    responder: str | None
+    judge: str | None
+    rewriter: str | None
+    jury: list[str]
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> DRPOConfig:
+    """The config file's fields (if any) with every flag that was given on top."""
+    base: dict[str, Any] = {}
+    if path is not None:
+        try:
+            base = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise fail(f"cannot read config file {path}: {exc}") from exc
+        if not isinstance(base, dict):
+            raise fail(f"config file {path} must hold a JSON object")
+    try:
+        return DRPOConfig.model_validate({**base, **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise fail(f"invalid configuration: {problems}") from exc
+
+
+def build_model(spec: str | None, role: str, base_url: str | None) -> Any:
+    """One model from ``PROVIDER:MODEL`` (through ``base_url`` for an OpenAI-compatible server)."""
+    if spec is None:
+        raise fail(f"no {role} model: pass --{role} PROVIDER:MODEL (e.g. openai:gpt-4o-mini) or --sandbox")
+    if base_url and not spec.startswith(("sandbox", "local:")):
+        from langchain_openai import ChatOpenAI
+
+        # OpenAI-compatible servers (vLLM, Ollama, llama.cpp): the key comes only from the environment.
+        return ChatOpenAI(
+            model=spec.removeprefix("openai:"),
+            base_url=base_url,
+            api_key=os.environ.get("OPENAI_API_KEY", "not-needed"),
+            timeout=120,
+            max_retries=3,
+        )
+    try:
+        return resolve_model(spec, role)  # type: ignore[arg-type]
+    except DRPOError as exc:
+        raise fail(str(exc)) from exc
+
+
+def model_specs(
+    sandbox: bool,
+    responder: str | None,
+    judge: str | None,
+    rewriter: str | None,
+    jury: list[str] | None = None,
+) -> ModelSpecs:
+    """The roles' specs from the flags; ``--sandbox`` fills in every role not given."""
+    fill = "sandbox" if sandbox else None
+    return {
+        "responder": responder or fill,
+        "judge": judge or fill,
+        "rewriter": rewriter or fill,
+        "jury": list(jury or []),
+    }
+
+
+def build_models(specs: ModelSpecs, base_url: str | None) -> RunModels:
+    """Every role's model (after checking that a ``base_url`` endpoint answers)."""
+    remote = [s for s in (specs["responder"], specs["judge"], specs["rewriter"], *specs["jury"]) if s]
+    if base_url and any(not s.startswith(("sandbox", "local:")) for s in remote):
+        from drpo_agents.preflight import check_endpoint
+
+        check_endpoint(base_url)
+    return RunModels(
+        responder=build_model(specs["responder"], "responder", base_url),
+        judge=build_model(specs["judge"], "judge", base_url),
+        rewriter=build_model(specs["rewriter"], "rewriter", base_url) if specs["rewriter"] else None,
+        jury=[build_model(spec, "judge", base_url) for spec in specs["jury"]],
+    )

@@ -1,0 +1,242 @@
+"""The commands around a run: ``evaluate``, ``import-official``, ``inspect``, ``report``, ``chat``,
+``install-local`` and ``version``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.calls import run_sync
+from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
+from drpo_agents.cli.build import build_model, build_models, model_specs
+from drpo_agents.cli.errors import EXIT_FAILED, EXIT_USAGE, fail
+from drpo_agents.cli.summary import show_inspection
+from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries
+from drpo_agents.errors import DRPOError
+from drpo_agents.run_files import (
+    EVALUATION_FILE,
+    EVALUATION_MARKDOWN_FILE,
+    REPORT_FILE,
+    artifact_path,
+    run_folder,
+)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    artifact: Annotated[Path | None, typer.Option(help="Artifact to evaluate (from drpo optimize).")] = None,
+    official: Annotated[
+        Path | None, typer.Option(help="An official DRPO search trace (JSON) to evaluate instead.")
+    ] = None,
+    sandbox: Sandbox = False,
+    responder: Responder = None,
+    judge: Judge = None,
+    base_url: BaseUrl = None,
+    queries: Annotated[
+        Path | None, typer.Option(help="Held-out queries; default: the packaged evaluation set.")
+    ] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option(help="Extra setup NAME=FILE (a system prompt file); repeatable.")
+    ] = None,
+    no_base: Annotated[bool, typer.Option("--no-base", help="Leave out the plain base prompt.")] = False,
+    no_urial: Annotated[bool, typer.Option("--no-urial", help="Leave out the URIAL-style baseline.")] = False,
+    allow_overlap: Annotated[
+        bool, typer.Option("--allow-overlap", help="Allow evaluation queries seen in training.")
+    ] = False,
+    max_concurrency: Annotated[int, typer.Option(help="Most model calls in flight.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Folder for evaluation.json and evaluation.md.")] = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Compare the optimized prompt with baselines on held-out queries (aspect scores and win rates)."""
+    from drpo_agents.evaluation import aevaluate
+    from drpo_agents.official import load_official_trace
+
+    if (artifact is None) == (official is None):
+        raise fail("pass exactly one of --artifact or --official")
+    try:
+        loaded = AlignmentArtifact.load(artifact) if artifact else load_official_trace(official)  # type: ignore[arg-type]
+        held_out = load_queries(queries) if queries else load_eval_queries()
+        extra: dict[str, str] = {}
+        for item in prompt or []:
+            name, _, path = item.partition("=")
+            if not name or not path:
+                raise fail(f"--prompt takes NAME=FILE, got {item!r}")
+            extra[name] = Path(path).read_text(encoding="utf-8")
+    except (DRPOError, OSError, UnicodeDecodeError) as exc:
+        raise fail(str(exc)) from exc
+    models = build_models(model_specs(sandbox, responder, judge, None), base_url)
+    try:
+        report = run_sync(
+            aevaluate(
+                held_out,
+                responder=models.responder,
+                judge=models.judge,
+                artifact=loaded,
+                prompts=extra,
+                include_base=not no_base,
+                include_urial=not no_urial,
+                allow_overlap=allow_overlap,
+                max_concurrency=max_concurrency,
+                seed=seed,
+            )
+        )
+    except DRPOError as exc:
+        raise fail(str(exc), EXIT_USAGE if "overlap" in str(exc) else EXIT_FAILED) from exc
+    folder = out or (artifact.parent if artifact else Path("."))
+    folder.mkdir(parents=True, exist_ok=True)
+    report.save(folder / EVALUATION_FILE)
+    (folder / EVALUATION_MARKDOWN_FILE).write_text(report.to_markdown(), encoding="utf-8")
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    elif quiet:
+        sys.stdout.write(f"{folder / EVALUATION_FILE}\n")
+    else:
+        Console().print(report.to_markdown(), markup=False, highlight=False)
+
+
+@app.command("import-official")
+def import_official_command(
+    trace: Annotated[Path, typer.Argument(help="Official DRPO search trace: {'level i': {'Prompt', ...}}.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact.")] = Path(
+        "artifact.json"
+    ),
+    icl: Annotated[Path | None, typer.Option(help="ICL examples to pair with the prompt (.json).")] = None,
+) -> None:
+    """Turn a published DRPO prompt trace into an artifact usable with with_alignment and evaluate."""
+    from drpo_agents.official import load_official_trace
+
+    try:
+        examples = load_icl_examples(icl) if icl else None
+        artifact = load_official_trace(trace, icl_examples=examples)
+    except DRPOError as exc:
+        raise fail(str(exc)) from exc
+    artifact.save(output)
+    sys.stdout.write(f"{output}\n")
+
+
+def _load_artifact(path: Path) -> AlignmentArtifact:
+    """An artifact from a file or a run directory (its artifact.json)."""
+    try:
+        return AlignmentArtifact.load(artifact_path(path))
+    except DRPOError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command("inspect")
+def inspect_command(
+    run: Annotated[Path, typer.Argument(help="A run directory or an artifact.json.")],
+    as_json: AsJson = False,
+) -> None:
+    """Summarize a run in the terminal: reward per level, best prompt, usage, validation, failures."""
+    artifact = _load_artifact(run)
+    if not as_json:
+        show_inspection(artifact, run_folder(run))
+        return
+    summary = {
+        "run_id": artifact.run_id,
+        "best_candidate_id": artifact.best_candidate_id,
+        "best_prompt": artifact.system_prompt,
+        "reward_curve": artifact.reward_curve(),
+        "levels": len(artifact.levels),
+        "candidates": len(artifact.candidates),
+        "failed_evaluations": sum(1 for e in artifact.evaluations if e.error),
+        "failures": {role: f.model_dump() for role, f in artifact.failure_counts().items()},
+        "failed_levels": artifact.failed_levels(),
+        "no_valid_candidate": artifact.no_valid_candidate(),
+        "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
+        "cost": artifact.cost,
+        "length_reward_correlation": artifact.length_reward_correlation(),
+        "within_query_length_correlation": artifact.within_query_length_correlation(),
+        "validation": [v.model_dump() for v in artifact.validation],
+        "gate_decisions": [d.model_dump() for d in artifact.gate_decisions],
+        "jury_disagreement": [lvl.jury_disagreement for lvl in artifact.levels],
+        "notes": artifact.notes,
+    }
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[Path, typer.Argument(help="A run directory (or an artifact.json).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the HTML.")] = None,
+) -> None:
+    """Write a self-contained HTML report (plots, search tree, prompt diffs, evaluation) and print its path."""
+    from drpo_agents.report import write_report
+
+    try:
+        path = write_report(artifact_path(run), output or run_folder(run) / REPORT_FILE)
+    except DRPOError as exc:
+        raise fail(str(exc)) from exc
+    sys.stdout.write(f"{path}\n")
+
+
+@app.command("chat")
+def chat_command(
+    artifact: Annotated[
+        Path, typer.Option(help="Artifact (or run directory) whose prompt and ICL examples to apply.")
+    ],
+    sandbox: Sandbox = False,
+    model: Annotated[
+        str | None, typer.Option(help="Chat model, PROVIDER:MODEL (default: the artifact's responder).")
+    ] = None,
+    base_url: BaseUrl = None,
+) -> None:
+    """Chat with a model aligned by an artifact (reads lines from stdin; an empty line or EOF ends)."""
+    from drpo_agents.runnable import with_alignment
+
+    loaded = _load_artifact(artifact)
+    spec = model or ("sandbox" if sandbox else None)
+    if spec is None:
+        raise fail("pass --model PROVIDER:MODEL (or --sandbox) for the model to chat with")
+    aligned = with_alignment(build_model(spec, "responder", base_url), loaded)
+    interactive = sys.stdin.isatty()
+    history: list[Any] = []
+    from langchain_core.messages import HumanMessage
+
+    while True:
+        if interactive:
+            console.print("[bold]you>[/] ", end="")
+        line = sys.stdin.readline()
+        if not line.strip():
+            break
+        history.append(HumanMessage(line.strip()))
+        try:
+            reply = aligned.invoke(history)
+        except Exception as exc:  # a chat must survive one failed call
+            console.print(f"[red]model error:[/] {type(exc).__name__}: {exc}")
+            history.pop()
+            continue
+        history.append(reply)
+        sys.stdout.write(f"{reply.text}\n")
+        sys.stdout.flush()
+
+
+@app.command("install-local")
+def install_local_command(
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even if a working runtime is installed.")
+    ] = False,
+) -> None:
+    """Build the llama.cpp runtime of local: models (portable: any CPU of this architecture) and check it."""
+    from drpo_agents.models.runtime_install import install_local_runtime
+
+    try:
+        install_local_runtime(force)
+    except DRPOError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the installed version."""
+    from drpo_agents import __version__
+
+    typer.echo(__version__)

@@ -1,0 +1,110 @@
+"""The CLI's one error mapping: whatever stops a command becomes one ``error:`` line and an exit code."""
+
+from __future__ import annotations
+
+import shlex
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.cli.app import console
+from drpo_agents.errors import ArtifactError, ConfigError, DRPOError
+from drpo_agents.tracing import scrub_secrets
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_CANDIDATE = 3
+EXIT_INTERRUPTED = 130
+
+
+def print_error(message: str) -> None:
+    """The one ``error:`` line: on stderr, on one line, without secrets."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    console.print(f"[bold red]error:[/] {escape(scrub_secrets(line))}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Report ``message`` and return the exit to raise."""
+    print_error(message)
+    return typer.Exit(code)
+
+
+class Stopped(Exception):
+    """A run stopped after its directory was set up (any error, or Ctrl-C as ``__cause__``):
+    the work done so far is kept there, and ``resume`` is the command that continues it."""
+
+    def __init__(self, resume: str) -> None:
+        super().__init__(resume)
+        self.resume = resume
+
+
+class NoValidCandidate(Exception):
+    """The run finished without a single valid new prompt (see ``AlignmentArtifact.no_valid_candidate``)."""
+
+    def __init__(self, artifact: AlignmentArtifact, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.artifact, self.run_dir = artifact, run_dir
+
+
+def resume_command(run_dir: Path, checkpointer: str | None) -> str:
+    """The command that continues a run (a checkpointer URL with a password is not repeated)."""
+    command = f"drpo resume {shlex.quote(str(run_dir))}"
+    if checkpointer is None:
+        return command
+    shown = scrub_secrets(checkpointer)
+    return f"{command} --checkpointer " + (
+        "URL (the same PostgreSQL URL)" if shown != checkpointer else shlex.quote(shown)
+    )
+
+
+@contextmanager
+def resumable(run_dir: Path, checkpointer: str | None) -> Iterator[None]:
+    """Mark whatever stops the run from here on as resumable (``main`` says how)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, NoValidCandidate):
+        raise  # already reported, or finished (nothing to resume)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise Stopped(resume_command(run_dir, checkpointer)) from exc
+
+
+def exit_of(exc: BaseException) -> tuple[int, str]:
+    """The exit code and message for whatever ended a command."""
+    if isinstance(exc, Stopped):
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return (
+                EXIT_INTERRUPTED,
+                f"interrupted. The run is saved up to this point; continue it with: {exc.resume}",
+            )
+        code, message = exit_of(exc.__cause__ or exc)
+        return (
+            code,
+            f"{message.rstrip('.')}. The run is saved up to this point; continue it with: {exc.resume}",
+        )
+    if isinstance(exc, NoValidCandidate):
+        failed = exc.artifact.failed_levels()
+        first = min(failed)
+        return EXIT_NO_CANDIDATE, (
+            f"the run produced no valid candidate: {len(failed)} level(s) failed (level {first}: "
+            f"{failed[first]}); the result is the initial prompt. The artifact is saved: "
+            f"drpo inspect {exc.run_dir}"
+        )
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, ConfigError | ArtifactError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, DRPOError):
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return EXIT_FAILED, f"file system error: {exc.strerror or exc}{where}"
+    if isinstance(exc, sqlite3.Error):  # e.g. a read-only or damaged run directory's database
+        return EXIT_FAILED, f"database error: {exc}"
+    return EXIT_FAILED, (
+        f"unexpected {type(exc).__name__}: {exc} (a bug: please report it; DRPO_DEBUG=1 shows the traceback)"
+    )

@@ -1,0 +1,243 @@
+"""What the CLI shows of a run: the progress bar, the run summary and ``drpo inspect``'s tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
+
+from drpo_agents.artifact import AlignmentArtifact, LevelRecord
+from drpo_agents.cli.app import console
+from drpo_agents.run_files import ARTIFACT_FILE
+
+
+def print_table(title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[str]]) -> None:
+    """One table on stdout: every table the CLI draws goes through here."""
+    table = Table(*columns, title=title, show_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[str, dict[str, Any]], None]]:
+    """A rich progress bar fed by the graph's step updates."""
+    progress = Progress(
+        TextColumn("[bold]DRPO[/] level {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not (enabled and console.is_terminal),  # a log gets no progress frames
+    )
+    task = progress.add_task("search", total=total, status="starting")
+    calls = 0
+
+    def on_progress(node: str, update: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += sum(u.get("calls", 0) for u in update.get("usage", {}).values())
+        if node == "icl_stage":
+            progress.update(task, status="optimized the ICL examples")
+        for level in update.get("levels", []):
+            best = level["beam_mean_rewards"][0] if level["beam_mean_rewards"] else float("nan")
+            progress.update(
+                task,
+                completed=level["level"],
+                total=level["depth_limit"],
+                status=f"best mean reward {best:.2f} | {calls} model calls",
+            )
+
+    with progress:
+        yield on_progress
+
+
+def show_run(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: bool, as_json: bool) -> None:
+    """The summary of a finished run: JSON, the artifact path alone, or the tables and best prompt."""
+    if as_json:
+        summary = {
+            "run_dir": str(run_dir),
+            "artifact": str(run_dir / ARTIFACT_FILE),
+            "best_prompt": artifact.system_prompt,
+            "reward_curve": artifact.reward_curve(),
+            "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
+            "failed_levels": artifact.failed_levels(),
+            "no_valid_candidate": artifact.no_valid_candidate(),
+            "seconds": round(elapsed, 2),
+        }
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    if quiet:
+        sys.stdout.write(f"{run_dir / ARTIFACT_FILE}\n")
+        return
+    _reward_table(artifact)
+    out = Console()
+    title = f"Best system prompt ({artifact.best_candidate_id})"
+    if artifact.no_valid_candidate():
+        title = "No valid candidate: this is the initial prompt"
+    out.print(Panel(artifact.system_prompt, title=title, expand=False))
+    usage = ", ".join(
+        f"{role} {u.calls} calls/{u.total_tokens:,} tok" for role, u in sorted(artifact.usage.items())
+    )
+    out.print(f"Usage: {usage}")
+    correlation = artifact.length_reward_correlation()
+    if correlation is not None:
+        hint = " (high: check the judge for a length bias)" if correlation > 0.5 else ""
+        out.print(f"Answer length vs reward correlation: {correlation:+.2f}{hint}")
+    if artifact.gate_decisions:
+        accepted = [d for d in artifact.gate_decisions if d.accepted]
+        challenged = [d for d in artifact.gate_decisions if d.challenger_id]
+        out.print(
+            f"Acceptance gate: {len(accepted)} of {len(challenged)} new best prompts accepted "
+            f"(drpo inspect shows every decision)"
+        )
+    disagreement = [lvl.jury_disagreement for lvl in artifact.levels if lvl.jury_disagreement is not None]
+    if disagreement:
+        out.print(
+            f"Jury disagreement (mean score range per aspect): {sum(disagreement) / len(disagreement):.2f}"
+        )
+    for note in artifact.notes:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
+    out.print(f"Artifact: {run_dir / ARTIFACT_FILE}   ({elapsed:.1f} s)")
+
+
+def _reward_table(artifact: AlignmentArtifact) -> None:
+    failed = artifact.failed_levels()
+
+    def row(level: LevelRecord) -> list[str]:
+        level_reward = f"{level.level_rewards[0]:.2f}" if level.level_rewards else "-"
+        mean = f"{level.beam_mean_rewards[0]:.2f}" if level.beam_mean_rewards else "-"
+        if level.level in failed:
+            note = f"[bold red]FAILED[/] ({len(level.failures)} failures) first: {escape(failed[level.level][:80])}"
+        elif level.skipped:
+            note = "all carried (already high)"
+        else:
+            note = escape("; ".join(level.failures)[:60])
+        return [str(level.level), level_reward, mean, note]
+
+    columns = ("level", "reward on level's queries", "mean reward history")
+    print_table(
+        "Reward per level (best candidate)",
+        [*(Column(name, justify="right") for name in columns), "note"],
+        (row(level) for level in artifact.levels),
+    )
+
+
+def show_inspection(artifact: AlignmentArtifact, run_dir: Path) -> None:
+    """``drpo inspect``: the run summary, then failures, validation and gate decisions."""
+    show_run(artifact, run_dir, 0.0, False, False)
+    _failure_table(artifact)
+    if artifact.validation:
+        print_table(
+            "Validation (held-out training queries)",
+            ("candidate", "mean", "std", "failed", "search rank"),
+            (
+                (
+                    row.candidate_id
+                    + (" (chosen)" if row.candidate_id == artifact.best_candidate_id else ""),
+                    f"{row.mean:.2f}" if row.mean is not None else "-",
+                    f"{row.std:.2f}" if row.std is not None else "-",
+                    str(row.failed),
+                    str(row.search_rank)
+                    if row.search_rank is not None
+                    else ("initial prompt" if row.candidate_id == "c0" else "-"),
+                )
+                for row in artifact.validation
+            ),
+        )
+    if artifact.gate_decisions:
+        print_table(
+            "Acceptance gate (validation gain, bootstrap interval, red-team safety)",
+            ("level", "challenger", "incumbent", "gain", "interval", "safety", "decision"),
+            (
+                (
+                    str(d.level),
+                    d.challenger_id or "-",
+                    d.incumbent_id,
+                    f"{d.mean_difference:+.3f}" if d.mean_difference is not None else "-",
+                    f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}]"
+                    if d.ci_low is not None and d.ci_high is not None
+                    else "-",
+                    f"{d.incumbent_safety:.2f} -> {d.challenger_safety:.2f}"
+                    if d.incumbent_safety is not None and d.challenger_safety is not None
+                    else "-",
+                    "accepted" if d.accepted else escape(d.reason.split(":")[0]),
+                )
+                for d in artifact.gate_decisions
+            ),
+        )
+
+
+def _failure_table(artifact: AlignmentArtifact) -> None:
+    """Failed calls per role, with the first error of each (or one line when nothing failed)."""
+    counts = artifact.failure_counts()
+    if not any(f.failed or f.rejected for f in counts.values()):
+        Console().print("Failed model calls: none")
+        return
+    print_table(
+        "Failed model calls per role",
+        ("role", "failed calls", "answered calls", "rejected proposals", "first error"),
+        (
+            (
+                role,
+                str(f.failed),
+                str(usage.calls) if (usage := artifact.usage.get(role)) else "-",
+                str(f.rejected) if role == "rewriter" else "-",
+                escape((f.first_error or "-")[:100]),
+            )
+            for role, f in counts.items()
+        ),
+    )
+
+
+# The held-out query of the before/after demo: an open question whose answer gains from what DRPO's
+# prompts typically add (structure, depth, a balanced view), so the difference is visible.
+DEMO_QUERY_ID = "e014"
+
+
+def show_before_after(responder: Any, initial_prompt: str, artifact: AlignmentArtifact) -> None:
+    """Show how the aligned model answers a held-out query, before and after (what users came for)."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from drpo_agents.datasets import load_eval_queries
+    from drpo_agents.runnable import with_alignment
+
+    if not isinstance(responder, BaseChatModel):
+        return
+    held_out = load_eval_queries()
+    query = next((q for q in held_out if q["id"] == DEMO_QUERY_ID), held_out[0])["query"]
+    try:
+        before = responder.invoke([SystemMessage(initial_prompt), HumanMessage(query)])
+        after = with_alignment(responder, artifact).invoke(query)
+    except Exception as exc:  # a demo answer must not turn a finished run into a failure
+        console.print(f"[yellow]warning:[/] could not produce the before/after answers: {exc}")
+        return
+    out = Console()
+    out.print(f"\n[bold]Held-out query:[/] {escape(query)}")
+    for title, answer in (("before (initial prompt)", before), ("after (optimized prompt + ICL)", after)):
+        out.print(
+            Panel(
+                escape(answer.text.strip() or "(empty)"),
+                title=title,
+                subtitle=_answer_note(answer.response_metadata),
+                expand=False,
+            )
+        )
+
+
+def _answer_note(metadata: dict[str, Any]) -> str | None:
+    """Say so when the answer shown is not all the model would have said (honest demo)."""
+    if metadata.get("repetition_cut"):
+        return "the model began repeating itself here: the loop is shown once"
+    if metadata.get("finish_reason") == "length":
+        return "cut at the token limit"
+    return None

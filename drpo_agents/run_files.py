@@ -1,0 +1,41 @@
+"""The files of a run directory: their names, and the paths every module builds from them.
+
+=====================  ================================================================
+``config.json``        run id, every ``DRPOConfig`` field, model identities, memory location
+``cli.json``           how ``drpo optimize`` built the models (no secrets), for ``drpo resume``
+``checkpoints.sqlite`` LangGraph checkpoints, thread id = run id (unless a PostgreSQL URL is used)
+``llm_cache.sqlite``   LLM response cache (what ``config.cache`` selects)
+``chroma/``            Chroma data: ICL examples and critiques (unless ``memory`` points elsewhere)
+``trace.jsonl``        the JSON-lines trace (``drpo optimize``, or a :class:`JsonlTracer` you add)
+``artifact.json``      the result
+``report.html``        the HTML report (``drpo optimize``, ``drpo report``)
+``evaluation.json``    a held-out evaluation (``drpo evaluate``), with ``evaluation.md``
+=====================  ================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ARTIFACT_FILE = "artifact.json"
+CONFIG_FILE = "config.json"
+CLI_FILE = "cli.json"
+CHECKPOINT_FILE = "checkpoints.sqlite"
+CACHE_FILE = "llm_cache.sqlite"
+CHROMA_DIR = "chroma"
+TRACE_FILE = "trace.jsonl"
+REPORT_FILE = "report.html"
+EVALUATION_FILE = "evaluation.json"
+EVALUATION_MARKDOWN_FILE = "evaluation.md"
+SHARED_MEMORY_DIR = "memory"
+"""The critique memory the CLI's runs share, beside their run directories (``runs/memory``)."""
+
+
+def artifact_path(run: Path) -> Path:
+    """The artifact file of ``run``: a run directory's ``artifact.json``, or ``run`` itself if it is a file."""
+    return run / ARTIFACT_FILE if run.is_dir() else run
+
+
+def run_folder(run: Path) -> Path:
+    """The folder of ``run``: the run directory itself, or the folder holding an artifact file."""
+    return run if run.is_dir() else run.parent

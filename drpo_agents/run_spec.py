@@ -1,0 +1,81 @@
+"""What a run is made of besides its ``DRPOConfig``: its models and its resources, one frozen record each.
+
+The CLI builds these once and :mod:`drpo_agents.api` hands them down to the graph, so no layer
+re-lists the fifteen parameters they hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from drpo_agents.aspects import AspectCatalog
+from drpo_agents.memory import CritiqueMemory
+from drpo_agents.retrieval import EmbeddingsLike
+from drpo_agents.schemas import ICLExample
+
+ResponderModel = str | BaseLanguageModel[Any]
+"""The model to align: a model instance or a ``"provider:model"`` string."""
+ChatModel = str | BaseChatModel
+"""A judge, rewriter or juror: a chat model instance or a ``"provider:model"`` string."""
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+Reviewer = Callable[[dict[str, Any]], Any]  # gets the review request, returns the decision
+Checkpointer = BaseCheckpointSaver[Any] | str | None
+MemoryLocation = str | Path | CritiqueMemory | None
+
+
+def model_identity(model: Any) -> str:
+    """How ``config.json`` records a model: its spec string, or a marker for an instance."""
+    return model if isinstance(model, str) else f"<{type(model).__name__} instance>"
+
+
+@dataclass(frozen=True)
+class RunModels:
+    """The models of a run: the responder being aligned, the judge, the rewriter and any jurors."""
+
+    responder: ResponderModel
+    judge: ChatModel
+    rewriter: ChatModel | None = None  # None: the judge rewrites too
+    jury: Sequence[ChatModel] = ()
+
+    def identities(self) -> dict[str, Any]:
+        """The models as ``config.json`` records them (instances only by their class)."""
+        return {
+            "responder": model_identity(self.responder),
+            "judge": model_identity(self.judge),
+            "rewriter": model_identity(self.rewriter or self.judge),
+            "jury": [model_identity(m) for m in self.jury],
+        }
+
+
+@dataclass(frozen=True)
+class RunResources:
+    """Everything else a run uses: where it keeps its state, what it is built with, who watches it.
+
+    Attributes:
+        run_dir: the run's folder (config, checkpoints, LLM cache, Chroma data, artifact), or None.
+        run_id: the run's id (also the checkpoint thread id); generated when a run starts without one.
+        memory: a critique-memory folder, ``http://host:port`` Chroma server or :class:`CritiqueMemory`.
+        checkpointer: a checkpointer or a ``postgresql://`` URL instead of the run directory's SQLite.
+        icl_examples, embeddings, aspects: see :func:`drpo_agents.search.create_drpo_graph`.
+        callbacks: LangChain callbacks for every node and model call.
+        on_progress: called as ``on_progress(node_name, update)`` after every graph step.
+        reviewer: answers a review request (see :func:`drpo_agents.api.aoptimize`).
+    """
+
+    run_dir: Path | None = None
+    run_id: str | None = None
+    memory: MemoryLocation = None
+    checkpointer: Checkpointer = None
+    icl_examples: Sequence[ICLExample] | None = None
+    embeddings: EmbeddingsLike | None = None
+    aspects: AspectCatalog | None = None
+    callbacks: Callbacks = None
+    on_progress: ProgressCallback | None = None
+    reviewer: Reviewer | None = None
