@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drpo_agents.errors import ArtifactError
+from drpo_agents.json_files import read_json, save_json_atomically
 from drpo_agents.rewards import (
     length_adjusted_rewards,
     length_slope,
@@ -19,20 +19,6 @@ from drpo_agents.rewards import (
 from drpo_agents.schemas import AspectScore, ICLExample
 
 ARTIFACT_FORMAT_VERSION = 1
-
-
-def save_json_atomically(model: BaseModel, path: str | Path) -> Path:
-    """Write ``model`` as indented UTF-8 JSON via a temporary file, so a crash never leaves half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    try:
-        tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(target)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # e.g. a disk that filled up: leave no half-written file behind
-        raise
-    return target
 
 
 def _parse_failures(failures: list[str]) -> list[tuple[str, str]]:
@@ -387,12 +373,7 @@ class AlignmentArtifact(BaseModel):
             ArtifactError: if the file is missing, not JSON, or not an artifact.
         """
         source = Path(path)
-        try:
-            data = json.loads(source.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ArtifactError(f"artifact file not found: {source}") from exc
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"artifact file is not UTF-8 JSON: {source}: {exc}") from exc
+        data = read_json(source, "artifact file", ArtifactError)
         try:
             artifact = cls.model_validate(data)
         except ValidationError as exc:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from drpo_agents.errors import ConfigError
+from drpo_agents.json_files import read_json
 from drpo_agents.schemas import ICLExample
 
 # A query longer than this is almost certainly a mistake (a whole file pasted in); refuse it
@@ -124,13 +125,7 @@ def load_icl_examples(path: str | Path) -> list[ICLExample]:
         ConfigError: if the file is missing, not UTF-8 JSON, or not ICL examples.
     """
     source = Path(path)
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"ICL example file not found: {source}") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"ICL example file is not UTF-8 JSON: {source}: {exc}") from exc
-    return _parse_icl(data, str(source))
+    return _parse_icl(read_json(source, "ICL example file", ConfigError), str(source))
 
 
 def _parse_icl(data: Any, source: str) -> list[ICLExample]:

@@ -9,7 +9,6 @@ behind those evaluations are not in the file, so they are recorded as empty.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from drpo_agents.artifact import AlignmentArtifact, CandidateRecord, EvaluationRecord, LevelRecord
 from drpo_agents.datasets import load_icl_examples, load_seed_icl_examples
 from drpo_agents.errors import ArtifactError, ConfigError
+from drpo_agents.json_files import read_json
 from drpo_agents.schemas import AnswerEvaluation, ICLExample
 
 OFFICIAL_SOURCE = "drpo-official-import"
@@ -27,14 +27,7 @@ _LEVEL_KEY = re.compile(r"^\s*level\s*(\d+)\s*$", re.IGNORECASE)
 
 
 def _read_trace(source: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"official DRPO trace not found: {source}") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"official DRPO trace is not UTF-8 JSON: {source}: {exc}") from exc
-    except OSError as exc:
-        raise ArtifactError(f"cannot read official DRPO trace {source}: {exc.strerror}") from exc
+    data = read_json(source, "official DRPO trace", ArtifactError)
     if not isinstance(data, dict) or not data:
         raise ArtifactError(f'{source}: expected a JSON object of {{"level i": {{...}}}} entries')
     return data

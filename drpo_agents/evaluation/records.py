@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -10,8 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import TypedDict
 
-from drpo_agents.artifact import TokenUsage, save_json_atomically
+from drpo_agents.artifact import TokenUsage
 from drpo_agents.errors import ArtifactError
+from drpo_agents.json_files import read_json, save_json_atomically
 from drpo_agents.schemas import AspectScore
 
 Winner = Literal["A", "B", "tie"]
@@ -179,9 +179,8 @@ class EvaluationReport(BaseModel):
             ArtifactError: if the file is missing, not JSON, or not a report.
         """
         source = Path(path)
+        data = read_json(source, "report file", ArtifactError)
         try:
-            return cls.model_validate(json.loads(source.read_text(encoding="utf-8")))
-        except FileNotFoundError as exc:
-            raise ArtifactError(f"report file not found: {source}") from exc
-        except (UnicodeDecodeError, json.JSONDecodeError, ValidationError) as exc:
+            return cls.model_validate(data)
+        except ValidationError as exc:
             raise ArtifactError(f"not an evaluation report: {source}: {exc}") from exc
