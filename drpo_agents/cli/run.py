@@ -17,6 +17,7 @@ from drpo_agents.calls import run_sync
 from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.cli.build import ModelSpecs, build_models, load_config, model_specs
 from drpo_agents.cli.errors import EXIT_FAILED, NoValidCandidate, fail, resumable
+from drpo_agents.cli.estimate import show_estimate
 from drpo_agents.cli.summary import progress_bar, show_before_after, show_run
 from drpo_agents.config import CachePolicy, StructuredOutputMethod
 from drpo_agents.datasets import load_icl_examples, load_queries, load_training_queries
@@ -111,6 +112,12 @@ def optimize_command(
     review: Annotated[
         bool, typer.Option("--review", help="Approve, edit or reject the final prompt before it is written.")
     ] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate", help="Print the expected calls, tokens and price per role; call no model."
+        ),
+    ] = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -153,6 +160,8 @@ def optimize_command(
     except DRPOError as exc:
         raise fail(str(exc)) from exc
     specs = model_specs(sandbox, responder, judge, rewriter, jury)
+    if estimate:
+        return show_estimate(cfg, training, examples, specs, as_json)
     models = build_models(specs, base_url)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     directory = run_dir or Path("runs") / run_id

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
+from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import DRPOError
 from drpo_agents.memory import Critique
@@ -48,10 +51,13 @@ def latest_evaluations(state: DRPOState, candidate_id: str) -> list[Evaluation]:
     return sorted((r for r in own if r["level"] == last), key=lambda r: r["query_id"])
 
 
-def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
-    """Validate the training queries, fix their order (seeded) and plant the initial prompt."""
-    config = ctx.config
-    queries = normalize_queries(state.get("queries") or [])
+def split_queries(config: DRPOConfig, raw_queries: Sequence[Any]) -> tuple[list[Query], list[Query]]:
+    """The training queries in search order (seeded) and the held-out validation queries.
+
+    Raises:
+        DRPOError: if there are too few queries for two levels and the validation set.
+    """
+    queries = normalize_queries(raw_queries)
     held_out = config.validation_size
     red_team_size = config.red_team_validation_size
     needed = 2 * config.queries_per_step + held_out + red_team_size
@@ -74,7 +80,13 @@ def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         taken = {q["id"] for q in red_team_bank}
         queries = [q for q in queries if q["id"] not in taken]
     validation_bank = (queries[len(queries) - held_out :] if held_out else []) + red_team_bank
-    queries = queries[: len(queries) - held_out]
+    return queries[: len(queries) - held_out], validation_bank
+
+
+def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
+    """Validate the training queries, fix their order (seeded) and plant the initial prompt."""
+    config = ctx.config
+    queries, validation_bank = split_queries(config, state.get("queries") or [])
     initial_prompt = state.get("initial_prompt") or config.initial_prompt
     update: DRPOUpdate = {
         "run_id": state.get("run_id") or uuid.uuid4().hex[:12],

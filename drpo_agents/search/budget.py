@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from drpo_agents.config import DRPOConfig
+from drpo_agents.config import DRPOConfig, ModelPrice
 
 BUDGET_STOPS = ("token budget", "cost budget")  # how budget stop reasons begin
+
+
+def cost_of(price: ModelPrice, input_tokens: int | float, output_tokens: int | float) -> float:
+    """What ``input_tokens`` and ``output_tokens`` cost at ``price`` (the one tokens-to-price rule:
+    the budget and the run estimate both use it)."""
+    return (input_tokens * price.input_per_million + output_tokens * price.output_per_million) / 1_000_000
+
+
+def role_price(config: DRPOConfig, models: Mapping[str, str], role: str) -> ModelPrice | None:
+    """The price of ``role``'s model (``models`` maps roles to model identities or names), if listed."""
+    return config.price_of(models.get(role, role))
 
 
 def spent(
@@ -17,13 +28,10 @@ def spent(
     tokens = sum(u.get("input_tokens", 0) + u.get("output_tokens", 0) for u in usage.values())
     cost = 0.0
     for role, counts in usage.items():
-        price = config.price_of(models.get(role, role))
+        price = role_price(config, models, role)
         if price is None:
             return tokens, None
-        cost += (
-            counts.get("input_tokens", 0) * price.input_per_million
-            + counts.get("output_tokens", 0) * price.output_per_million
-        ) / 1_000_000
+        cost += cost_of(price, counts.get("input_tokens", 0), counts.get("output_tokens", 0))
     return tokens, cost
 
 
