@@ -4,13 +4,12 @@ The estimate walks the search's structure level by level (see :mod:`drpo_agents.
 the same seeded query order and validation split as the run, one aspect selection per query,
 ``beam_size x n_actions`` children per level (``n_actions`` at level 1, whose only parent is
 the initial prompt), one answer and ``jury_size`` scores per child and query, one rewrite per
-expanded parent, the ICL stage and the validation or acceptance-gate answers. Input tokens come
-from the real prompt templates rendered with the real queries and ICL examples; replies are
-taken to be :class:`OutputLengths` long. Token counts use :func:`~drpo_agents.prompts.approx_tokens`
-(a provider's tokenizer differs by some percent).
+expanded parent, the ICL stage and the validation or acceptance-gate answers. Each call's tokens
+come from :mod:`drpo_agents.search.call_sizes` (the real templates, queries and ICL examples;
+replies of :class:`OutputLengths`).
 
-Assumptions, stated with every estimate: no candidate is carried unchanged (so no depth
-extension: an upper bound per level), every proposal is accepted, no structured reply is
+Assumptions, stated with every estimate: no candidate is carried unchanged (every beam candidate
+is rewritten: the most calls per level, but ``depth`` levels, no extension), every proposal is accepted, no structured reply is
 re-asked (``parse_retry_rate`` adds a share of re-asks), the ICL stage runs all its rounds and
 the gate sees a new best prompt at every level (both upper bounds). The upper bound adds every
 depth extension (``max_depth_increase`` more levels).
@@ -18,7 +17,6 @@ depth extension (``max_depth_increase`` more levels).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,34 +24,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
-from drpo_agents.agents.rewriter import proposals_schema
-from drpo_agents.aspects import AspectCatalog
-from drpo_agents.config import DRPOConfig, Role
+from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples
-from drpo_agents.prompts import approx_tokens, render_prompt
-from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite, AspectSelection, ICLExample, ProposalLimits
+from drpo_agents.prompts import approx_tokens
+from drpo_agents.schemas import ICLExample
 from drpo_agents.search.beam import split_queries
 from drpo_agents.search.budget import cost_of, role_price
+from drpo_agents.search.call_sizes import CallSizes, OutputLengths
 from drpo_agents.search.tasks import validates_at_end
 
+__all__ = ["OutputLengths", "RoleEstimate", "RunEstimate", "estimate_run"]
+
 ESTIMATE_ROLES = ("responder", "judge", "jury", "rewriter")  # the usage keys a run reports
-_SCORE_FRAME_TOKENS = 12
-
-
-class OutputLengths(BaseModel):
-    """Typical reply lengths in tokens (each capped by the role's ``role_max_tokens``).
-
-    The defaults are guesses for capable chat models; a sandbox model answers more briefly.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    answer: int = Field(350, ge=1, description="A responder answer (also an ICL answer rewrite).")
-    aspect_selection: int = Field(150, ge=1, description="An aspect selection (analysis and names).")
-    aspects_per_query: int = Field(3, ge=1, le=5, description="Aspects the judge selects per query.")
-    score_per_aspect: int = Field(60, ge=1, description="One aspect's score with its rationale.")
-    proposal: int = Field(120, ge=0, description="A proposal's analysis and thought, beside its prompt.")
-    prompt_bullet: int = Field(20, ge=0, description="One bullet a rewrite adds to the system prompt.")
 
 
 class RoleEstimate(TypedDict):
@@ -100,113 +82,11 @@ class _Tally:
         row[2] += calls * factor * output_tokens
 
 
-class _Calls:
-    """Each kind of model call's input and output tokens, from the rendered templates."""
-
-    def __init__(self, config: DRPOConfig, examples: Sequence[ICLExample], lengths: OutputLengths) -> None:
-        self.config, self.lengths = config, lengths
-        self.dir = config.prompts_dir
-        self.catalog = AspectCatalog.default()
-        caps = config.role_max_tokens
-        self.answer = min(lengths.answer, caps["responder"])
-        self.score_out = min(lengths.aspects_per_query * lengths.score_per_aspect, caps["judge"])
-        self.select_out = min(lengths.aspect_selection, caps["judge"])
-        self.aspects = self.catalog.describe(list(self.catalog)[: lengths.aspects_per_query])
-        shots = [approx_tokens(e.query) + approx_tokens(e.answer) for e in examples]
-        icl = sum(shots) / len(shots) * min(config.icl_k, len(shots)) if shots else 0.0
-        self.icl = min(icl, config.max_icl_tokens) if config.max_icl_tokens is not None else icl
-        # A score's reply also carries its JSON keys and the aspect's name (~12 tokens).
-        self.rationale = "x" * 4 * max(1, lengths.score_per_aspect - _SCORE_FRAME_TOKENS)
-
-    def _format_turn(self, role: Role, schema: type[BaseModel] | dict[str, Any]) -> int:
-        # The text and json_mode methods send the schema as a turn; tools send it outside the messages.
-        if self.config.structured_output_for(role) not in ("text", "json_mode"):
-            return 0
-        body = schema if isinstance(schema, dict) else schema.model_json_schema()
-        return approx_tokens(
-            render_prompt("structured_output_format", self.dir, schema=json.dumps(body, indent=1))
-        )
-
-    def prompt_tokens(self, level: int) -> int:
-        """A level's candidate prompt: the initial one plus the bullets rewrites may have added."""
-        bullets = min(level * self.config.max_new_bullets, self.config.max_bullets)
-        size = approx_tokens(self.config.initial_prompt) + bullets * self.lengths.prompt_bullet
-        cap = self.config.max_prompt_tokens
-        return min(size, cap) if cap is not None else size
-
-    def respond(self, level: int, query: str) -> tuple[float, int]:
-        if self.config.responder_mode == "completion":
-            frame = render_prompt("completion_responder", self.dir, system_prompt="", examples="", query="")
-            return approx_tokens(frame) + self.prompt_tokens(level) + self.icl + approx_tokens(
-                query
-            ), self.answer
-        return self.prompt_tokens(level) + self.icl + approx_tokens(query), self.answer
-
-    def select(self, query: str) -> tuple[int, int]:
-        text = render_prompt("judge_system", self.dir) + render_prompt(
-            "aspect_selection", self.dir, query=query, aspect_catalog=self.catalog.describe()
-        )
-        return approx_tokens(text) + self._format_turn("judge", AspectSelection), self.select_out
-
-    def score(self, query: str, answer_tokens: int) -> tuple[int, int]:
-        text = render_prompt("judge_system", self.dir) + render_prompt(
-            "answer_scoring", self.dir, query=query, answer="x" * 4 * answer_tokens, aspects=self.aspects
-        )
-        return approx_tokens(text) + self._format_turn("judge", AnswerEvaluation), self.score_out
-
-    def _evaluation(self) -> str:
-        return "\n".join(f"- Aspect: 3/5 - {self.rationale}" for _ in range(self.lengths.aspects_per_query))
-
-    def rewrite(self, level: int, cases: Sequence[str], lessons: int) -> tuple[int, int]:
-        """The rewrite at ``level`` of a parent judged on ``cases`` (its last level's queries)."""
-        cfg, n = self.config, self.config.n_actions
-        parent = "x" * 4 * self.prompt_tokens(level - 1)
-        rendered = "\n".join(
-            render_prompt(
-                "rewrite_case", self.dir, query=q, answer="x" * 4 * self.answer, evaluation=self._evaluation()
-            )
-            for q in cases
-        )
-        lesson = f'- [Aspect 3/5] on a similar query ("{"x" * 90}"): {self.rationale}'
-        history = min(level - 1, cfg.prompt_history)
-        text = render_prompt("rewriter_system", self.dir) + render_prompt(
-            "prompt_rewrite",
-            self.dir,
-            current_prompt=parent,
-            previous_prompts="\n---\n".join([parent] * history) or "(none)",
-            cases=rendered,
-            lessons="\n".join([lesson] * lessons) or "(none yet)",
-            num_prompts=n,
-            max_bullets=cfg.max_bullets,
-            max_new_bullets=cfg.max_new_bullets,
-            size_rule="Keep the prompt as short as it can be while doing its job.",
-        )
-        schema = proposals_schema(ProposalLimits(n, cfg.max_bullets, cfg.max_new_bullets))
-        output = n * (self.lengths.proposal + self.prompt_tokens(level))
-        return approx_tokens(text) + self._format_turn("rewriter", schema), min(
-            output, cfg.role_max_tokens["rewriter"]
-        )
-
-    def rewrite_answer(self, example: ICLExample) -> tuple[int, int]:
-        text = render_prompt("icl_rewriter_system", self.dir) + render_prompt(
-            "icl_answer_rewrite",
-            self.dir,
-            query=example.query,
-            answer=example.answer,
-            evaluation=self._evaluation(),
-            earlier_attempts="(none)",
-        )
-        output = min(
-            self.lengths.proposal + approx_tokens(example.answer), self.config.role_max_tokens["rewriter"]
-        )
-        return approx_tokens(text) + self._format_turn("rewriter", AnswerRewrite), output
-
-
 def _walk(
     config: DRPOConfig,
     bank: Sequence[Mapping[str, str]],
     validation: Sequence[Mapping[str, str]],
-    calls: _Calls,
+    calls: CallSizes,
     examples: Sequence[ICLExample],
     levels: int,
     jurors: tuple[int, int],
@@ -313,7 +193,7 @@ def estimate_run(
     lengths = output_lengths or OutputLengths()
     examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
     bank, validation = split_queries(config, queries)
-    calls = _Calls(config, examples, lengths)
+    calls = CallSizes(config, examples, lengths)
     judges = (1, jurors) if jurors else (config.jury_size, 0)
     batches = math.ceil(len(bank) / config.queries_per_step) - 1  # levels the queries allow
     levels, most = min(config.depth, batches), min(config.max_levels, batches)
