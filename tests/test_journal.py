@@ -214,3 +214,11 @@ def test_default_policy_resume_after_a_kill_between_journal_and_checkpoint_repea
     assert (
         len(lines(before / "generated.log")) + len(lines(after / "generated.log")) == clean_calls + in_flight
     )
+
+
+def test_journal_cost_benchmark_smoke_runs() -> None:
+    from benchmarks.journal_cost import measure, rows
+
+    cost = measure(20)
+    assert cost.calls == 20 and cost.response_chars > 0
+    assert len(rows(cost)) == 5
