@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +13,11 @@ from drpo_agents import DRPOConfig, load_training_queries, optimize
 from drpo_agents.datasets import load_eval_queries
 from drpo_agents.run_files import EVALUATION_FILE, EVALUATION_JOURNAL_FILE
 
-from .conftest import REPO_ROOT
-
-ENV = {**os.environ, "LANGSMITH_TRACING": "false", "PYTHONPATH": str(REPO_ROOT)}
+from .process_runs import lines, run_module
 
 
 def evaluate(log_dir: Path, kill_at: int, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.evaluate_runner", str(log_dir), str(kill_at), "--", *arguments],
-        cwd=REPO_ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return run_module("tests.evaluate_runner", str(log_dir), str(kill_at), "--", *arguments)
 
 
 def report_of(folder: Path) -> dict[str, Any]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,8 @@ from drpo_agents.calls import ModelCall, ParallelPlans, arun_plan, plan_node, ru
 from drpo_agents.journal import ResponseJournal, journaled_copies
 from drpo_agents.run_files import CACHE_FILE, JOURNAL_FILE
 
-from .conftest import REPO_ROOT
 from .fakes import ScriptedChatModel, scripted
+from .process_runs import lines, run_module
 
 
 def counting_model() -> ScriptedChatModel:
@@ -161,22 +159,8 @@ def test_every_model_of_a_run_is_journalled_and_the_cache_policy_still_chooses_t
     assert sizes["all"][0] == sizes["all"][1]
 
 
-ENV = {**os.environ, "LANGSMITH_TRACING": "false", "PYTHONPATH": str(REPO_ROOT)}
-
-
 def crash_runner(*args: str, policy: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.crash_runner", *args],
-        cwd=REPO_ROOT,
-        env={**ENV, "CRASH_CACHE_POLICY": policy},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return run_module("tests.crash_runner", *args, env={"CRASH_CACHE_POLICY": policy})
 
 
 def artifact_json(run_dir: Path) -> dict[str, Any]:
