@@ -26,6 +26,7 @@ from drpo_agents.checkpoints import check_checkpoint_file, open_checkpointer
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
+from drpo_agents.journal import ResponseJournal
 from drpo_agents.memory import (
     ChromaCritiqueMemory,
     ChromaICLRetriever,
@@ -34,7 +35,14 @@ from drpo_agents.memory import (
     chroma_client,
 )
 from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever
-from drpo_agents.run_files import ARTIFACT_FILE, CACHE_FILE, CHECKPOINT_FILE, CHROMA_DIR, CONFIG_FILE
+from drpo_agents.run_files import (
+    ARTIFACT_FILE,
+    CACHE_FILE,
+    CHECKPOINT_FILE,
+    CHROMA_DIR,
+    CONFIG_FILE,
+    JOURNAL_FILE,
+)
 from drpo_agents.run_spec import (
     ChatModel,
     Checkpointer,
@@ -101,6 +109,7 @@ async def _run(
             return ChromaICLRetriever(shots, client=client, embeddings=embeddings)
 
     cache = SQLiteLLMCache(run_dir / CACHE_FILE) if run_dir is not None else None
+    journal = ResponseJournal(run_dir / JOURNAL_FILE) if run_dir is not None else None
     graph = create_drpo_graph(
         models.responder,
         models.judge,
@@ -113,6 +122,7 @@ async def _run(
         memory=critique_memory,
         cache=cache,
         jury=models.jury,
+        journal=journal,
     )
     async with AsyncExitStack() as stack:
         saver = await stack.enter_async_context(open_checkpointer(resources.checkpointer, run_dir))
@@ -137,7 +147,7 @@ async def _run(
             if not snapshot.next and "artifact" in snapshot.values:
                 if not (snapshot.values.get("stopped_by_budget") and _budget_left(config, snapshot.values)):
                     return _finish(
-                        AlignmentArtifact.model_validate(snapshot.values["artifact"]), run_dir, cache
+                        AlignmentArtifact.model_validate(snapshot.values["artifact"]), run_dir, cache, journal
                     )
                 # Stopped by a budget that has since been raised: reopen the search after the last
                 # completed level (validation, if any, runs again at the new end).
@@ -178,7 +188,7 @@ async def _run(
             step_input = Command(resume=resources.reviewer(request))
     if "artifact" not in final:
         raise DRPOError(f"run {run_id!r} ended without an artifact")
-    return _finish(AlignmentArtifact.model_validate(final["artifact"]), run_dir, cache)
+    return _finish(AlignmentArtifact.model_validate(final["artifact"]), run_dir, cache, journal)
 
 
 def _budget_left(config: DRPOConfig, values: dict[str, Any]) -> bool:
@@ -195,10 +205,14 @@ def _last_search_level(values: dict[str, Any]) -> int:
 
 
 def _finish(
-    artifact: AlignmentArtifact, run_dir: Path | None, cache: SQLiteLLMCache | None
+    artifact: AlignmentArtifact,
+    run_dir: Path | None,
+    cache: SQLiteLLMCache | None,
+    journal: ResponseJournal | None,
 ) -> AlignmentArtifact:
-    if cache is not None:
-        cache.close()
+    for store in (cache, journal):
+        if store is not None:
+            store.close()
     if run_dir is not None:
         artifact.save(run_dir / ARTIFACT_FILE)
     return artifact

@@ -27,19 +27,39 @@ def _key(prompt: str, llm_string: str) -> str:
     return hashlib.sha256(json.dumps([prompt, llm_string]).encode("utf-8")).hexdigest()
 
 
+def open_store(path: Path, create_table: str) -> sqlite3.Connection:
+    """A SQLite connection in WAL mode, shareable between threads (callers hold their own lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    with connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(create_table)
+    return connection
+
+
+def encode_generations(return_val: RETURN_VAL_TYPE) -> str:
+    """The text a cache stores for a call's generations."""
+    return json.dumps([dumps(generation) for generation in return_val])
+
+
+def decode_generations(text: str) -> list[Generation]:
+    """The generations back from :func:`encode_generations`' text."""
+    # Only LangChain core objects (generations, messages) may be revived from a cache file.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LangChainBetaWarning)  # loads() is stable in practice
+        return [loads(item, allowed_objects="core") for item in json.loads(text)]
+
+
 class SQLiteLLMCache(BaseCache):
     """LangChain cache in one SQLite file; safe to share between threads and processes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        with self._lock, self._connection:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute(
-                "CREATE TABLE IF NOT EXISTS llm_cache (key TEXT PRIMARY KEY, llm_string TEXT, value TEXT)"
-            )
+        self._connection = open_store(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS llm_cache (key TEXT PRIMARY KEY, llm_string TEXT, value TEXT)",
+        )
         self.hits = 0
         self.misses = 0
 
@@ -52,16 +72,10 @@ class SQLiteLLMCache(BaseCache):
             self.misses += 1
             return None
         self.hits += 1
-        # Only LangChain core objects (generations, messages) may be revived from the cache file.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LangChainBetaWarning)  # loads() is stable in practice
-            generations: list[Generation] = [
-                loads(item, allowed_objects="core") for item in json.loads(row[0])
-            ]
-        return generations
+        return decode_generations(row[0])
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        value = json.dumps([dumps(generation) for generation in return_val])
+        value = encode_generations(return_val)
         with self._lock, self._connection:
             self._connection.execute(
                 "INSERT OR REPLACE INTO llm_cache (key, llm_string, value) VALUES (?, ?, ?)",

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
 
+from drpo_agents.call_identity import PlanPosition, calling, task_scope
+
 T = TypeVar("T")
 Task = TypeVar("Task")  # a node's input: its Send payload
 
@@ -106,26 +108,45 @@ class RoleLimiter:
             yield
 
 
-def _settled(plans: list[Generator[Any, Any, Any]], limiter: RoleLimiter | None) -> list[Any]:
+def _settled(
+    plans: list[Generator[Any, Any, Any]],
+    limiter: RoleLimiter | None,
+    position: PlanPosition | None,
+    ordinal: int,
+) -> list[Any]:
     results: list[Any] = []
-    for sub in plans:
+    for index, sub in enumerate(plans):
         try:
-            results.append(run_plan(sub, limiter))
+            results.append(_run_plan(sub, limiter, position.sub_plan(ordinal, index) if position else None))
         except Exception as exc:
             results.append(exc)
     return results
 
 
-def run_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
-    """Run ``plan`` with blocking model calls and return its result."""
+def run_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None, scope: str | None = None) -> T:
+    """Run ``plan`` with blocking model calls and return its result.
+
+    ``scope`` (see :func:`~drpo_agents.call_identity.task_scope`) names the task the plan runs
+    for, so each call gets a stable identity (what the response journal keys on); without it the
+    calls have none.
+    """
+    return _run_plan(plan, limiter, PlanPosition(scope) if scope is not None else None)
+
+
+def _run_plan(plan: CallPlan[T], limiter: RoleLimiter | None, position: PlanPosition | None) -> T:
+    ordinal = 0
     try:
         call = next(plan)
         while True:
             if isinstance(call, ParallelPlans):
-                call = plan.send(_settled(call.plans, limiter))
+                settled = _settled(call.plans, limiter, position, ordinal)
+                ordinal += 1
+                call = plan.send(settled)
                 continue
+            identity = position.call(ordinal) if position else None
+            ordinal += 1
             try:
-                with limiter.slot(call) if limiter else nullcontext():
+                with limiter.slot(call) if limiter else nullcontext(), calling(identity):
                     result = call.runnable.invoke(call.input, call.config, **call.kwargs)
             except Exception as exc:
                 call = plan.throw(_as_call_error(exc))
@@ -135,23 +156,36 @@ def run_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def arun_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None) -> T:
-    """Run ``plan`` with awaited model calls and return its result."""
+async def arun_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None, scope: str | None = None) -> T:
+    """Run ``plan`` with awaited model calls and return its result (``scope`` as in :func:`run_plan`)."""
+    return await _arun_plan(plan, limiter, PlanPosition(scope) if scope is not None else None)
+
+
+async def _arun_plan(plan: CallPlan[T], limiter: RoleLimiter | None, position: PlanPosition | None) -> T:
+    ordinal = 0
     try:
         call = next(plan)
         while True:
             if isinstance(call, ParallelPlans):
                 settled = await asyncio.gather(
-                    *(arun_plan(sub, limiter) for sub in call.plans), return_exceptions=True
+                    *(
+                        _arun_plan(sub, limiter, position.sub_plan(ordinal, index) if position else None)
+                        for index, sub in enumerate(call.plans)
+                    ),
+                    return_exceptions=True,
                 )
                 for outcome in settled:
                     if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                         raise outcome  # cancellation and the like are not a sub-plan's result
+                ordinal += 1
                 call = plan.send(list(settled))
                 continue
+            identity = position.call(ordinal) if position else None
+            ordinal += 1
             try:
                 async with limiter.aslot(call) if limiter else nullcontext():
-                    result = await call.runnable.ainvoke(call.input, call.config, **call.kwargs)
+                    with calling(identity):
+                        result = await call.runnable.ainvoke(call.input, call.config, **call.kwargs)
             except Exception as exc:
                 call = plan.throw(_as_call_error(exc))
             else:
@@ -207,10 +241,12 @@ def plan_node(
 ) -> RunnableLambda[Any, Any]:
     """A LangGraph node running ``plan`` under both ``invoke`` (blocking) and ``ainvoke`` (awaited)."""
 
+    # The task's payload names its calls, so a task re-run after a crash replays its journalled
+    # responses (drpo_agents.journal).
     def run(task: Task, config: RunnableConfig) -> T:
-        return run_plan(plan(task, config), limiter)
+        return run_plan(plan(task, config), limiter, task_scope(name, task))
 
     async def arun(task: Task, config: RunnableConfig) -> T:
-        return await arun_plan(plan(task, config), limiter)
+        return await arun_plan(plan(task, config), limiter, task_scope(name, task))
 
     return RunnableLambda(run, afunc=arun, name=name)

@@ -5,11 +5,13 @@
 ``cli.json``           how ``drpo optimize`` built the models (no secrets), for ``drpo resume``
 ``checkpoints.sqlite`` LangGraph checkpoints, thread id = run id (unless a PostgreSQL URL is used)
 ``llm_cache.sqlite``   LLM response cache (what ``config.cache`` selects)
+``responses.sqlite``   the response journal: every finished model call, replayed on resume
 ``chroma/``            Chroma data: ICL examples and critiques (unless ``memory`` points elsewhere)
 ``trace.jsonl``        the JSON-lines trace (``drpo optimize``, or a :class:`JsonlTracer` you add)
 ``artifact.json``      the result
 ``report.html``        the HTML report (``drpo optimize``, ``drpo report``)
 ``evaluation.json``    a held-out evaluation (``drpo evaluate``), with ``evaluation.md``
+                       and ``evaluation_responses.sqlite``, its response journal
 =====================  ================================================================
 """
 
@@ -22,11 +24,13 @@ CONFIG_FILE = "config.json"
 CLI_FILE = "cli.json"
 CHECKPOINT_FILE = "checkpoints.sqlite"
 CACHE_FILE = "llm_cache.sqlite"
+JOURNAL_FILE = "responses.sqlite"
 CHROMA_DIR = "chroma"
 TRACE_FILE = "trace.jsonl"
 REPORT_FILE = "report.html"
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_MARKDOWN_FILE = "evaluation.md"
+EVALUATION_JOURNAL_FILE = "evaluation_responses.sqlite"
 SHARED_MEMORY_DIR = "memory"
 """The critique memory the CLI's runs share, beside their run directories (``runs/memory``)."""
 

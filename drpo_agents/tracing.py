@@ -30,6 +30,7 @@ from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 from pydantic import BaseModel
 
+from drpo_agents.errors import DRPOError
 from drpo_agents.run_files import TRACE_FILE as TRACE_FILE  # re-exported: its old home
 
 if TYPE_CHECKING:
@@ -133,8 +134,10 @@ class JsonlTracer(BaseTracer):
     ``duration_ms``, ``status`` (``ok``/``error``), ``error``, ``usage`` (model runs: input,
     output and total tokens) and, with ``include_io``, ``inputs`` and ``outputs``. Children
     finish before their parents, so the root run (``drpo_optimize``) is the last line of a trace;
-    ``parent_id`` rebuilds the tree. Lines are appended and flushed as runs finish, so a
-    crashed run keeps its trace and a resumed run adds to it.
+    ``parent_id`` rebuilds the tree. Lines are appended as runs finish, each with one ``write``,
+    so a crashed run keeps its trace and a resumed run adds to it. A process killed in the
+    middle of a line leaves it torn at the end of the file; the next tracer on the file cuts
+    it off before appending (see :func:`repair_trace`), and :func:`read_trace` skips it.
 
     Secrets are never written: values under secret-looking keys (``api_key``, ``password``, …),
     the values of environment variables named like ``*_API_KEY``/``*TOKEN``/``*SECRET*``, and
@@ -161,6 +164,7 @@ class JsonlTracer(BaseTracer):
         super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_trace(self.path)
         self.include_io = include_io
         self.max_io_chars = max_io_chars
         self._lock = threading.Lock()
@@ -175,8 +179,16 @@ class JsonlTracer(BaseTracer):
 
     def _on_run_update(self, run: Run) -> None:
         line = self._scrub(json.dumps(self.record(run), default=_jsonable, ensure_ascii=False))
-        with self._lock, self.path.open("a", encoding="utf-8") as file:
-            file.write(line + "\n")
+        data = (line + "\n").encode("utf-8")
+        with self._lock:
+            # One unbuffered O_APPEND write per line: a kill can only tear the last line.
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(descriptor, data[written:])
+            finally:
+                os.close(descriptor)
         self.order_map.pop(run.id, None)
 
     def record(self, run: Run) -> dict[str, Any]:
@@ -224,10 +236,57 @@ class JsonlTracer(BaseTracer):
         return f"JsonlTracer({str(self.path)!r})"
 
 
+def repair_trace(path: str | Path) -> int:
+    """Cut off a torn last line (one without its newline, left by a killed process) so that
+    appended lines start on a line of their own; returns the bytes removed (0: nothing torn)."""
+    trace = Path(path)
+    if not trace.exists():
+        return 0
+    with trace.open("rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        file.seek(size - 1)
+        if file.read(1) == b"\n":
+            return 0
+        # Scan back for the last newline, a block at a time (a torn line can be long).
+        end = size
+        keep = 0
+        while end > 0:
+            start = max(0, end - 65536)
+            file.seek(start)
+            block = file.read(end - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        file.truncate(keep)
+        return size - keep
+
+
 def read_trace(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a :class:`JsonlTracer` file, in the order the runs finished."""
-    with Path(path).open(encoding="utf-8") as file:
-        return [json.loads(line) for line in file if line.strip()]
+    """The records of a :class:`JsonlTracer` file, in the order the runs finished.
+
+    A torn last line (the writer was killed mid-line) is skipped.
+
+    Raises:
+        DRPOError: a line other than a torn last one is not JSON.
+    """
+    trace = Path(path)
+    text = trace.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # torn by a kill (or empty): not a record
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DRPOError(f"{trace}: line {number} is not a trace record ({exc.msg})") from exc
+    return records
 
 
 def iter_tree(records: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:

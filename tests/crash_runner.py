@@ -3,14 +3,18 @@
 Usage: python -m tests.crash_runner RUN_DIR LOG_DIR {start|resume} [KILL_ROLE KILL_AT] [CHECKPOINTER_URL]
 
 Every model call that reaches the (sandbox) model appends its key to LOG_DIR/generated.log;
-every response durably stored in the LLM cache appends its key to LOG_DIR/finished.log. With
-KILL_ROLE/KILL_AT the process kills itself (SIGKILL, no cleanup) when the KILL_AT-th call of that
-role has been generated, before its result is stored.
+every response durably stored in the response journal appends its key to LOG_DIR/finished.log
+(the key: the call's identity, prompt and model, as the journal keys it). With KILL_ROLE/KILL_AT
+the process kills itself (SIGKILL, no cleanup) when the KILL_AT-th call of that role has been
+generated, before its result is stored; KILL_ROLE ``journal`` kills it right after the KILL_AT-th
+response was journalled, before its task can be checkpointed. ``CRASH_CACHE_POLICY`` sets
+``config.cache`` (default ``all``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -18,12 +22,21 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from langchain_core.load import dumps
+
 from drpo_agents import DRPOConfig, load_training_queries, optimize, resume
-from drpo_agents.cache import SQLiteLLMCache
+from drpo_agents.call_identity import current_call
+from drpo_agents.journal import ResponseJournal
 from drpo_agents.models.sandbox import SandboxJudge, SandboxResponder, SandboxRewriter
 
 CONFIG = DRPOConfig(
-    depth=3, beam_size=2, n_actions=3, queries_per_step=2, max_concurrency=4, cache="all", seed=5
+    depth=3,
+    beam_size=2,
+    n_actions=3,
+    queries_per_step=2,
+    max_concurrency=4,
+    cache=os.environ.get("CRASH_CACHE_POLICY", "all"),
+    seed=5,
 )
 _lock = threading.Lock()
 _counts: dict[str, int] = {}
@@ -36,8 +49,16 @@ def _append(path: Path, line: str) -> None:
         os.fsync(handle.fileno())
 
 
-def _key(messages: Any) -> str:
-    return hashlib.sha256(repr([(type(m).__name__, m.content) for m in messages]).encode()).hexdigest()[:16]
+def _key(prompt: str, llm_string: str) -> str:
+    identity = current_call()
+    where = [identity.scope, identity.path] if identity else []
+    return hashlib.sha256(json.dumps([*where, prompt, llm_string]).encode()).hexdigest()[:16]
+
+
+def _cache_key(model: Any, messages: Any, stop: Any, kwargs: Any) -> str:
+    """The key LangChain's cache (and so the journal) files this call under."""
+    prompt = dumps([m.model_copy(update={"id": None}) if getattr(m, "id", None) else m for m in messages])
+    return _key(prompt, model._get_llm_string(stop=stop, **kwargs))
 
 
 def main() -> None:
@@ -57,21 +78,27 @@ def main() -> None:
                 with _lock:
                     _counts[role] = _counts.get(role, 0) + 1
                     number = _counts[role]
-                _append(log_dir / "generated.log", f"{role} {_key(messages)}")
+                _append(log_dir / "generated.log", f"{role} {_cache_key(self, messages, stop, kwargs)}")
                 if role == kill_role and number == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return result
 
         return Counted
 
-    # Log a call as finished only once its response is durably in the cache.
-    original_update = SQLiteLLMCache.update
+    # Log a call as finished only once its response is durably in the journal.
+    original_record = ResponseJournal.record
+    journalled = 0
 
-    def update(self: SQLiteLLMCache, prompt: str, llm_string: str, return_val: Any) -> None:
-        original_update(self, prompt, llm_string, return_val)
-        _append(log_dir / "finished.log", hashlib.sha256((prompt + llm_string).encode()).hexdigest()[:16])
+    def record(self: ResponseJournal, identity: Any, prompt: str, llm_string: str, response: Any) -> None:
+        nonlocal journalled
+        original_record(self, identity, prompt, llm_string, response)
+        _append(log_dir / "finished.log", _key(prompt, llm_string))
+        with _lock:
+            journalled += 1
+            if kill_role == "journal" and journalled == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    SQLiteLLMCache.update = update  # type: ignore[method-assign]
+    ResponseJournal.record = record  # type: ignore[method-assign]
     models = {
         "responder": counted(SandboxResponder)(seed=0),
         "judge": counted(SandboxJudge)(seed=0),

@@ -21,6 +21,7 @@ from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_quer
 from drpo_agents.errors import DRPOError
 from drpo_agents.run_files import (
     EVALUATION_FILE,
+    EVALUATION_JOURNAL_FILE,
     EVALUATION_MARKDOWN_FILE,
     REPORT_FILE,
     artifact_path,
@@ -51,7 +52,13 @@ def evaluate_command(
     ] = False,
     max_concurrency: Annotated[int, typer.Option(help="Most model calls in flight.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Folder for evaluation.json and evaluation.md.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for evaluation.json, evaluation.md and the response journal "
+            "(evaluation_responses.sqlite: run the command again after a crash to reuse finished calls)."
+        ),
+    ] = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -73,6 +80,8 @@ def evaluate_command(
     except (DRPOError, OSError, UnicodeDecodeError) as exc:
         raise fail(str(exc)) from exc
     models = build_models(model_specs(sandbox, responder, judge, None), base_url)
+    folder = out or (artifact.parent if artifact else Path("."))
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         report = run_sync(
             aevaluate(
@@ -86,12 +95,12 @@ def evaluate_command(
                 allow_overlap=allow_overlap,
                 max_concurrency=max_concurrency,
                 seed=seed,
+                # Beside the report: the same command run again after a crash replays finished calls.
+                journal=folder / EVALUATION_JOURNAL_FILE,
             )
         )
     except DRPOError as exc:
         raise fail(str(exc), EXIT_USAGE if "overlap" in str(exc) else EXIT_FAILED) from exc
-    folder = out or (artifact.parent if artifact else Path("."))
-    folder.mkdir(parents=True, exist_ok=True)
     report.save(folder / EVALUATION_FILE)
     (folder / EVALUATION_MARKDOWN_FILE).write_text(report.to_markdown(), encoding="utf-8")
     if as_json:

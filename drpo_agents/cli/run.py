@@ -224,10 +224,12 @@ def resume_command(
                     rewriter=models.rewriter,
                     jury=models.jury,
                     checkpointer=checkpointer,
+                    callbacks=[JsonlTracer(run_dir / TRACE_FILE)],  # appends to the run's trace
                     on_progress=on_progress,
                     reviewer=ask_reviewer,
                 )
             )
+        write_html_report(run_dir)
         show_run(artifact, run_dir, time.perf_counter() - started, quiet, as_json)
         if artifact.no_valid_candidate():
             raise NoValidCandidate(artifact, run_dir)

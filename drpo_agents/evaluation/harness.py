@@ -10,6 +10,7 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import TokenUsage
+from drpo_agents.call_identity import task_scope
 from drpo_agents.calls import CallPlan, call_config
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS
 from drpo_agents.datasets import normalize_queries
@@ -32,6 +33,7 @@ from drpo_agents.evaluation.setups import (
     urial_setup,
 )
 from drpo_agents.evaluation.statistics import pairwise_outcome, summarize, verdicts_agree
+from drpo_agents.journal import ResponseJournal, journaled_copies
 from drpo_agents.models.registry import model_identity, model_notes, resolve_model, with_output_limit
 from drpo_agents.retrieval import InMemoryICLRetriever
 from drpo_agents.structured import StructuredMethods
@@ -90,6 +92,7 @@ class Harness:
             {"callbacks": options.callbacks} if options.callbacks is not None else None
         )
         self.usage: UsageByRole = {}
+        self.journal: ResponseJournal | None = None
         self.models: dict[str, str] = {}
         self.notes: list[str] = []
 
@@ -114,6 +117,9 @@ class Harness:
         )
         if not isinstance(judge_model, BaseChatModel):
             raise TypeError("the judge must be a chat model")
+        journal = ResponseJournal(options.journal) if options.journal is not None else None
+        if journal is not None:
+            responder_model, judge_model = journaled_copies([responder_model, judge_model], journal)
         responders = {
             s.name: Responder(
                 responder_model,
@@ -136,9 +142,28 @@ class Harness:
             methods=StructuredMethods(),
         )
         harness = cls(items, setups, reference, responders, judge, options)
+        harness.journal = journal
         harness.models = {"responder": model_identity(responder_model), "judge": model_identity(judge_model)}
         harness.notes = model_notes({"responder": responder_model, "judge": judge_model})
         return harness
+
+    def close(self) -> None:
+        """Close the response journal, if any."""
+        if self.journal is not None:
+            self.journal.close()
+
+    @staticmethod
+    def answer_scope(setup: EvaluationSetup, query: dict[str, str]) -> str:
+        """The journal scope of one answer task: the whole setup (prompt, examples) and query."""
+        return task_scope("evaluation_answer", {"setup": setup.model_dump(mode="json"), "query": query})
+
+    @staticmethod
+    def compare_scope(opponent: str, query: str, mine: AnswerRecord, theirs: AnswerRecord) -> str:
+        """The journal scope of one comparison: the opponent, the query and both answers."""
+        return task_scope(
+            "evaluation_compare",
+            {"opponent": opponent, "query": query, "answers": [mine.answer, theirs.answer]},
+        )
 
     def answer_tasks(self) -> list[tuple[EvaluationSetup, dict[str, str]]]:
         """Every (setup, query) to answer and score."""

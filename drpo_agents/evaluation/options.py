@@ -66,6 +66,11 @@ class EvaluationOptions(BaseModel):
     callbacks: SkipValidation[Callbacks] = Field(
         None, description="LangChain callbacks for every model call."
     )
+    journal: Path | None = Field(
+        None,
+        description="A response journal file: every finished call is kept there, and an evaluation "
+        "run again with the same file (after a crash) replays them instead of calling again.",
+    )
 
     @classmethod
     def of_call(cls, options: EvaluationOptions | None, overrides: EvaluationKeywords) -> EvaluationOptions:
@@ -105,3 +110,4 @@ class EvaluationKeywords(TypedDict, total=False):
     max_parse_retries: int
     prompts_dir: Path | None
     callbacks: Callbacks
+    journal: Path | None

@@ -24,17 +24,25 @@ async def aevaluate(
     harness = Harness.build(queries, EvaluationOptions.of_call(options, keywords))
     gate = asyncio.Semaphore(harness.options.max_concurrency)
 
-    async def bounded(plan: CallPlan[Any]) -> Any:
+    async def bounded(plan: CallPlan[Any], scope: str) -> Any:
         async with gate:
-            return await arun_plan(plan)
+            return await arun_plan(plan, scope=scope)
 
-    tasks = harness.answer_tasks()
-    done = await asyncio.gather(*(bounded(harness.plan_answer(s, q)) for s, q in tasks))
-    answers = {(s.name, q["id"]): record for (s, q), record in zip(tasks, done, strict=True)}
-    comparisons = harness.comparisons(answers)
-    judged = await asyncio.gather(
-        *(bounded(harness.plan_compare(o, q["query"], a, b)) for o, q, a, b in comparisons)
-    )
+    try:
+        tasks = harness.answer_tasks()
+        done = await asyncio.gather(
+            *(bounded(harness.plan_answer(s, q), harness.answer_scope(s, q)) for s, q in tasks)
+        )
+        answers = {(s.name, q["id"]): record for (s, q), record in zip(tasks, done, strict=True)}
+        comparisons = harness.comparisons(answers)
+        judged = await asyncio.gather(
+            *(
+                bounded(harness.plan_compare(o, q["query"], a, b), harness.compare_scope(o, q["query"], a, b))
+                for o, q, a, b in comparisons
+            )
+        )
+    finally:
+        harness.close()
     pairs = {(o, q["id"]): record for (o, q, _, _), record in zip(comparisons, judged, strict=True)}
     return harness.report(answers, pairs)
 
@@ -58,9 +66,17 @@ def evaluate(
         ConfigError: invalid options, queries or setups, or queries the artifact was optimised on.
     """
     harness = Harness.build(queries, EvaluationOptions.of_call(options, keywords))
-    answers = {(s.name, q["id"]): run_plan(harness.plan_answer(s, q)) for s, q in harness.answer_tasks()}
-    pairs = {
-        (o, q["id"]): run_plan(harness.plan_compare(o, q["query"], a, b))
-        for o, q, a, b in harness.comparisons(answers)
-    }
+    try:
+        answers = {
+            (s.name, q["id"]): run_plan(harness.plan_answer(s, q), scope=harness.answer_scope(s, q))
+            for s, q in harness.answer_tasks()
+        }
+        pairs = {
+            (o, q["id"]): run_plan(
+                harness.plan_compare(o, q["query"], a, b), scope=harness.compare_scope(o, q["query"], a, b)
+            )
+            for o, q, a, b in harness.comparisons(answers)
+        }
+    finally:
+        harness.close()
     return harness.report(answers, pairs)

@@ -40,6 +40,7 @@ from drpo_agents.calls import RoleLimiter, plan_node
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ConfigError
+from drpo_agents.journal import ResponseJournal, journaled_copies
 from drpo_agents.memory import CritiqueMemory
 from drpo_agents.models.registry import (
     default_rewriter,
@@ -71,6 +72,7 @@ def create_drpo_graph(
     memory: CritiqueMemory | None = None,
     cache: BaseCache | None = None,
     jury: Sequence[str | BaseChatModel] = (),
+    journal: ResponseJournal | None = None,
 ) -> StateGraph[DRPOState, None, DRPOInput, DRPOOutput]:
     """Build the DRPO self-alignment graph (uncompiled, so you choose the checkpointer).
 
@@ -94,6 +96,8 @@ def create_drpo_graph(
         jury: further judge models (or strings) that score every answer beside ``judge``; the
             scores are aggregated per aspect by median and the jurors' disagreement recorded.
             Without it, ``config.jury_size > 1`` asks ``judge`` several times instead.
+        journal: the run's response journal (:mod:`drpo_agents.journal`), put in front of every
+            model's cache so a task re-run after a crash replays its finished calls.
 
     Returns:
         A ``StateGraph``. Compile it (``graph.compile(checkpointer=...)``) and invoke it with
@@ -145,6 +149,10 @@ def create_drpo_graph(
             responder_model, judge_model, rewriter_model, *jury_models = cached_copies(
                 [responder_model, judge_model, rewriter_model, *jury_models], cache
             )
+    if journal is not None:
+        responder_model, judge_model, rewriter_model, selection_model, *jury_models = journaled_copies(
+            [responder_model, judge_model, rewriter_model, selection_model, *jury_models], journal
+        )
     ctx = SearchContext(
         responder=Responder(
             responder_model,

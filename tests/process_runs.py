@@ -1,0 +1,29 @@
+"""Test helpers for runs in their own process: start a ``tests.*`` module, read the lines it logged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import REPO_ROOT
+
+
+def run_module(
+    module: str, *arguments: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module arguments...`` from the repository root, offline, with output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        cwd=REPO_ROOT,
+        env={**os.environ, "LANGSMITH_TRACING": "false", "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def lines(path: Path) -> list[str]:
+    """The lines of a log file (none if the process never wrote it)."""
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
