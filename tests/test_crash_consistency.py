@@ -1,0 +1,106 @@
+"""A run killed (SIGKILL) at moments drawn across the whole run and resumed ends as if never killed.
+
+Each configuration runs once uninterrupted (its M moments counted), then once per kill plan:
+moments drawn with a fixed seed over [1, M], some plans crashing the same run two or three
+times, plus the first moment of each rare kind (review, finalize, file renames, the gap between
+the critique and lessons writes). See :mod:`tests.crash_moments` for what a moment is and
+:mod:`tests.crash_attempts` for how an attempt is judged.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .crash_attempts import (
+    Attempt,
+    Place,
+    Verdict,
+    Zygote,
+    attempts_for,
+    plan_kills,
+    targeted_kills,
+)
+from .crash_moments import CONFIGS
+
+# Crashes per attempt for each configuration: 5 attempts, 9 crashes, drawn uniformly (27 in all).
+CRASHES = (1, 1, 2, 2, 3)
+# Each rare moment kind is targeted in the first configuration that has it.
+_targeted: set[str] = set()
+
+
+@pytest.fixture(scope="module")
+def zygote() -> Iterator[Zygote]:
+    process = Zygote()
+    yield process
+    process.close()
+
+
+def _plans(config: str, seed: int) -> Callable[[Attempt], list[list[int]]]:
+    def plan(reference: Attempt) -> list[list[int]]:
+        rng = random.Random(f"{config}-{seed}")
+        drawn = [plan_kills(rng, reference.moments, crashes) for crashes in CRASHES]
+        rare = {k: n for k, n in targeted_kills(reference).items() if k not in _targeted}
+        _targeted.update(rare)
+        return drawn + [[n] for n in rare.values()]
+
+    return plan
+
+
+def _assert_all_ok(reference: Attempt, verdicts: list[Verdict]) -> None:
+    failed = [v.describe() for v in verdicts if not v.ok]
+    summary = (
+        f"{len(verdicts) - len(failed)}/{len(verdicts)} attempts ok "
+        f"(reference: {reference.moments} moments; "
+        f"{sum(v.crashes for v in verdicts)} crashes; {sum(v.redone for v in verdicts)} in-flight calls redone)"
+    )
+    assert not failed, summary + "\n" + "\n".join(failed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_resumed_run_equals_the_uninterrupted_one_whatever_the_moments_of_its_crashes(
+    zygote: Zygote, tmp_path: Path, config: str
+) -> None:
+    reference, verdicts = attempts_for(
+        zygote, config, lambda name: Place(tmp_path / name / "run"), tmp_path, _plans(config, 16)
+    )
+    _assert_all_ok(reference, verdicts)
+
+
+def _fresh_database(url: str) -> str:
+    import psycopg
+
+    name = f"crash_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _empty_chroma(url: str) -> str:
+    import chromadb
+
+    host, port = url.split("//")[1].rsplit(":", 1)
+    client = chromadb.HttpClient(host=host, port=int(port))
+    for collection in client.list_collections():
+        client.delete_collection(collection.name)
+    return url
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_resume_with_postgres_checkpoints_and_a_chroma_server_equals_the_uninterrupted_run(
+    zygote: Zygote, tmp_path: Path, postgres_url: str, chroma_server: str
+) -> None:
+    def place(name: str) -> Place:
+        return Place(tmp_path / name / "run", _fresh_database(postgres_url), _empty_chroma(chroma_server))
+
+    def plan(reference: Attempt) -> list[list[int]]:
+        return [plan_kills(random.Random(f"server-{n}"), reference.moments, n % 2 + 1) for n in range(4)]
+
+    reference, verdicts = attempts_for(zygote, "search", place, tmp_path, plan)
+    _assert_all_ok(reference, verdicts)
