@@ -64,9 +64,10 @@ class Tally:
         self.repeated += verdict.repeated
         self.redone += verdict.redone
         if not verdict.ok:
+            problem = "differs" if not verdict.equal else "repeats calls" if verdict.repeated else "other"
             kinds = {s.killed_at().split(":")[0] for s in verdict.attempt.steps if s.killed}
-            self.failed_at.update(k if not k.startswith("time") else "timed" for k in kinds)
-            if len(self.examples) < 3:
+            self.failed_at.update(f"{problem} @ {'timed' if k.startswith('time') else k}" for k in kinds)
+            if len(self.examples) < 4 and (problem != "repeats calls" or len(self.examples) < 2):
                 self.examples.append(verdict.describe())
 
 

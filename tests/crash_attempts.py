@@ -31,19 +31,6 @@ ENV = {
     "ANONYMIZED_TELEMETRY": "False",
     "PYTHONPATH": str(REPO_ROOT),
 }
-# A moment kind each attempt set crashes at once on purpose: rare kinds that uniform draws miss.
-TARGETED_KINDS = (
-    "chroma-upsert-critiques:after",  # between the full collection and the lessons
-    "chroma-upsert-icl:after",
-    "review-interrupt",
-    "review-decided",
-    "finalize",
-    "file-config.json:after",
-    "file-artifact.json:before",
-    "file-artifact.json:after",
-    "file-report.html:before",
-    "file-report.html:after",
-)
 RESTART_ERRORS = ("nothing to resume", "not a run directory")
 
 
@@ -105,9 +92,9 @@ class Step:
         return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
     def killed_at(self) -> str:
-        """The label of the moment the process died at ("" for a kill from outside between moments)."""
+        """The label of the moment the process died at (for a kill from outside: when it came)."""
         moments = self.lines("moments")
-        if self.request.get("kill_at") is None or not moments:
+        if self.request.get("kill_after_s") is not None or not moments:
             return f"time {self.request.get('kill_after_s')} s after {len(moments)} moments"
         return moments[-1].split(" ", 1)[1]
 
@@ -117,7 +104,7 @@ class Attempt:
     """A run taken to its end through the planned kills."""
 
     config: str
-    kills: list[int]
+    kills: list[float | str]  # kill moments (numbers or kinds), or the delays of kills from outside
     steps: list[Step] = field(default_factory=list)
     dump: dict[str, Any] = field(default_factory=dict)
     error: str = ""
@@ -139,14 +126,15 @@ def run_attempt(
     config: str,
     place: Place,
     log_root: Path,
-    kills: list[int],
+    kills: list[int | str],
     delays: list[float] | None = None,
 ) -> Attempt:
-    """Take one run to its end: kill the k-th process at moment ``kills[k]`` (counted over the
-    processes since the previous kill) or, with ``delays``, that many seconds after it started."""
-    attempt = Attempt(config, list(kills))
-    pending = list(delays if delays is not None else kills)
-    current: float | None = pending.pop(0) if pending else None
+    """Take one run to its end: kill the k-th process at moment ``kills[k]`` (a number counted over
+    the processes since the previous kill, or a kind: its first moment) or, with ``delays``, that
+    many seconds after it started."""
+    pending: list[float | str] = list(delays if delays is not None else kills)
+    attempt = Attempt(config, list(pending))
+    current = pending.pop(0) if pending else None
     mode = "start"
     common = {"config": config, "run_dir": str(place.run_dir)}
     common |= {"checkpointer": place.checkpointer, "memory": place.memory}
@@ -162,7 +150,7 @@ def run_attempt(
         if step.answer.get("exit") != 0 or outcome not in ("done", "review", "error"):
             attempt.error = f"process {index} failed: {_output_tail(request)}"
             return attempt
-        if current is not None and delays is None:
+        if isinstance(current, int) and delays is None:
             current -= int(step.answer["moments"])  # the kill lands in a later process of this run
         if outcome == "done":
             break
@@ -274,26 +262,16 @@ def memory_difference(expected: dict[str, list[Any]], actual: dict[str, list[Any
     return None
 
 
-def plan_kills(rng: random.Random, total: int, crashes: int) -> list[int]:
+def plan_kills(rng: random.Random, total: int, crashes: int) -> list[int | str]:
     """Kill moments for one attempt: the first drawn over the whole run's ``total`` moments, each
     later one over the moments left after the earlier kills (what the resumed process has ahead)."""
-    kills: list[int] = []
+    kills: list[int | str] = []
     left = total
     for _ in range(crashes):
         kill = rng.randint(1, max(1, left))
         kills.append(kill)
         left -= kill
     return kills
-
-
-def targeted_kills(reference: Attempt, kinds: tuple[str, ...] = TARGETED_KINDS) -> dict[str, int]:
-    """The first moment of each of ``kinds`` in the reference run (1-based, over its processes)."""
-    found: dict[str, int] = {}
-    for number, label in enumerate(reference.labels(), start=1):
-        kind = next((k for k in kinds if label.startswith(k)), None)
-        if kind is not None and kind not in found:
-            found[kind] = number
-    return found
 
 
 # Moment kinds every run reaches: if one is missing, the instrumentation no longer sees it (the
@@ -328,7 +306,7 @@ def attempts_for(
     config: str,
     place_for: Callable[[str], Place],
     root: Path,
-    plan: Callable[[Attempt], list[list[int]]],
+    plan: Callable[[Attempt], list[list[int | str]]],
 ) -> tuple[Attempt, list[Verdict]]:
     """The reference run of ``config`` and one judged attempt per kill plan ``plan`` draws for it."""
     reference = run_attempt(zygote, config, place_for("reference"), root / "reference" / "logs", [])

@@ -7,7 +7,8 @@ before the call returns"), each checkpoint write (``aput`` / ``aput_writes``, be
 each Chroma write (critiques, lessons, ICL examples; before and after), the review interrupt,
 finalize, the run files (``config.json`` written, ``artifact.json`` / ``report.html`` before and
 after their rename) and every trace line. With ``kill_at = N`` the process SIGKILLs itself at
-moment N: no cleanup, no flush, as a crash.
+moment N (with ``kill_at = "KIND"``, at the first moment whose label starts with KIND): no
+cleanup, no flush, as a crash.
 
 Processes are forked from a *zygote* (``python -m tests.crash_moments serve``) that imported
 everything once and holds no thread, so one step costs the run itself, not the imports. It
@@ -76,7 +77,7 @@ CONFIGS: dict[str, tuple[DRPOConfig, int, int]] = {
 class _Process:
     """This process's instrumentation state: where it logs, and the moment it dies at."""
 
-    kill_at: ClassVar[int | None] = None
+    kill_at: ClassVar[int | str | None] = None
     count: ClassVar[int] = 0
     fds: ClassVar[dict[str, int]] = {}
     lock: ClassVar[threading.Lock] = threading.Lock()
@@ -95,7 +96,8 @@ def moment(label: str) -> None:
     with _Process.lock:
         _Process.count += 1
         _log("moments", f"{_Process.count} {label}")
-        if _Process.count == _Process.kill_at:
+        kill_at = _Process.kill_at
+        if _Process.count == kill_at or (isinstance(kill_at, str) and label.startswith(kill_at)):
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -23,14 +23,33 @@ from .crash_attempts import (
     Zygote,
     attempts_for,
     plan_kills,
-    targeted_kills,
 )
 from .crash_moments import CONFIGS
 
 # Crashes per attempt for each configuration: 5 attempts, 9 crashes, drawn uniformly (27 in all).
 CRASHES = (1, 1, 2, 2, 3)
-# Each rare moment kind is targeted in the first configuration that has it.
-_targeted: set[str] = set()
+# Rare moment kinds that uniform draws would seldom hit, each killed on purpose at its first
+# occurrence in one configuration.
+TARGETED = {
+    "icl-validation-review": (
+        "chroma-upsert-icl:after",
+        "review-interrupt",
+        "review-decided",
+        "finalize",
+    ),
+    "gate": (
+        "chroma-upsert-critiques:after",  # between the full collection and the lessons
+        "file-artifact.json:before",
+        "file-artifact.json:after",
+    ),
+    "search": (
+        "file-config.json:after",
+        "chroma-upsert-critiques:after",
+        "chroma-upsert-lessons:after",
+        "file-report.html:before",
+        "file-report.html:after",
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +59,14 @@ def zygote() -> Iterator[Zygote]:
     process.close()
 
 
-def _plans(config: str, seed: int) -> Callable[[Attempt], list[list[int]]]:
-    def plan(reference: Attempt) -> list[list[int]]:
+def _plans(config: str, seed: int) -> Callable[[Attempt], list[list[int | str]]]:
+    def plan(reference: Attempt) -> list[list[int | str]]:
         rng = random.Random(f"{config}-{seed}")
-        drawn = [plan_kills(rng, reference.moments, crashes) for crashes in CRASHES]
-        rare = {k: n for k, n in targeted_kills(reference).items() if k not in _targeted}
-        _targeted.update(rare)
-        return drawn + [[n] for n in rare.values()]
+        drawn: list[list[int | str]] = [plan_kills(rng, reference.moments, n) for n in CRASHES]
+        labels = reference.labels()
+        missing = [kind for kind in TARGETED[config] if not any(x.startswith(kind) for x in labels)]
+        assert not missing, f"the uninterrupted {config} run never reached {missing}"
+        return drawn + [[kind] for kind in TARGETED[config]]
 
     return plan
 
@@ -99,7 +119,7 @@ def test_resume_with_postgres_checkpoints_and_a_chroma_server_equals_the_uninter
     def place(name: str) -> Place:
         return Place(tmp_path / name / "run", _fresh_database(postgres_url), _empty_chroma(chroma_server))
 
-    def plan(reference: Attempt) -> list[list[int]]:
+    def plan(reference: Attempt) -> list[list[int | str]]:
         return [plan_kills(random.Random(f"server-{n}"), reference.moments, n % 2 + 1) for n in range(4)]
 
     reference, verdicts = attempts_for(zygote, "search", place, tmp_path, plan)
