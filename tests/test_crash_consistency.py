@@ -19,10 +19,13 @@ import pytest
 from .crash_attempts import (
     Attempt,
     Place,
+    Step,
     Verdict,
     Zygote,
     attempts_for,
+    memory_difference,
     plan_kills,
+    repeated_calls,
 )
 from .crash_moments import CONFIGS
 
@@ -124,3 +127,29 @@ def test_resume_with_postgres_checkpoints_and_a_chroma_server_equals_the_uninter
 
     reference, verdicts = attempts_for(zygote, "search", place, tmp_path, plan)
     _assert_all_ok(reference, verdicts)
+
+
+def _step(folder: Path, killed: bool, generated: list[str], finished: list[str]) -> Step:
+    folder.mkdir(parents=True)
+    (folder / "generated.log").write_text("".join(f"{k}\n" for k in generated), encoding="utf-8")
+    (folder / "finished.log").write_text("".join(f"{k}\n" for k in finished), encoding="utf-8")
+    return Step({"log_dir": str(folder)}, {"signal": 9} if killed else {"exit": 0, "moments": 1})
+
+
+def test_a_finished_call_asked_again_is_repeated_and_one_in_flight_at_the_kill_is_redone(
+    tmp_path: Path,
+) -> None:
+    reference = Attempt("search", [], [_step(tmp_path / "r", False, ["a", "b", "c"], ["a", "b", "c"])])
+    # Killed with a's response returned and b in flight; the resumed process asks both again.
+    killed = _step(tmp_path / "p0", True, ["a", "b"], ["a"])
+    attempt = Attempt("search", [5], [killed, _step(tmp_path / "p1", False, ["a", "b", "c"], [])])
+    assert repeated_calls(reference, attempt) == (1, 1)
+    resumed_well = Attempt("search", [5], [killed, _step(tmp_path / "p2", False, ["b", "c"], [])])
+    assert repeated_calls(reference, resumed_well) == (0, 1)
+
+
+def test_memory_difference_names_the_collection_and_what_is_missing() -> None:
+    expected = {"drpo-critiques": [["1", "{}", "x"], ["2", "{}", "y"]], "lessons": [["1", "{}", "x"]]}
+    assert memory_difference(expected, expected) is None
+    found = memory_difference(expected, {**expected, "lessons": []})
+    assert found is not None and found.startswith("lessons: 1 records expected, 0 found; 1 missing")
