@@ -185,11 +185,15 @@ def _moments_around(label: str, function: Callable[..., Any]) -> Callable[..., A
 
 
 def _instrument_saver(saver: Any) -> None:
-    for name in ("aput", "aput_writes"):
+    # setup: the SQLite saver creates its tables on first use, after it created the file (it is
+    # called before every use; only the first one, which creates them, is a moment).
+    for name in ("setup", "aput", "aput_writes"):
         original = getattr(saver, name)
 
         def make(original: Any = original, name: str = name) -> Any:
             async def wrapped(*args: Any, **kwargs: Any) -> Any:
+                if name == "setup" and getattr(saver, "is_setup", True):
+                    return await original(*args, **kwargs)
                 moment(f"checkpoint-{name}:before")
                 result = await original(*args, **kwargs)
                 moment(f"checkpoint-{name}:after")

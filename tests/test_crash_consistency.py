@@ -47,6 +47,7 @@ TARGETED = {
     ),
     "search": (
         "file-config.json:after",
+        "checkpoint-setup:before",  # the SQLite file exists, its tables do not yet
         "chroma-upsert-critiques:after",
         "chroma-upsert-lessons:after",
         "file-report.html:before",
