@@ -280,7 +280,6 @@ EVERY_RUN_KINDS = (
     "call-start",
     "call-end",
     "call-returned",
-    "checkpoint-setup:",
     "checkpoint-aput:",
     "checkpoint-aput_writes:",
     "chroma-upsert-critiques",
