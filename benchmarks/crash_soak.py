@@ -1,6 +1,6 @@
 """Crash soak: hundreds of SIGKILLs across sandbox runs; does every resumed run equal the uninterrupted one?
 
-Each configuration of :data:`tests.crash_moments.CONFIGS` runs once uninterrupted, then again and
+Each configuration of :data:`tests.crash_zygote.CONFIGS` runs once uninterrupted, then again and
 again, each run killed 1-3 times and resumed to its end. Most kills land on an instrumented
 moment drawn uniformly over the run (model calls, checkpoint and Chroma writes, review, finalize,
 file renames, trace lines); ``--timed`` of them are SIGKILLs sent from outside after a random
@@ -33,7 +33,7 @@ from tests.crash_attempts import (
     plan_kills,
     run_attempt,
 )
-from tests.crash_moments import CONFIGS
+from tests.crash_zygote import CONFIGS
 
 
 @dataclass

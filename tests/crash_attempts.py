@@ -1,6 +1,6 @@
 """Crash attempts: run a sandbox run to its end through SIGKILLs at chosen moments, and judge the result.
 
-An *attempt* starts a run in a process forked by the zygote (:mod:`tests.crash_moments`), kills
+An *attempt* starts a run in a process forked by the zygote (:mod:`tests.crash_zygote`), kills
 it at a moment, resumes it in a new process (which may be killed again), answers its review
 when it pauses for one, and goes on until the run is done. It is judged against the same run
 uninterrupted (the *reference*): the artifact (``created_at`` aside), the Chroma record sets
@@ -39,7 +39,7 @@ class Zygote:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash_moments", "serve"],
+            [sys.executable, "-m", "tests.crash_zygote", "serve"],
             cwd=REPO_ROOT,
             env=ENV,
             stdin=subprocess.PIPE,

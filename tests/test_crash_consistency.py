@@ -27,7 +27,7 @@ from .crash_attempts import (
     plan_kills,
     repeated_calls,
 )
-from .crash_moments import CONFIGS
+from .crash_zygote import CONFIGS
 
 # Crashes per attempt for each configuration: 5 attempts, 9 crashes, drawn uniformly (27 in all).
 CRASHES = (1, 1, 2, 2, 3)
