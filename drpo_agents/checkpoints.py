@@ -112,5 +112,10 @@ def check_checkpoint_file(path: Path) -> None:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
         raise ConfigError(f"{path} is damaged or not a checkpoint database: {exc}") from exc
+    if not tables:  # created, then killed before its tables were: as if there were no file
+        raise ConfigError(
+            f"{path} holds no checkpoint: the run stopped before its first one, nothing to resume "
+            "(start it again)"
+        )
     if "checkpoints" not in tables:
         raise ConfigError(f"{path} is not a LangGraph checkpoint database (no checkpoints table)")

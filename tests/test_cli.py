@@ -102,10 +102,13 @@ def test_non_utf8_query_file_is_refused_before_any_call(tmp_path: Path) -> None:
 def test_resume_command_finishes_a_run_and_evaluate_compares_it(tmp_path: Path) -> None:
     started = drpo("optimize", "--sandbox", "--depth", "2", "--quiet", "--run-dir", "run", cwd=tmp_path)
     assert started.returncode == 0, started.stderr
-    # A finished run resumes to the same artifact without new work.
+    # A finished run resumes to the same artifact without new work, and writes the report a
+    # crash after the artifact (before `optimize` wrote the report) left missing.
     before = (tmp_path / "run" / "artifact.json").read_text(encoding="utf-8")
+    (tmp_path / "run" / "report.html").unlink()
     resumed = drpo("resume", "run", "--quiet", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+    assert "<svg" in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert AlignmentArtifact.load(
         tmp_path / "run" / "artifact.json"
     ) == AlignmentArtifact.model_validate_json(before)

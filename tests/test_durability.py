@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,6 +101,17 @@ def test_resume_with_postgres_checkpoints(
     finished = set(logs["finished_before"])
     assert not [line for line in logs["generated_after"] if line.split()[1] in finished]
     assert not (tmp_path / "run" / "checkpoints.sqlite").exists()
+
+
+def test_a_run_killed_before_its_checkpoint_tables_existed_has_nothing_to_resume(tmp_path: Path) -> None:
+    from drpo_agents import DRPOConfig, resume
+    from drpo_agents.errors import ConfigError
+
+    record = {"run_id": "r", "config": DRPOConfig().to_json_dict(), "models": {}}
+    (tmp_path / "config.json").write_text(json.dumps(record), encoding="utf-8")
+    (tmp_path / "checkpoints.sqlite").write_bytes(b"")  # the saver opened the file, then the kill
+    with pytest.raises(ConfigError, match=r"holds no checkpoint: .* nothing to resume"):
+        resume(tmp_path, responder="sandbox", judge="sandbox")
 
 
 def test_run_stopped_by_its_budget_continues_when_resumed_with_a_larger_one(tmp_path: Path) -> None:

@@ -229,7 +229,7 @@ def resume_command(
                     reviewer=ask_reviewer,
                 )
             )
-        write_html_report(run_dir)
+        write_html_report(run_dir)  # a crash may have come before `drpo optimize` wrote it
         show_run(artifact, run_dir, time.perf_counter() - started, quiet, as_json)
         if artifact.no_valid_candidate():
             raise NoValidCandidate(artifact, run_dir)
