@@ -114,12 +114,15 @@ class InMemoryICLRetriever:
         self.embeddings = as_embeddings(embeddings)
         self._table = VectorTable()
         if self.examples:
-            self._table.add(self.embeddings.embed_documents([e.query for e in self.examples]))
+            self._table.add(
+                self.embeddings.embed_documents([e.query for e in self.examples]),
+                list(range(len(self.examples))),
+            )
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]:
         """The ``k`` examples whose queries are most similar to ``query``, most similar first
         (ties by the examples' order, so retrieval is deterministic)."""
         if k <= 0 or not self.examples:
             return []
-        rows = self._table.rank(self.embeddings.embed_query(query), limit=k, key=int)
+        rows = self._table.rank(self.embeddings.embed_query(query), limit=k)
         return [self.examples[row] for row in rows]

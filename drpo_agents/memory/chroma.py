@@ -106,13 +106,13 @@ class ChromaICLRetriever:
                 stored = self.collection.get(ids=ids, include=["embeddings"])
         if self.examples:
             by_id = dict(zip(stored["ids"], stored["embeddings"], strict=True))
-            self._table.add([by_id[i] for i in ids])
+            self._table.add([by_id[i] for i in ids], list(range(len(ids))))
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]:
         """The ``k`` examples whose queries are most similar to ``query``, most similar first."""
         if k <= 0 or not self.examples:
             return []
-        rows = self._table.rank(self.embeddings.embed_query(query), limit=k, key=int)
+        rows = self._table.rank(self.embeddings.embed_query(query), limit=k)
         return [self.examples[row] for row in rows]
 
 
@@ -164,36 +164,36 @@ class ChromaCritiqueMemory:
         if not unique:
             return
         with _Unreachable():
-            stored = self._stored(list(unique))
-            fresh = [key for key in unique if key not in stored]
+            existing = set(self.collection.get(ids=list(unique), include=[])["ids"])
+            fresh = [key for key in unique if key not in existing]
+            vectors: dict[str, Any] = {}
             if fresh:
-                vectors = self.embeddings.embed_documents([unique[key].document for key in fresh])
-                self._write(self.collection, fresh, [unique[key] for key in fresh], vectors)
-                stored.update(self._stored(fresh))
+                embedded = self.embeddings.embed_documents([unique[key].document for key in fresh])
+                vectors = dict(zip(fresh, embedded, strict=True))
+                self._write(self.collection, fresh, [unique[key] for key in fresh], embedded)
+            # The stored version of a record decides (and fills) its lessons entry.
+            stored = {key: unique[key] for key in fresh}
+            if existing:
+                found = self.collection.get(ids=sorted(existing), include=["metadatas"])
+                stored.update(
+                    (key, _critique(meta)) for key, meta in zip(found["ids"], found["metadatas"], strict=True)
+                )
             by_model: dict[str, list[str]] = {}
             for key in unique:
-                critique = stored[key][0]
-                if critique.score <= LESSON_MAX_SCORE:
-                    by_model.setdefault(critique.responder_model, []).append(key)
+                if stored[key].score <= LESSON_MAX_SCORE:
+                    by_model.setdefault(stored[key].responder_model, []).append(key)
             for model, keys in by_model.items():
                 lessons = self._lessons_for(model)
                 present = set(lessons.get(ids=keys, include=[])["ids"])
                 missing = [key for key in keys if key not in present]
+                absent = [key for key in missing if key not in vectors]  # stored by an interrupted call
+                if absent:
+                    found = self.collection.get(ids=absent, include=["embeddings"])
+                    vectors.update(zip(found["ids"], found["embeddings"], strict=True))
                 if missing:
                     self._write(
-                        lessons,
-                        missing,
-                        [stored[key][0] for key in missing],
-                        [stored[key][1] for key in missing],
+                        lessons, missing, [stored[key] for key in missing], [vectors[key] for key in missing]
                     )
-
-    def _stored(self, ids: list[str]) -> dict[str, tuple[Critique, Any]]:
-        """The full collection's records among ``ids``, with their stored vectors."""
-        found = self.collection.get(ids=ids, include=["embeddings", "metadatas"])
-        return {
-            key: (_critique(meta), vector)
-            for key, meta, vector in zip(found["ids"], found["metadatas"], found["embeddings"], strict=True)
-        }
 
     def _write(self, collection: Any, ids: list[str], items: list[Critique], vectors: Sequence[Any]) -> None:
         collection.upsert(

@@ -42,7 +42,7 @@ class CritiqueTable:
         fresh = list(first.values())
         if not fresh:
             return
-        self.vectors.add(np.asarray(vectors, dtype=np.float32)[fresh])
+        self.vectors.add(np.asarray(vectors, dtype=np.float32)[fresh], [ids[i] for i in fresh])
         for i in fresh:
             c = critiques[i]
             self._rows[ids[i]] = len(self.ids)
@@ -73,7 +73,7 @@ class CritiqueTable:
         chosen: list[Critique] = []
         limit = max(8 * k, 40)
         while True:
-            rows = self.vectors.rank(query, limit=limit, key=self.ids.__getitem__, mask=mask)
+            rows = self.vectors.rank(query, limit=limit, mask=mask)
             chosen, seen = [], set()
             for row in rows:
                 c = self.critiques[row]
