@@ -60,10 +60,11 @@ class VectorTable:
                 norms[:start] = self._norms[:start]
             self._matrix, self._norms = grown, norms
         self._matrix[start:end] = block
-        wide = block.astype(np.float64)
-        self._norms[start:end] = np.sqrt((wide * wide).sum(axis=1))
-        rows, cols = np.nonzero(block)
-        self._entries.append((rows.astype(np.int64) + start, cols.astype(np.int64), wide[rows, cols]))
+        rows, cols = np.nonzero(block)  # row-major: each row's components in index order
+        values = block[rows, cols].astype(np.float64)
+        squares = np.bincount(rows, weights=values * values, minlength=len(block))
+        self._norms[start:end] = np.sqrt(squares)
+        self._entries.append((rows.astype(np.int64) + start, cols.astype(np.int64), values))
         self._nonzeros += len(rows)
         self._keys.extend(keys)
         self._key_ranks = None
@@ -113,7 +114,7 @@ class VectorTable:
             rows = np.concatenate([e[0] for e in self._entries])
             cols = np.concatenate([e[1] for e in self._entries])
             values = np.concatenate([e[2] for e in self._entries])
-            order = np.argsort(cols, kind="stable")
+            order = np.argsort(cols.astype(np.int16 if width < 2**15 else np.int32), kind="stable")  # radix
             starts = np.zeros(width + 1, dtype=np.int64)
             np.cumsum(np.bincount(cols, minlength=width), out=starts[1:])
             self._columns = (starts, rows[order], values[order])
