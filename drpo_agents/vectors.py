@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,12 +37,22 @@ class VectorTable:
         self._entries: list[tuple[IntArray, IntArray, FloatArray]] = []  # non-zeros, per add
         self._columns: tuple[IntArray, IntArray, FloatArray] | None = None  # (column starts, rows, values)
         self._nonzeros = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def add(self, vectors: Sequence[Sequence[float]] | NDArray[Any], keys: Sequence[Any]) -> None:
         """Append rows with their tie-break keys (all of one sortable type)."""
+        with self._lock:  # rewrites may recall from several threads; the lazy indexes are shared
+            self._append(vectors, keys)
+
+    def rank(self, query: Sequence[float], *, limit: int, mask: BoolArray | None = None) -> list[int]:
+        """Up to ``limit`` row indexes (among those ``mask`` allows), nearest first."""
+        with self._lock:
+            return self._rank(query, limit, mask)
+
+    def _append(self, vectors: Sequence[Sequence[float]] | NDArray[Any], keys: Sequence[Any]) -> None:
         block = np.asarray(vectors, dtype=np.float32)
         if block.size == 0:
             return
@@ -70,8 +81,7 @@ class VectorTable:
         self._key_ranks = None
         self._columns = None
 
-    def rank(self, query: Sequence[float], *, limit: int, mask: BoolArray | None = None) -> list[int]:
-        """Up to ``limit`` row indexes (among those ``mask`` allows), nearest first."""
+    def _rank(self, query: Sequence[float], limit: int, mask: BoolArray | None) -> list[int]:
         size = len(self)
         if limit <= 0 or size == 0:
             return []
