@@ -223,10 +223,11 @@ class ChromaCritiqueMemory:
         :meth:`drpo_agents.memory.base.CritiqueMemory.recall` for ``horizon``."""
         if k <= 0:
             return []
-        lessons_only = responder_model is not None and max_score <= LESSON_MAX_SCORE
         with _Unreachable():
-            collection = self._lessons_for(responder_model) if lessons_only else self.collection  # type: ignore[arg-type]
-            mirror = self._mirror(collection)
+            if responder_model is not None and max_score <= LESSON_MAX_SCORE:
+                mirror = self._mirror(self._lessons_for(responder_model))  # smaller: every row qualifies
+            else:
+                mirror = self._mirror(self.collection)
         if not len(mirror):
             return []
         return mirror.recall(
