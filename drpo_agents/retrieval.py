@@ -14,6 +14,7 @@ from langchain_core.embeddings import Embeddings
 
 from drpo_agents.prompts import approx_tokens
 from drpo_agents.schemas import ICLExample
+from drpo_agents.vectors import VectorTable
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _STOPWORDS = frozenset(
@@ -106,22 +107,22 @@ def fit_icl_budget(examples: Sequence[ICLExample], max_tokens: int | None) -> li
 
 
 class InMemoryICLRetriever:
-    """Cosine-similarity retrieval over a small in-memory set of ICL examples."""
+    """Exact cosine-similarity retrieval over a small in-memory set of ICL examples."""
 
     def __init__(self, examples: Sequence[ICLExample], embeddings: EmbeddingsLike | None = None) -> None:
         self.examples = list(examples)
         self.embeddings = as_embeddings(embeddings)
-        self._vectors = self.embeddings.embed_documents([e.query for e in self.examples]) if examples else []
+        self._table = VectorTable()
+        if self.examples:
+            self._table.add(
+                self.embeddings.embed_documents([e.query for e in self.examples]),
+                list(range(len(self.examples))),
+            )
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]:
-        """The ``k`` examples whose queries are most similar to ``query``, most similar first."""
+        """The ``k`` examples whose queries are most similar to ``query``, most similar first
+        (ties by the examples' order, so retrieval is deterministic)."""
         if k <= 0 or not self.examples:
             return []
-        target = self.embeddings.embed_query(query)
-        scored = [
-            (sum(a * b for a, b in zip(target, vector, strict=True)), index)
-            for index, vector in enumerate(self._vectors)
-        ]
-        # Ties break by original order so retrieval is deterministic.
-        scored.sort(key=lambda item: (-item[0], item[1]))
-        return [self.examples[index] for _, index in scored[:k]]
+        rows = self._table.rank(self.embeddings.embed_query(query), limit=k)
+        return [self.examples[row] for row in rows]

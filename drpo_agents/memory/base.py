@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -26,6 +27,22 @@ class Critique:
         snippet = " ".join(self.query.split())[:90]
         return f'[{self.aspect} {self.score}/5] on a similar query ("{snippet}"): {self.rationale}'
 
+    @property
+    def record_id(self) -> str:
+        """The stored record's id: identical verdicts within a run (same query, aspect and
+        rationale, e.g. for sibling prompts) are one record, so rewriting a batch changes nothing."""
+        return digest(self.run_id, self.query_id, self.aspect, self.rationale)
+
+    @property
+    def document(self) -> str:
+        """The text a critique is embedded (and found) by."""
+        return f"{self.query}\n{self.aspect}: {self.rationale}"
+
+
+def digest(*parts: str) -> str:
+    """A short stable hash of ``parts`` (record ids, collection names)."""
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
+
 
 @runtime_checkable
 class CritiqueMemory(Protocol):
@@ -41,4 +58,9 @@ class CritiqueMemory(Protocol):
         responder_model: str | None = None,
         run_id: str | None = None,
         max_score: int = 3,
-    ) -> list[Critique]: ...
+        horizon: tuple[str, int] | None = None,
+    ) -> list[Critique]:
+        """Up to ``k`` distinct (aspect, rationale) critiques scored ``<= max_score``, nearest to
+        ``text`` first, ties by record id. ``horizon=(run_id, level)``: that run's own records
+        only from levels below ``level`` (what its checkpoint had committed when the level began)."""
+        ...

@@ -4,12 +4,12 @@ Embeddings are always computed by a LangChain ``Embeddings`` object that we pass
 stored explicitly, so Chroma's own default embedding function (which downloads a model) is
 never used, and a collection reopened in another process needs no registered function.
 Records have deterministic ids and are upserted, so a resumed run that repeats a write
-leaves the store unchanged.
+leaves the store unchanged. Ranking is exact and in-process (:mod:`drpo_agents.vectors`), never
+Chroma's approximate index, so what is found depends only on what is stored.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,11 @@ from urllib.parse import urlparse
 import chromadb
 
 from drpo_agents.errors import ConfigError, ServiceUnavailableError
-from drpo_agents.memory.base import Critique
+from drpo_agents.memory.base import Critique, digest
+from drpo_agents.memory.table import LESSON_MAX_SCORE, CritiqueTable
 from drpo_agents.retrieval import EmbeddingsLike, as_embeddings
 from drpo_agents.schemas import ICLExample
+from drpo_agents.vectors import VectorTable
 
 _SPACE = {"hnsw": {"space": "cosine"}}
 
@@ -47,15 +49,34 @@ def chroma_client(location: str | Path | None) -> Any:
     return chromadb.PersistentClient(path=text)
 
 
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
+PAGE = 5000  # records per Chroma read when a mirror is loaded
+
+
+class _Unreachable:
+    """Turns a lost Chroma server (connection refused or dropped) into ``ServiceUnavailableError``."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and _is_connection_error(exc):
+            raise ServiceUnavailableError(f"the Chroma server stopped answering: {exc}") from exc
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import httpx
+
+    if isinstance(exc, (httpx.TransportError, ConnectionError)):
+        return True
+    return "could not connect to a chroma server" in str(exc).casefold()
 
 
 class ChromaICLRetriever:
     """The ICL examples in a Chroma collection; the responder retrieves the k most similar queries.
 
     The collection name is derived from the example set, so different sets never mix and the
-    same set is reused (not re-embedded) across runs.
+    same set is reused (not re-embedded) across runs. Retrieval is exact over the stored vectors
+    (read once), ties by example order: the same as :class:`InMemoryICLRetriever`.
     """
 
     def __init__(
@@ -68,35 +89,31 @@ class ChromaICLRetriever:
     ) -> None:
         self.examples = list(examples)
         self.embeddings = as_embeddings(embeddings)
-        set_id = _digest(type(self.embeddings).__name__, *(f"{e.query}\x1e{e.answer}" for e in self.examples))
-        self.collection = client.get_or_create_collection(
-            f"{prefix}-{set_id}", embedding_function=None, configuration=_SPACE
-        )
-        if self.examples and self.collection.count() != len(self.examples):
-            self.collection.upsert(
-                ids=[str(i) for i in range(len(self.examples))],
-                embeddings=self.embeddings.embed_documents([e.query for e in self.examples]),
-                documents=[e.query for e in self.examples],
+        set_id = digest(type(self.embeddings).__name__, *(f"{e.query}\x1e{e.answer}" for e in self.examples))
+        ids = [str(i) for i in range(len(self.examples))]
+        self._table = VectorTable()
+        with _Unreachable():
+            self.collection = client.get_or_create_collection(
+                f"{prefix}-{set_id}", embedding_function=None, configuration=_SPACE
             )
+            if self.examples and self.collection.count() != len(self.examples):
+                self.collection.upsert(
+                    ids=ids,
+                    embeddings=self.embeddings.embed_documents([e.query for e in self.examples]),
+                    documents=[e.query for e in self.examples],
+                )
+            if self.examples:
+                stored = self.collection.get(ids=ids, include=["embeddings"])
+        if self.examples:
+            by_id = dict(zip(stored["ids"], stored["embeddings"], strict=True))
+            self._table.add([by_id[i] for i in ids], list(range(len(ids))))
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]:
         """The ``k`` examples whose queries are most similar to ``query``, most similar first."""
         if k <= 0 or not self.examples:
             return []
-        # Fetch a wide window and break distance ties by id: the approximate index orders ties
-        # arbitrarily, and retrieval must be reproducible across processes (resume).
-        result = self.collection.query(
-            query_embeddings=[self.embeddings.embed_query(query)],
-            n_results=min(len(self.examples), max(8 * k, 64)),
-        )
-        hits = sorted(
-            zip(result["distances"][0], result["ids"][0], strict=True),
-            key=lambda h: (round(h[0], 6), int(h[1])),
-        )
-        return [self.examples[int(i)] for _, i in hits[:k]]
-
-
-LESSON_MAX_SCORE = 3  # critiques at or below this score are lessons worth showing the rewriter
+        rows = self._table.rank(self.embeddings.embed_query(query), limit=k)
+        return [self.examples[row] for row in rows]
 
 
 class ChromaCritiqueMemory:
@@ -104,9 +121,13 @@ class ChromaCritiqueMemory:
     the low-scoring ones again in a per-responder-model "lessons" collection.
 
     Metadata of the full collection (run_id, responder_model, aspect, score, level, candidate_id,
-    query_id) is filterable with Chroma ``where`` clauses, e.g. ``{"aspect": "Safety"}``. Recall
-    for one model searches its lessons collection without a filter: a filtered Chroma query is
-    several times slower, and recall runs before every rewrite.
+    query_id) is filterable with Chroma ``where`` clauses, e.g. ``{"aspect": "Safety"}``.
+
+    Recall is exact, not Chroma's approximate (HNSW) search, whose answers depend on the order the
+    index was built in: the searched collection (one model's lessons, or the full collection for
+    other filters) is mirrored in this process (read once, extended by our own writes, re-read
+    when its count shows another process wrote) and ranked by :class:`CritiqueTable`, the same
+    ranking as :class:`InMemoryCritiqueMemory`. Storage stays in Chroma.
     """
 
     def __init__(
@@ -115,62 +136,77 @@ class ChromaCritiqueMemory:
         self.client = client
         self.embeddings = as_embeddings(embeddings)
         self.prefix = collection
-        self.collection = client.get_or_create_collection(
-            collection, embedding_function=None, configuration=_SPACE
-        )
+        with _Unreachable():
+            self.collection = client.get_or_create_collection(
+                collection, embedding_function=None, configuration=_SPACE
+            )
         self._lessons: dict[str, Any] = {}
+        self._mirrors: dict[str, CritiqueTable] = {}  # by collection name
 
     def _lessons_for(self, responder_model: str) -> Any:
         if responder_model not in self._lessons:
-            name = f"{self.prefix}-lessons-{_digest(responder_model)}"
+            name = f"{self.prefix}-lessons-{digest(responder_model)}"
             self._lessons[responder_model] = self.client.get_or_create_collection(
                 name, embedding_function=None, configuration=_SPACE
             )
         return self._lessons[responder_model]
 
     def remember(self, critiques: Sequence[Critique]) -> None:
-        """Store critiques (idempotent; identical verdicts within a run are one record)."""
-        # Identical verdicts within a run (same query, aspect and rationale for sibling prompts)
-        # are one record; the first candidate that earned it is kept.
+        """Store critiques (idempotent; identical verdicts within a run are one record, and the
+        stored version of a record is kept: the first candidate that earned it).
+
+        Rerunning a batch interrupted between the two collections' writes completes both: the
+        lessons are written from the stored records, whether this call or an earlier one stored them.
+        """
         unique: dict[str, Critique] = {}
         for c in critiques:
-            unique.setdefault(_digest(c.run_id, c.query_id, c.aspect, c.rationale), c)
+            unique.setdefault(c.record_id, c)
         if not unique:
             return
-        existing = set(self.collection.get(ids=list(unique), include=[])["ids"])
-        fresh = {key: c for key, c in unique.items() if key not in existing}
-        if not fresh:
-            return
-        ids = list(fresh)
-        items = list(fresh.values())
-        documents = [f"{c.query}\n{c.aspect}: {c.rationale}" for c in items]
-        vectors = self.embeddings.embed_documents(documents)
-        metadatas = [
-            {
-                "query": c.query,
-                "aspect": c.aspect,
-                "score": c.score,
-                "rationale": c.rationale,
-                "run_id": c.run_id,
-                "responder_model": c.responder_model,
-                "candidate_id": c.candidate_id,
-                "level": c.level,
-                "query_id": c.query_id,
-            }
-            for c in items
-        ]
-        self.collection.upsert(ids=ids, embeddings=vectors, documents=documents, metadatas=metadatas)
-        by_model: dict[str, list[int]] = {}
-        for index, c in enumerate(items):
-            if c.score <= LESSON_MAX_SCORE:
-                by_model.setdefault(c.responder_model, []).append(index)
-        for model, indexes in by_model.items():
-            self._lessons_for(model).upsert(
-                ids=[ids[i] for i in indexes],
-                embeddings=[vectors[i] for i in indexes],
-                documents=[documents[i] for i in indexes],
-                metadatas=[metadatas[i] for i in indexes],
-            )
+        with _Unreachable():
+            existing = set(self.collection.get(ids=list(unique), include=[])["ids"])
+            fresh = [key for key in unique if key not in existing]
+            vectors: dict[str, Any] = {}
+            if fresh:
+                embedded = self.embeddings.embed_documents([unique[key].document for key in fresh])
+                vectors = dict(zip(fresh, embedded, strict=True))
+                self._write(self.collection, fresh, [unique[key] for key in fresh], embedded)
+            # The stored version of a record decides (and fills) its lessons entry.
+            stored = {key: unique[key] for key in fresh}
+            if existing:
+                found = self.collection.get(ids=sorted(existing), include=["metadatas"])
+                stored.update(
+                    (key, _critique(meta)) for key, meta in zip(found["ids"], found["metadatas"], strict=True)
+                )
+            by_model: dict[str, list[str]] = {}
+            for key in unique:
+                if stored[key].score <= LESSON_MAX_SCORE:
+                    by_model.setdefault(stored[key].responder_model, []).append(key)
+            for model, keys in by_model.items():
+                lessons = self._lessons_for(model)
+                present = set(lessons.get(ids=keys, include=[])["ids"])
+                missing = [key for key in keys if key not in present]
+                absent = [key for key in missing if key not in vectors]  # stored by an interrupted call
+                if absent:
+                    found = self.collection.get(ids=absent, include=["embeddings"])
+                    vectors.update(zip(found["ids"], found["embeddings"], strict=True))
+                if missing:
+                    self._write(
+                        lessons, missing, [stored[key] for key in missing], [vectors[key] for key in missing]
+                    )
+
+    def _write(self, collection: Any, ids: list[str], items: list[Critique], vectors: Sequence[Any]) -> None:
+        collection.upsert(
+            ids=ids,
+            embeddings=[[float(x) for x in v] for v in vectors],
+            documents=[c.document for c in items],
+            metadatas=[_metadata(c) for c in items],
+        )
+        mirror = self._mirrors.get(collection.name)
+        if mirror is not None:  # keep it in step with what Chroma stored (its float32 values)
+            back = collection.get(ids=ids, include=["embeddings"])
+            by_id = dict(zip(back["ids"], back["embeddings"], strict=True))
+            mirror.add(ids, items, [by_id[key] for key in ids])
 
     def recall(
         self,
@@ -180,65 +216,73 @@ class ChromaCritiqueMemory:
         responder_model: str | None = None,
         run_id: str | None = None,
         max_score: int = LESSON_MAX_SCORE,
+        horizon: tuple[str, int] | None = None,
     ) -> list[Critique]:
         """Up to ``k`` distinct low-scoring (``<= max_score``) critiques most similar to ``text``,
-        restricted to one responder model and/or one run when those are given."""
+        restricted to one responder model and/or one run when those are given; see
+        :meth:`drpo_agents.memory.base.CritiqueMemory.recall` for ``horizon``."""
         if k <= 0:
             return []
-        conditions: list[dict[str, Any]] = []
-        if responder_model is not None and max_score <= LESSON_MAX_SCORE:
-            collection = self._lessons_for(responder_model)
-        else:
-            collection = self.collection
-            conditions.append({"score": {"$lte": max_score}})
-            if responder_model is not None:
-                conditions.append({"responder_model": responder_model})
-        if run_id is not None:
-            conditions.append({"run_id": run_id})
-        total = collection.count()
-        if total == 0:
+        with _Unreachable():
+            if responder_model is not None and max_score <= LESSON_MAX_SCORE:
+                mirror = self._mirror(self._lessons_for(responder_model))  # smaller: every row qualifies
+            else:
+                mirror = self._mirror(self.collection)
+        if not len(mirror):
             return []
-        where = None if not conditions else conditions[0] if len(conditions) == 1 else {"$and": conditions}
-        # A window wider than k, re-ranked with an id tie-break: the approximate index orders
-        # ties arbitrarily, and recall must be reproducible across processes (resume).
-        result = collection.query(
-            query_embeddings=[self.embeddings.embed_query(text)],
-            n_results=min(total, max(8 * k, 40)),
-            where=where,
-            include=["metadatas", "distances"],
+        return mirror.recall(
+            self.embeddings.embed_query(text),
+            k=k,
+            responder_model=responder_model,
+            run_id=run_id,
+            max_score=max_score,
+            horizon=horizon,
         )
-        hits = sorted(
-            zip(result["distances"][0], result["ids"][0], result["metadatas"][0], strict=True),
-            key=lambda h: (round(float(h[0]), 6), h[1]),
-        )
-        chosen: list[Critique] = []
-        seen: set[tuple[str, str]] = set()
-        for _, _, meta in hits:
-            if int(meta["score"]) > max_score:
-                continue
-            key = (str(meta["aspect"]), str(meta["rationale"]))
-            if key in seen:
-                continue
-            seen.add(key)
-            chosen.append(
-                Critique(
-                    query=str(meta["query"]),
-                    aspect=str(meta["aspect"]),
-                    score=int(meta["score"]),
-                    rationale=str(meta["rationale"]),
-                    run_id=str(meta["run_id"]),
-                    responder_model=str(meta["responder_model"]),
-                    candidate_id=str(meta["candidate_id"]),
-                    level=int(meta["level"]),
-                    query_id=str(meta["query_id"]),
-                )
-            )
-            if len(chosen) == k:
-                break
-        return chosen
+
+    def _mirror(self, collection: Any) -> CritiqueTable:
+        """This process's image of ``collection``, re-read when another process changed it."""
+        mirror = self._mirrors.get(collection.name)
+        count = int(collection.count())
+        while mirror is None or len(mirror) != count:
+            mirror = CritiqueTable()
+            for offset in range(0, count, PAGE):
+                page = collection.get(include=["embeddings", "metadatas"], limit=PAGE, offset=offset)
+                mirror.add(page["ids"], [_critique(m) for m in page["metadatas"]], page["embeddings"])
+            count = int(collection.count())  # a write while reading: read again
+        self._mirrors[collection.name] = mirror
+        return mirror
 
     def count(self, where: dict[str, Any] | None = None) -> int:
         """Number of stored critiques (optionally matching a Chroma ``where`` filter)."""
-        if where is None:
-            return int(self.collection.count())
-        return len(self.collection.get(where=where, include=[])["ids"])
+        with _Unreachable():
+            if where is None:
+                return int(self.collection.count())
+            return len(self.collection.get(where=where, include=[])["ids"])
+
+
+def _metadata(c: Critique) -> dict[str, str | int]:
+    return {
+        "query": c.query,
+        "aspect": c.aspect,
+        "score": c.score,
+        "rationale": c.rationale,
+        "run_id": c.run_id,
+        "responder_model": c.responder_model,
+        "candidate_id": c.candidate_id,
+        "level": c.level,
+        "query_id": c.query_id,
+    }
+
+
+def _critique(meta: Any) -> Critique:
+    return Critique(
+        query=str(meta["query"]),
+        aspect=str(meta["aspect"]),
+        score=int(meta["score"]),
+        rationale=str(meta["rationale"]),
+        run_id=str(meta["run_id"]),
+        responder_model=str(meta["responder_model"]),
+        candidate_id=str(meta["candidate_id"]),
+        level=int(meta["level"]),
+        query_id=str(meta["query_id"]),
+    )
