@@ -21,7 +21,7 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,10 @@ from langchain_core.outputs import ChatResult
 from drpo_agents import DRPOConfig, aoptimize, load_training_queries
 from drpo_agents.memory import ChromaCritiqueMemory, Critique, chroma_client
 from drpo_agents.models.sandbox import sandbox_models
+from drpo_agents.run_files import TRACE_FILE
+from drpo_agents.tracing import JsonlTracer
+
+from benchmarks.profile_calls import cpu_timed, profiled
 
 
 @dataclass
@@ -109,13 +113,23 @@ class RunMeasure:
 
 
 async def measure_run(
-    config: DRPOConfig, latency: float, *, run_dir: Path | None = None, queries: int = 60
+    config: DRPOConfig,
+    latency: float,
+    *,
+    run_dir: Path | None = None,
+    queries: int = 60,
+    callbacks: list[Any] | None = None,
 ) -> RunMeasure:
     counter = CallCounter()
     models = latency_models(latency, counter, config.seed)
     started = time.perf_counter()
     artifact = await aoptimize(
-        load_training_queries()[:queries], config=config, run_dir=run_dir, run_id="bench", **models
+        load_training_queries()[:queries],
+        config=config,
+        run_dir=run_dir,
+        run_id="bench",
+        callbacks=callbacks,
+        **models,
     )
     wall = time.perf_counter() - started
     # Every level's slowest chain: (rewrite | aspect selection) -> respond -> score = 3 calls.
@@ -250,14 +264,77 @@ def recall_rows(sizes: Sequence[int], probes: int) -> list[tuple[str, str, str, 
     return rows
 
 
+async def profile_rows(latency: float = 0.1, depth: int = 4) -> list[tuple[str, str, str, str]]:
+    """Benchmark 6: CPU per model call by component, with a run directory (checkpoints, cache,
+    journal, Chroma memory) as in benchmark 3, and with the CLI's JSON-lines trace added.
+
+    One unprofiled run gives the overhead share, wall / critical path and the CPU per call; a
+    second, identical run under cProfile splits the main thread's CPU between the components."""
+    config = DRPOConfig(depth=depth, max_depth_increase=0, queries_per_step=4, max_concurrency=64)
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as folder:  # imports and first-use setup stay out of the numbers
+        await measure_run(config.model_copy(update={"depth": 1}), 0.0, run_dir=Path(folder))
+    for label, traced in (("run dir", False), ("run dir + trace", True)):
+
+        def run(folder: str, traced: bool = traced) -> Awaitable[RunMeasure]:
+            tracer = [JsonlTracer(Path(folder) / TRACE_FILE)] if traced else None
+            return measure_run(config, latency, run_dir=Path(folder), callbacks=tracer)
+
+        with tempfile.TemporaryDirectory() as folder:
+            measured, main_cpu, other_cpu = await cpu_timed(lambda: run(folder))
+        with tempfile.TemporaryDirectory() as folder:
+            _, shares = await profiled(lambda: run(folder))
+        calls = max(1, measured.calls)
+        overhead = max(0.0, measured.wall - measured.critical_path) / measured.wall
+        rows.append(
+            (
+                f"[{label}] overhead share at {int(latency * 1000)} ms; wall / critical path",
+                f"{overhead:.1%}; {measured.wall / measured.critical_path:.2f}",
+                "<= 10%; <= 1.3",
+                "-",
+            )
+        )
+        for name, share in sorted(shares.items(), key=lambda item: -item[1]):
+            rows.append(
+                (
+                    f"[{label}] CPU per model call: {name}",
+                    f"{share * main_cpu / calls * 1e6:,.0f} µs",
+                    "-",
+                    "-",
+                )
+            )
+        rows.append(
+            (
+                f"[{label}] CPU per model call: other threads (aiosqlite's SQL)",
+                f"{other_cpu / calls * 1e6:,.0f} µs",
+                "-",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                f"[{label}] CPU per model call: total ({measured.calls} calls)",
+                f"{(main_cpu + other_cpu) / calls * 1e6:,.0f} µs",
+                "-",
+                "-",
+            )
+        )
+    return rows
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument(
+        "--profile", action="store_true", help="only benchmark 6: CPU per model call by component"
+    )
     parser.add_argument("--recall", type=int, metavar="SIZE", help="only benchmark 4, at SIZE critiques")
     args = parser.parse_args()
-    if args.recall:
+    if args.profile:
+        print(to_markdown(asyncio.run(profile_rows())))
+    elif args.recall:
         print(to_markdown(recall_rows([args.recall], probes=100)))
     else:
         print(to_markdown(asyncio.run(main(smoke=args.smoke))))

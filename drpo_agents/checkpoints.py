@@ -37,6 +37,9 @@ async def open_checkpointer(
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         async with AsyncSqliteSaver.from_conn_string(str(run_dir / CHECKPOINT_FILE)) as saver:
+            # The saver puts the file in WAL mode; there a commit survives the process being
+            # killed without waiting for the disk (as the response journal's do).
+            await saver.conn.execute("PRAGMA synchronous=NORMAL")
             yield saver
     else:
         yield None
