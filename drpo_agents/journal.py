@@ -48,10 +48,6 @@ class ResponseJournal:
             self.path,
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, scope TEXT, path TEXT, value TEXT)",
         )
-        with self._lock, self._connection:
-            # In WAL mode a commit survives the process being killed without waiting for the
-            # disk (only a power cut can lose the last commits); the call is what costs.
-            self._connection.execute("PRAGMA synchronous=NORMAL")
         self.stored = 0
         self.replayed = 0
 

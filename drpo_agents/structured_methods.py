@@ -15,6 +15,7 @@ caps. The pydantic schema still validates every reply, and an over-long reply is
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import threading
@@ -104,6 +105,12 @@ def provider_schema(schema: type[BaseModel]) -> dict[str, Any]:
     item caps; small integer ranges become enums. Required fields, types and enums stay, and
     replies are still validated against the pydantic schema itself.
     """
+    return copy.deepcopy(_shaped_schema(schema))  # callers narrow their copy (judge.scoring_schema)
+
+
+# Building a JSON schema from a pydantic class takes milliseconds; the judge sends one per score.
+@functools.lru_cache(maxsize=64)
+def _shaped_schema(schema: type[BaseModel]) -> dict[str, Any]:
     from langchain_core.utils.json_schema import dereference_refs
 
     result = copy.deepcopy(dereference_refs(schema.model_json_schema()))
