@@ -3,9 +3,9 @@
 Each profiled function's own time (``tottime``) goes to the component its module belongs to;
 the own time of functions that belong to no component (builtins such as ``sqlite3`` execute,
 the standard library) goes to whoever called them, in proportion to each caller's share of the
-calls' time, so the components add up to the profiled thread's CPU. The main thread is profiled;
-work on other threads (aiosqlite's connection thread, which runs the checkpointer's SQL) is the
-process CPU the main thread did not use.
+calls' time, so the components add up to the profiled thread's time. Only the main thread is
+profiled; other threads (aiosqlite's, which runs the checkpointer's SQL, Chroma's Rust pool, and
+the executor running the graph's sync nodes) are measured as the process CPU it did not use.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     python -m benchmarks.run            # full sizes (a few minutes)
     python -m benchmarks.run --smoke    # tiny sizes, seconds (CI runs this so the code cannot rot)
+    python -m benchmarks.run --profile  # only 6: CPU per model call by component (about a minute)
 
 Models are the sandbox roles behind :class:`LatencyModel`, which sleeps a fixed simulated
 latency per call (no CPU) and counts calls and tokens. Every number is a ratio against a
@@ -13,6 +14,9 @@ baseline measured in the same process, never an absolute time compared with a co
 4. critique-memory recall latency p50/p95 at several store sizes (exact recall over an in-process
    mirror of the Chroma collection) and the mirror's load time in a fresh process
 5. calls and tokens per run, and cache hits when an identical run is repeated
+6. (``--profile``) CPU per model call by component (graph scheduling, checkpointer, journal and
+   memo cache, Chroma, structured output, callbacks and tracing, our nodes), with a run
+   directory, without and with the JSON-lines trace; see :mod:`benchmarks.profile_calls`
 """
 
 from __future__ import annotations
@@ -31,13 +35,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
+from benchmarks.profile_calls import cpu_timed, profiled
 from drpo_agents import DRPOConfig, aoptimize, load_training_queries
 from drpo_agents.memory import ChromaCritiqueMemory, Critique, chroma_client
 from drpo_agents.models.sandbox import sandbox_models
 from drpo_agents.run_files import TRACE_FILE
 from drpo_agents.tracing import JsonlTracer
-
-from benchmarks.profile_calls import cpu_timed, profiled
 
 
 @dataclass
@@ -305,7 +308,7 @@ async def profile_rows(latency: float = 0.1, depth: int = 4) -> list[tuple[str, 
             )
         rows.append(
             (
-                f"[{label}] CPU per model call: other threads (aiosqlite's SQL)",
+                f"[{label}] CPU per model call: other threads (aiosqlite SQL, Chroma Rust pool, sync nodes)",
                 f"{other_cpu / calls * 1e6:,.0f} µs",
                 "-",
                 "-",

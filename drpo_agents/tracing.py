@@ -15,6 +15,7 @@ role), so any LangChain tracer shows the search as it is. Besides LangSmith
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -70,10 +71,21 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+# Traced states repeat the same few hundred keys thousands of times: each is judged once.
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_env(name: str) -> bool:
+    return _SECRET_ENV.search(name) is not None
+
+
 def _redact_keys(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else _redact_keys(v))
+            k: (REDACTED if isinstance(k, str) and _is_secret_key(k) else _redact_keys(v))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -82,7 +94,8 @@ def _redact_keys(value: Any) -> Any:
 
 
 def _secret_values() -> list[str]:
-    values = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8}
+    # Read at every line (a variable set mid-run is scrubbed too), but only secret-named values.
+    values = {v for k in os.environ if _is_secret_env(k) and len(v := os.environ.get(k, "")) >= 8}
     return sorted(values, key=len, reverse=True)
 
 
@@ -178,7 +191,7 @@ class JsonlTracer(BaseTracer):
         return None
 
     def _on_run_update(self, run: Run) -> None:
-        line = self._scrub(json.dumps(self.record(run), default=_jsonable, ensure_ascii=False))
+        line = self._scrub(self._line(run))
         data = (line + "\n").encode("utf-8")
         with self._lock:
             # One unbuffered O_APPEND write per line: a kill can only tear the last line.
@@ -193,6 +206,18 @@ class JsonlTracer(BaseTracer):
 
     def record(self, run: Run) -> dict[str, Any]:
         """The JSON-able record written for a finished run."""
+        return dict(json.loads(self._line(run)))
+
+    def _line(self, run: Run) -> str:
+        """``record(run)`` as its JSON line; inputs and outputs are serialized once (measuring
+        them for truncation already did), not again with the record."""
+        head = json.dumps(self._head(run), default=_jsonable, ensure_ascii=False)
+        if not self.include_io:
+            return head
+        inputs, outputs = self._io_text(run.inputs), self._io_text(run.outputs)
+        return f'{head[:-1]}, "inputs": {inputs}, "outputs": {outputs}}}'
+
+    def _head(self, run: Run) -> dict[str, Any]:
         end = run.end_time
         record: dict[str, Any] = {
             "id": str(run.id),
@@ -210,19 +235,15 @@ class JsonlTracer(BaseTracer):
             "error": run.error,
             "usage": _token_usage(run),
         }
-        if self.include_io:
-            record["inputs"] = self._io(run.inputs)
-            record["outputs"] = self._io(run.outputs)
         return record
 
-    def _io(self, value: Any) -> Any:
-        value = _redact_keys(value)
-        if self.max_io_chars is None:
-            return value
-        text = json.dumps(value, default=_jsonable, ensure_ascii=False)
-        if len(text) <= self.max_io_chars:
-            return value
-        return {"truncated": True, "chars": len(text), "preview": text[: self.max_io_chars]}
+    def _io_text(self, value: Any) -> str:
+        """``json.dumps`` of what :meth:`_io` returns for ``value``."""
+        text = json.dumps(_redact_keys(value), default=_jsonable, ensure_ascii=False)
+        if self.max_io_chars is None or len(text) <= self.max_io_chars:
+            return text
+        truncated = {"truncated": True, "chars": len(text), "preview": text[: self.max_io_chars]}
+        return json.dumps(truncated, ensure_ascii=False)
 
     @staticmethod
     def _scrub(line: str) -> str:
