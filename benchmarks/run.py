@@ -12,6 +12,7 @@ baseline measured in the same process, never an absolute time compared with a co
 3. framework overhead (graph, checkpoints, Chroma, parsing) as a share of wall time
 4. critique-memory recall latency p50/p95 at several store sizes
 5. calls and tokens per run, and cache hits when an identical run is repeated
+6. storage by depth: checkpoint, artifact and trace bytes (benchmarks/storage.py)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
+from benchmarks.storage import FULL_DEPTHS, SMOKE_DEPTHS, measure_depths, storage_rows
 from drpo_agents import DRPOConfig, aoptimize, load_training_queries
 from drpo_agents.memory import ChromaCritiqueMemory, Critique, chroma_client
 from drpo_agents.models.sandbox import sandbox_models
@@ -226,6 +228,9 @@ async def main(smoke: bool = False) -> list[tuple[str, str, str, str]]:
             _verdict(stored >= first.distinct_calls),
         )
     )
+
+    # 6: storage grows linearly with depth.
+    rows += storage_rows(await measure_depths(SMOKE_DEPTHS if smoke else FULL_DEPTHS))
     return rows
 
 
