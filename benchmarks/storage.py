@@ -69,9 +69,11 @@ async def measure_storage(depth: int, run_dir: Path) -> StorageMeasure:
     graph = create_drpo_graph(models["responder"], models["judge"], models["rewriter"], config=config)
     async with open_checkpointer(None, run_dir) as saver:
         app = graph.compile(checkpointer=saver)
-        started = time.perf_counter()
-        await app.aget_state({"configurable": {"thread_id": "storage"}})
-        reload_seconds = time.perf_counter() - started
+        reload_seconds = float("inf")
+        for _ in range(3):  # the fastest of three: the machine's noise only ever adds time
+            started = time.perf_counter()
+            await app.aget_state({"configurable": {"thread_id": "storage"}})
+            reload_seconds = min(reload_seconds, time.perf_counter() - started)
     return StorageMeasure(
         depth=depth,
         levels=len(artifact.levels),
