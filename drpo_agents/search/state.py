@@ -78,9 +78,8 @@ WrittenOnce: DeltaChannel[Any] = DeltaChannel(_latest, snapshot_frequency=SNAPSH
 class _RunFields(TypedDict, total=False):
     initial_prompt: str
     run_id: str
-    icl_examples: Annotated[
-        list[Any], WrittenOnce
-    ]  # seed ICL examples (ICLExample dicts); default: the factory's
+    # seed ICL examples (ICLExample dicts); default: the factory's
+    icl_examples: Annotated[list[Any], WrittenOnce]
 
 
 class DRPOInput(_RunFields, total=False):
@@ -123,7 +122,9 @@ class DRPOState(DRPOInput, _SearchFields, total=False):
     """The whole search, checkpointed after every step.
 
     Candidates and evaluations are append-only records (the search tree); ``beam`` and
-    ``level`` say where the search stands.
+    ``level`` say where the search stands. The growing and write-once fields are delta
+    channels: each step's new records are stored once, as its writes, not in every checkpoint
+    (docs/STORAGE.md).
     """
 
 
