@@ -7,7 +7,7 @@ import functools
 import operator
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from langgraph.graph import StateGraph
 
 import drpo_agents.api as api
 from drpo_agents import AlignmentArtifact, DRPOConfig, DRPOError, aoptimize, aresume, create_drpo_graph
-from drpo_agents.checkpoints import compressed_serde, open_checkpointer
+from drpo_agents.checkpoints import SQLITE_PAGE_SIZE, compressed_serde, open_checkpointer
 from drpo_agents.datasets import load_training_queries
 from drpo_agents.models.sandbox import sandbox_models
 from drpo_agents.run_files import CHECKPOINT_FILE
@@ -52,9 +52,14 @@ def test_reducers_are_batching_invariant(channel: DeltaChannel[Any], start: Any,
 
 def _checkpoints(run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     serde = compressed_serde()
-    with sqlite3.connect(run_dir / CHECKPOINT_FILE) as db:
+    with closing(sqlite3.connect(run_dir / CHECKPOINT_FILE)) as db:
         rows = db.execute("SELECT type, checkpoint FROM checkpoints ORDER BY checkpoint_id").fetchall()
     return [(kind, serde.loads_typed((kind, blob))) for kind, blob in rows]
+
+
+def _page_size(run_dir: Path) -> int:
+    with closing(sqlite3.connect(run_dir / CHECKPOINT_FILE)) as db:
+        return int(db.execute("PRAGMA page_size").fetchone()[0])
 
 
 async def _last_state(run_dir: Path, run_id: str) -> dict[str, Any]:
@@ -70,6 +75,7 @@ async def test_checkpoints_hold_no_copy_of_the_growing_records(tmp_path: Path) -
     )
     checkpoints = _checkpoints(tmp_path)
     assert len(checkpoints) > 10
+    assert _page_size(tmp_path) == SQLITE_PAGE_SIZE
     for kind, checkpoint in checkpoints:
         assert kind.endswith("+zlib")
         stored = checkpoint["channel_values"]
@@ -142,6 +148,7 @@ async def test_a_run_checkpointed_before_delta_channels_resumes_to_the_same_resu
             await aresume(tmp_path / "old", **sandbox_models(CONFIG.seed))
     old = _checkpoints(tmp_path / "old")
     assert all("+" not in kind for kind, _ in old)
+    assert _page_size(tmp_path / "old") == 4096  # SQLite's default; an existing file keeps its own
     assert isinstance(old[-1][1]["channel_values"]["evaluations"], list)  # a plain, whole value
 
     resumed = await aresume(tmp_path / "old", **sandbox_models(CONFIG.seed))
@@ -150,3 +157,26 @@ async def test_a_run_checkpointed_before_delta_channels_resumes_to_the_same_resu
     values = await _last_state(tmp_path / "old", "r")
     assert len(values["evaluations"]) == len(expected.evaluations)
     assert set(values["candidates"]) == {c.id for c in expected.candidates}
+
+
+@pytest.mark.server
+async def test_postgres_stores_the_growing_records_once(postgres_url: str) -> None:
+    import psycopg
+
+    artifact = await aoptimize(
+        QUERIES, config=CONFIG, run_id="pg-storage", checkpointer=postgres_url, **sandbox_models(CONFIG.seed)
+    )
+    async with await psycopg.AsyncConnection.connect(postgres_url) as db:
+        cursor = await db.execute(
+            "SELECT channel, count(*) FROM checkpoint_blobs WHERE thread_id = %s GROUP BY channel",
+            ("pg-storage",),
+        )
+        blobs = dict(await cursor.fetchall())
+        cursor = await db.execute(
+            "SELECT count(*) FROM checkpoint_writes WHERE thread_id = %s AND channel = 'evaluations'",
+            ("pg-storage",),
+        )
+        (writes,) = await cursor.fetchone() or (0,)
+    # No whole value per version (only a rare snapshot); every evaluation is stored once, as a write.
+    assert all(blobs.get(name, 0) <= 1 for name in GROWING), blobs
+    assert writes == len(artifact.evaluations)
