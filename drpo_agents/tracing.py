@@ -15,7 +15,6 @@ role), so any LangChain tracer shows the search as it is. Besides LangSmith
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 import re
@@ -226,13 +225,8 @@ class JsonlTracer(BaseTracer):
 
 
 def read_trace(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a :class:`JsonlTracer` file, in the order the runs finished.
-
-    A ``.gz`` file (``gzip trace.jsonl`` once the run is over: about 13x smaller) is read as well.
-    """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as file:
+    """The records of a :class:`JsonlTracer` file, in the order the runs finished."""
+    with Path(path).open(encoding="utf-8") as file:
         return [json.loads(line) for line in file if line.strip()]
 
 

@@ -253,15 +253,6 @@ def test_jsonl_tracer_can_leave_out_or_truncate_inputs_and_outputs(tmp_path: Pat
     assert "inputs" not in bare and "outputs" not in bare
 
 
-def test_a_gzipped_trace_reads_the_same(tmp_path: Path) -> None:
-    import gzip
-
-    RunnableLambda(lambda x: x, name="echo").invoke("x", {"callbacks": [JsonlTracer(tmp_path / TRACE_FILE)]})
-    packed = tmp_path / f"{TRACE_FILE}.gz"
-    packed.write_bytes(gzip.compress((tmp_path / TRACE_FILE).read_bytes()))
-    assert read_trace(packed) == read_trace(tmp_path / TRACE_FILE)
-
-
 # -- OpenTelemetry / OpenInference (optional extra) -----------------------------------------------
 
 
