@@ -121,8 +121,8 @@ def _as_before_delta_channels(graph: StateGraph[Any, Any, Any, Any]) -> StateGra
 
 # Without critique memory: whether a resumed run's recall equals an uninterrupted run's is the
 # crash-consistency work's (Chroma's approximate index depends on its build history). With memory
-# this test failed once in ~50 runs on a loaded machine (the diff was not captured); this test is
-# about the checkpoint format.
+# this test failed 2 times in ~130 runs on a loaded machine, with a different best prompt: the
+# symptom of the crash-consistency issue. This test is about the checkpoint format.
 MIGRATION = CONFIG.model_copy(update={"critique_memory": False})
 
 
