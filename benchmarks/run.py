@@ -14,7 +14,8 @@ baseline measured in the same process, never an absolute time compared with a co
 4. critique-memory recall latency p50/p95 at several store sizes (exact recall over an in-process
    mirror of the Chroma collection) and the mirror's load time in a fresh process
 5. calls and tokens per run, and cache hits when an identical run is repeated
-6. (``--profile``) CPU per model call by component (graph scheduling, checkpointer, journal and
+6. storage by depth: checkpoint, artifact and trace bytes (benchmarks/storage.py)
+7. (``--profile``) CPU per model call by component (graph scheduling, checkpointer, journal and
    memo cache, Chroma, structured output, callbacks and tracing, our nodes), with a run
    directory, without and with the JSON-lines trace; see :mod:`benchmarks.profile_calls`
 """
@@ -36,6 +37,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from benchmarks.profile_calls import cpu_timed, profiled
+from benchmarks.storage import FULL_DEPTHS, SMOKE_DEPTHS, measure_depths, storage_rows
 from drpo_agents import DRPOConfig, aoptimize, load_training_queries
 from drpo_agents.memory import ChromaCritiqueMemory, Critique, chroma_client
 from drpo_agents.models.sandbox import sandbox_models
@@ -238,6 +240,9 @@ async def main(smoke: bool = False) -> list[tuple[str, str, str, str]]:
             _verdict(stored >= first.distinct_calls),
         )
     )
+
+    # 6: storage grows linearly with depth.
+    rows += storage_rows(await measure_depths(SMOKE_DEPTHS if smoke else FULL_DEPTHS))
     return rows
 
 
