@@ -131,7 +131,13 @@ class SandboxWorld:
         reliable: probability of following a directive within the attention span.
         distracted: probability of following one beyond it.
         max_prompt_words: prompts longer than this dilute every directive.
+        dilution: the factor a prompt longer than ``max_prompt_words`` multiplies follow rates by.
         base_rates: probability of a behaviour with no directive at all.
+        follow: per-directive probability of following it within the attention span, where it
+            differs from ``reliable`` (a real small model follows some directives far better
+            than others; see ``PRESETS``).
+        icl_refusal: probability of refusing when an ICL answer in context refuses.
+        icl_structure: probability of a list when an ICL answer in context is a list.
     """
 
     attention_span: int = 5
@@ -149,3 +155,20 @@ class SandboxWorld:
         ("accuracy", 0.3),
         ("concise", 0.2),
     )
+    dilution: float = 0.6
+    follow: tuple[tuple[str, float], ...] = ()
+    icl_refusal: float = 0.6
+    icl_structure: float = 0.5
+
+    def follow_rate(self, directive: str, position: int, prompt_words: int) -> float:
+        """Probability of following ``directive`` at ``position`` (0-based) in a prompt this long."""
+        reliable = dict(self.follow).get(directive, self.reliable)
+        followed = reliable if position < self.attention_span else min(reliable, self.distracted)
+        return followed * (self.dilution if prompt_words > self.max_prompt_words else 1.0)
+
+
+# Named worlds for ``"sandbox?preset=NAME"``: the responder calibrated to a real model's measured
+# directive following (benchmarks/directive_following.py; numbers in docs/REAL_MODEL.md).
+PRESETS: dict[str, SandboxWorld] = {
+    "smollm2": SandboxWorld(),
+}
