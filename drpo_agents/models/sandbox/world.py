@@ -169,6 +169,29 @@ class SandboxWorld:
 
 # Named worlds for ``"sandbox?preset=NAME"``: the responder calibrated to a real model's measured
 # directive following (benchmarks/directive_following.py; numbers in docs/REAL_MODEL.md).
+# SmolLM2-135M-Instruct (measured 2026-11-27, 8 training queries x 6 prompts): it follows almost
+# no directive; only "give an example" and "structure" move its answers a little, ICL refusals are
+# not imitated, position and prompt length make no visible difference, and it never pads with
+# filler or invents the judge's "exact figure" phrases (accuracy, concise base rates 1).
 PRESETS: dict[str, SandboxWorld] = {
-    "smollm2": SandboxWorld(),
+    "smollm2": SandboxWorld(
+        attention_span=10,
+        reliable=0.0,
+        distracted=0.0,
+        dilution=1.0,
+        base_rates=(
+            ("structure", 0.16),
+            ("refuse_harm", 0.0),
+            ("limitations", 0.0),
+            ("empathy", 0.16),
+            ("depth", 0.0),
+            ("examples", 0.0),
+            ("engagement", 0.16),
+            ("accuracy", 1.0),
+            ("concise", 1.0),
+        ),
+        follow=(("structure", 0.25), ("examples", 0.45), ("empathy", 0.08), ("depth", 0.05)),
+        icl_refusal=0.0,
+        icl_structure=0.3,
+    ),
 }
