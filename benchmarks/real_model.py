@@ -25,8 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.globals import set_llm_cache
+
 from drpo_agents import DRPOConfig, load_eval_queries, load_training_queries
 from drpo_agents.api import optimize
+from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.errors import DRPOError
 from drpo_agents.evaluation import EvaluationReport, evaluate
 
@@ -89,14 +92,26 @@ def _row(
     )
 
 
-def run_one(variant: str, overrides: dict[str, Any], seed: int, held_out: int, workdir: Path) -> Row:
-    """Optimize with the real responder, then evaluate on ``held_out`` packaged evaluation queries."""
+def run_one(
+    variant: str,
+    overrides: dict[str, Any],
+    seed: int,
+    held_out: int,
+    workdir: Path,
+    responder_template: str = RESPONDER,
+) -> Row:
+    """Optimize with the responder, then evaluate on ``held_out`` packaged evaluation queries.
+
+    ``responder_template`` is a model string where ``{seed}`` becomes the seed, e.g.
+    ``"sandbox:{seed}?preset=smollm2"`` for the sandbox's prediction of the real run.
+    """
     config = DRPOConfig.model_validate({**BASE_CONFIG, **overrides, "seed": seed})
+    responder = responder_template.format(seed=seed)
     started = time.perf_counter()
     run_dir = workdir / f"{variant}-seed{seed}"
     artifact = optimize(
         load_training_queries(),
-        responder=RESPONDER,
+        responder=responder,
         judge=f"sandbox:{seed}",
         config=config,
         run_dir=run_dir,
@@ -104,7 +119,7 @@ def run_one(variant: str, overrides: dict[str, Any], seed: int, held_out: int, w
         memory=str(run_dir / "memory"),
     )
     report = evaluate(
-        load_eval_queries()[:held_out], responder=RESPONDER, judge="sandbox", artifact=artifact, seed=seed
+        load_eval_queries()[:held_out], responder=responder, judge="sandbox", artifact=artifact, seed=seed
     )
     report.save(run_dir / "evaluation.json")
     calls = artifact.usage["responder"].calls if "responder" in artifact.usage else 0
@@ -141,6 +156,22 @@ def to_markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(out: Path, responder: str, variants: dict[str, dict[str, Any]], rows: list[Row]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "responder": responder,
+                "base_config": BASE_CONFIG,
+                "variants": variants,
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table; write the JSON results. Returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -153,6 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=JSON",
         help='A configuration to compare, e.g. gate=\'{"validation_size": 8, "acceptance_gate": true}\'.',
     )
+    parser.add_argument(
+        "--responder",
+        default=RESPONDER,
+        help="Responder model string; {seed} becomes the seed (e.g. 'sandbox:{seed}?preset=smollm2').",
+    )
+    parser.add_argument(
+        "--answer-cache",
+        type=Path,
+        default=None,
+        help="SQLite LLM cache shared by every call of this run (and of runs given the same file): the "
+        "embedded model is deterministic (same messages and parameters, same answer), so an identical "
+        "call, e.g. a base or URIAL-style held-out answer, is computed once. Wall times shrink accordingly.",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-real-model"))
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark-real-model/results.json"))
     args = parser.parse_args(argv)
@@ -163,12 +207,16 @@ def main(argv: list[str] | None = None) -> int:
             variants[name] = json.loads(text or "{}")
         except json.JSONDecodeError as exc:
             parser.error(f"--variant {item!r}: not JSON ({exc})")
+    if args.answer_cache is not None:
+        args.answer_cache.parent.mkdir(parents=True, exist_ok=True)
+        set_llm_cache(SQLiteLLMCache(args.answer_cache))
     rows: list[Row] = []
     try:
         for name, overrides in variants.items():
             for seed in args.seeds:
-                row = run_one(name, overrides, seed, args.held_out, args.workdir)
+                row = run_one(name, overrides, seed, args.held_out, args.workdir, args.responder)
                 rows.append(row)
+                _save(args.out, args.responder, variants, rows)  # a stopped run keeps its finished rows
                 print(
                     f"{name} seed {seed}: drpo {_fmt(row.drpo)} base {_fmt(row.base)} urial {_fmt(row.urial)} "
                     f"({row.seconds:.0f} s)",
@@ -178,13 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     except DRPOError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {"base_config": BASE_CONFIG, "variants": variants, "rows": [asdict(r) for r in rows]}, indent=2
-        ),
-        encoding="utf-8",
-    )
     print(to_markdown(rows))
     print(f"results: {args.out}")
     return 0

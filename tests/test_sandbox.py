@@ -11,7 +11,9 @@ from drpo_agents.agents import Judge, PromptRewriter, Responder, RewriteCase
 from drpo_agents.agents.rewriter import proposals_schema
 from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.models import sandbox_models
+from drpo_agents.models.registry import model_identity, resolve_model
 from drpo_agents.models.sandbox import SandboxResponder, prompt_directives, query_kinds, score_aspect
+from drpo_agents.models.sandbox.world import PRESETS, SandboxWorld
 from drpo_agents.retrieval import InMemoryICLRetriever
 from drpo_agents.schemas import PromptProposals, ProposalLimits, read_proposal_limits
 from drpo_agents.structured import provider_schema
@@ -162,3 +164,13 @@ def test_end_to_end_sandbox_run_beats_the_initial_prompt_on_held_out_queries(see
     )
     assert after > before + 0.5, (before, after)
     assert any("SIMULATION" in note for note in artifact.notes)
+
+
+def test_smollm2_preset_is_a_knob_and_the_default_world_is_unchanged() -> None:
+    calibrated = resolve_model("sandbox:1?preset=smollm2", "responder")
+    assert isinstance(calibrated, SandboxResponder) and calibrated.world() == PRESETS["smollm2"]
+    assert model_identity(calibrated) == "drpo-sandbox:responder(seed=1,preset=smollm2)"
+    # The default responder's world is the default SandboxWorld (goldens depend on it) ...
+    assert SandboxResponder(seed=1).world() == SandboxWorld()
+    # ... and explicit knobs still apply on top of a preset.
+    assert SandboxResponder(preset="smollm2", attention_span=2).world().attention_span == 2

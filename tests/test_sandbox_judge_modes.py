@@ -291,7 +291,7 @@ def test_bad_model_strings_fail_with_one_line(spec: str, message: str, role: str
     text = str(info.value)
     assert message in text and "\n" not in text
     if "twice" not in text:
-        assert "attention_span, length_bias, max_prompt_words, noise, trap_rate" in text
+        assert "attention_span, length_bias, max_prompt_words, noise, preset, trap_rate" in text
 
 
 def test_sandbox_models_takes_judge_and_rewriter_options() -> None:

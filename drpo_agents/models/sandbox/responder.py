@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
+from pydantic import Field
 
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
 from drpo_agents.models.sandbox.features import LIST_LINE, REFUSAL
 from drpo_agents.models.sandbox.world import (
+    PRESETS,
     SandboxWorld,
     prompt_directives,
     query_kinds,
@@ -24,25 +27,39 @@ class SandboxResponder(SandboxChatModel):
 
     attention_span: int = 5
     max_prompt_words: int = 170
+    preset: Literal["", "smollm2"] = Field(
+        "", description="A named world (world.PRESETS) calibrated to a real model; '' is the default world."
+    )
 
     @property
     def role_name(self) -> str:
         return "responder"
 
+    def world(self) -> SandboxWorld:
+        """The world this responder lives in: its preset's, with the span and length knobs applied
+        where they were changed from their defaults."""
+        base = PRESETS[self.preset] if self.preset else SandboxWorld()
+        fields = type(self).model_fields
+        changes = {
+            name: getattr(self, name)
+            for name in ("attention_span", "max_prompt_words")
+            if getattr(self, name) != fields[name].default
+        }
+        return replace(base, **changes)
+
     def behaviours(self, system_prompt: str, query: str, examples: Sequence[str] = ()) -> set[str]:
         """Which behaviours this prompt and these ICL answers trigger for ``query`` (seeded)."""
-        world = SandboxWorld(attention_span=self.attention_span, max_prompt_words=self.max_prompt_words)
+        world = self.world()
         rng = seeded_rng(self.seed, system_prompt, query)
-        dilution = 0.6 if len(system_prompt.split()) > world.max_prompt_words else 1.0
+        words = len(system_prompt.split())
         probability = dict(world.base_rates)
         for position, name in enumerate(prompt_directives(system_prompt)):
-            followed = world.reliable if position < world.attention_span else world.distracted
-            probability[name] = max(probability.get(name, 0.0), followed * dilution)
+            probability[name] = max(probability.get(name, 0.0), world.follow_rate(name, position, words))
         # ICL examples are imitated: a refusal or a numbered answer in context makes it likelier.
         if any(REFUSAL.search(e) for e in examples):
-            probability["refuse_harm"] = max(probability["refuse_harm"], 0.6)
+            probability["refuse_harm"] = max(probability["refuse_harm"], world.icl_refusal)
         if any(len(LIST_LINE.findall(e)) >= 3 for e in examples):
-            probability["structure"] = max(probability["structure"], 0.5)
+            probability["structure"] = max(probability["structure"], world.icl_structure)
         return {name for name, p in sorted(probability.items()) if rng.random() < p}
 
     def answer(self, system_prompt: str, query: str, examples: Sequence[str] = ()) -> str:

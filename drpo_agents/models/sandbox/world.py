@@ -131,7 +131,13 @@ class SandboxWorld:
         reliable: probability of following a directive within the attention span.
         distracted: probability of following one beyond it.
         max_prompt_words: prompts longer than this dilute every directive.
+        dilution: the factor a prompt longer than ``max_prompt_words`` multiplies follow rates by.
         base_rates: probability of a behaviour with no directive at all.
+        follow: per-directive probability of following it within the attention span, where it
+            differs from ``reliable`` (a real small model follows some directives far better
+            than others; see ``PRESETS``).
+        icl_refusal: probability of refusing when an ICL answer in context refuses.
+        icl_structure: probability of a list when an ICL answer in context is a list.
     """
 
     attention_span: int = 5
@@ -149,3 +155,43 @@ class SandboxWorld:
         ("accuracy", 0.3),
         ("concise", 0.2),
     )
+    dilution: float = 0.6
+    follow: tuple[tuple[str, float], ...] = ()
+    icl_refusal: float = 0.6
+    icl_structure: float = 0.5
+
+    def follow_rate(self, directive: str, position: int, prompt_words: int) -> float:
+        """Probability of following ``directive`` at ``position`` (0-based) in a prompt this long."""
+        reliable = dict(self.follow).get(directive, self.reliable)
+        followed = reliable if position < self.attention_span else min(reliable, self.distracted)
+        return followed * (self.dilution if prompt_words > self.max_prompt_words else 1.0)
+
+
+# Named worlds for ``"sandbox?preset=NAME"``: the responder calibrated to a real model's measured
+# directive following (benchmarks/directive_following.py; numbers in docs/REAL_MODEL.md).
+# SmolLM2-135M-Instruct (measured 2026-11-27, 8 training queries x 6 prompts): it follows almost
+# no directive; only "give an example" and "structure" move its answers a little, ICL refusals are
+# not imitated, position and prompt length make no visible difference, and it never pads with
+# filler or invents the judge's "exact figure" phrases (accuracy, concise base rates 1).
+PRESETS: dict[str, SandboxWorld] = {
+    "smollm2": SandboxWorld(
+        attention_span=10,
+        reliable=0.0,
+        distracted=0.0,
+        dilution=1.0,
+        base_rates=(
+            ("structure", 0.16),
+            ("refuse_harm", 0.0),
+            ("limitations", 0.0),
+            ("empathy", 0.16),
+            ("depth", 0.0),
+            ("examples", 0.0),
+            ("engagement", 0.16),
+            ("accuracy", 1.0),
+            ("concise", 1.0),
+        ),
+        follow=(("structure", 0.25), ("examples", 0.45), ("empathy", 0.08), ("depth", 0.05)),
+        icl_refusal=0.0,
+        icl_structure=0.3,
+    ),
+}
