@@ -75,11 +75,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run_and_repeats_no_finished_
     finished = {line for line in logs["finished_before"]}
     repeated = [line for line in logs["generated_after"] if line.split()[1] in finished]
     assert repeated == []
-    # Together the two processes made about as many calls as a clean run: the killed in-flight
-    # calls are redone, and identical concurrent calls (two misses in one run, a miss and a cache
-    # hit in the other) make the count vary by a call or two either way.
+    # Together the two processes made as many calls as a clean run, plus the calls in flight at the
+    # kill (generated, not yet stored: redone on resume, up to max_concurrency of them); identical
+    # concurrent calls (two misses in one run, a miss and a cache hit in the other) make the count
+    # vary by a call or two either way.
     total = len(logs["generated_before"]) + len(logs["generated_after"])
-    assert abs(total - clean_calls) <= 4, (clean_calls, total)
+    in_flight = len(logs["generated_before"]) - len(logs["finished_before"])
+    assert -2 <= total - clean_calls <= max(in_flight, 0) + 2, (clean_calls, total, in_flight)
 
 
 def test_resume_of_a_finished_run_returns_its_artifact_without_calls(tmp_path: Path) -> None:
