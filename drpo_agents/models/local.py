@@ -108,7 +108,8 @@ class LocalChatModel(BaseChatModel):
     """A GGUF chat model run in-process by llama.cpp.
 
     Build it with :func:`local_chat_model` (``"local:smollm2-135m"`` or ``"local:PATH.gguf"``).
-    The model file is loaded on the first call and shared by every copy in the process.
+    Its contexts (see ``pool_size``) are loaded as calls need them and shared by every copy in the
+    process.
     """
 
     model_name: str = Field(..., description="How artifacts name the model, e.g. smollm2-135m.")
