@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
@@ -27,11 +27,15 @@ from drpo_agents.agents.responder import build_chat_messages
 from drpo_agents.errors import ConfigError
 from drpo_agents.models import local
 from drpo_agents.models.local import (
+    CONTEXTS_ENV,
     INSTALL_HINT,
+    LlamaPool,
     LocalChatModel,
     LocalModelError,
     capped_schema,
+    default_pool_size,
     default_threads,
+    llama_pool,
     packaged_gguf,
     parse_local_spec,
     require_llama_cpp,
@@ -164,6 +168,51 @@ def test_identity_bound_tools_and_threads(fake_gguf: Path, monkeypatch: pytest.M
     assert 1 <= default_threads() <= 8
 
 
+class _FakeLlama:
+    """Stands in for ``llama_cpp.Llama``: counts loads."""
+
+    made: ClassVar[list[_FakeLlama]] = []
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        _FakeLlama.made.append(self)
+
+
+def test_pool_lends_each_context_to_one_call_and_loads_only_what_is_needed(
+    fake_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    fake = types.ModuleType("llama_cpp")
+    fake.Llama = _FakeLlama  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "llama_cpp", fake)
+    _FakeLlama.made.clear()
+    pool = LlamaPool(fake_gguf, n_ctx=512, n_threads=1, repeat_last_n=64, size=2)
+    with pool.lease() as first:
+        pass
+    with pool.lease() as again:
+        assert again is first  # sequential calls reuse one context
+    assert pool.loaded == 1
+    with pool.lease() as one, pool.lease() as two:
+        assert one is not two  # concurrent calls never share a context
+    assert pool.loaded == 2 and len(_FakeLlama.made) == 2
+    assert _FakeLlama.made[1].options["n_threads"] == 1
+    assert _FakeLlama.made[1].options["last_n_tokens_size"] == 64
+
+
+def test_pool_size_fills_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    monkeypatch.delenv(CONTEXTS_ENV, raising=False)
+    assert default_pool_size(1) == 6
+    assert default_pool_size(4) == 1
+    assert default_pool_size(8) == 1
+    monkeypatch.setenv(CONTEXTS_ENV, "3")
+    assert default_pool_size(1) == 3
+    monkeypatch.setenv(CONTEXTS_ENV, "all")
+    with pytest.raises(LocalModelError, match=CONTEXTS_ENV):
+        default_pool_size(1)
+
+
 def _longest_instance(node: Any, defs: dict[str, Any], tag: str = "") -> Any:
     """The longest JSON value a (capped) schema allows: every string and array at its cap."""
     if "$ref" in node:
@@ -294,6 +343,32 @@ def test_real_model_structured_output_always_validates(smollm2: LocalChatModel) 
 
 
 @pytest.mark.slow
+def test_real_model_answer_does_not_depend_on_the_context_that_served_it(smollm2: LocalChatModel) -> None:
+    pooled = smollm2.model_copy(update={"pool_size": 2})
+    pool = llama_pool(Path(pooled.model_path), pooled.n_ctx, pooled.n_threads, pooled.repeat_last_n, 2)
+    prompt = [SystemMessage("Answer in one sentence."), HumanMessage("Why is the sky blue?")]
+    with pool.lease() as first:
+        pass
+    served_by_first: list[bool] = []
+    complete = first.create_chat_completion
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        served_by_first.append(True)
+        return complete(*args, **kwargs)
+
+    first.create_chat_completion = spy
+    pooled.invoke("Name a colour.", max_tokens=8)  # leaves the first context dirty
+    with pool.lease() as busy:  # holds the first context, so the next call loads the second
+        assert busy is first
+        on_second = pooled.invoke(prompt, max_tokens=32)
+    assert pool.loaded == 2 and len(served_by_first) == 1
+    on_first = pooled.invoke(prompt, max_tokens=32)  # the most recently returned context: the first
+    assert len(served_by_first) == 2
+    assert on_first.text == on_second.text and on_first.text
+    assert on_first.usage_metadata == on_second.usage_metadata
+
+
+@pytest.mark.slow
 def test_real_model_ainvoke_keeps_the_event_loop_free(smollm2: LocalChatModel) -> None:
     questions = ["Name a fruit.", "Name a river.", "Name a tool."]
     sequential = [smollm2.invoke(q, max_tokens=24).text for q in questions]
@@ -313,7 +388,7 @@ def test_real_model_ainvoke_keeps_the_event_loop_free(smollm2: LocalChatModel) -
         return [r.text for r in reversed(replies)], ticks
 
     replies, ticks = asyncio.run(concurrently())
-    assert replies == sequential  # serialised by the model's lock, no cross-talk, order-independent
+    assert replies == sequential  # one context per call at a time: no cross-talk, order-independent
     assert ticks >= 5  # the loop kept running while llama.cpp worked in a thread
 
 

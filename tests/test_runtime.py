@@ -163,7 +163,7 @@ def test_the_probe_can_be_switched_off(fake_gguf: Path, monkeypatch: pytest.Monk
 
 
 def test_local_models_are_probed_before_first_use(fake_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both ways in: building the model from a string, and loading it in load_llama."""
+    """Both ways in: building the model from a string, and loading it in llama_pool."""
     import types
 
     from drpo_agents.models import local
@@ -173,7 +173,7 @@ def test_local_models_are_probed_before_first_use(fake_gguf: Path, monkeypatch: 
     with pytest.raises(LocalModelError, match="SIGILL"):
         resolve_model(f"local:{fake_gguf}", "responder")
     with pytest.raises(LocalModelError, match="SIGILL"):
-        local.load_llama(fake_gguf, 512, 1)
+        local.llama_pool(fake_gguf, 512, 1)
 
 
 def drpo(*args: str, patch: str, cwd: Path) -> subprocess.CompletedProcess[str]:

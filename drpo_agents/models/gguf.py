@@ -7,6 +7,8 @@ import importlib.metadata
 import importlib.util
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -115,11 +117,28 @@ def require_llama_cpp() -> ModuleType:
 
 
 # --------------------------------------------------------------------------------------------
-# One loaded model per (file, context size, threads) in the process, each with its own lock
+# A pool of loaded models (llama.cpp contexts) per (file, context size, threads, penalty window)
 # --------------------------------------------------------------------------------------------
 
-_loaded: dict[tuple[str, int, int, int], tuple[Any, threading.Lock]] = {}
-_loaded_lock = threading.Lock()
+CONTEXTS_ENV = "DRPO_LOCAL_CONTEXTS"
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _env_count(name: str) -> int | None:
+    configured = os.environ.get(name, "").strip()
+    if not configured:
+        return None
+    try:
+        return max(1, int(configured))
+    except ValueError:
+        raise LocalModelError(f"{name} must be a number, got {configured!r}") from None
 
 
 def default_threads() -> int:
@@ -128,41 +147,90 @@ def default_threads() -> int:
     Half, like llama.cpp's own default: its threads spin while they wait for each other, so on a
     busy machine a thread per logical CPU can be many times slower than fewer threads.
     """
-    configured = os.environ.get("DRPO_LOCAL_THREADS", "").strip()
-    if configured:
-        try:
-            return max(1, int(configured))
-        except ValueError:
-            raise LocalModelError(f"DRPO_LOCAL_THREADS must be a number, got {configured!r}") from None
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        count = os.cpu_count() or 1
-    return max(1, min(8, count // 2))
+    configured = _env_count("DRPO_LOCAL_THREADS")
+    return configured if configured is not None else max(1, min(8, _usable_cpus() // 2))
 
 
-def load_llama(path: Path, n_ctx: int, n_threads: int, repeat_last_n: int = 64) -> tuple[Any, threading.Lock]:
-    """The process-wide ``llama_cpp.Llama`` for ``path`` (loaded on first use) and its lock.
+def default_pool_size(n_threads: int) -> int:
+    """Contexts per model: ``DRPO_LOCAL_CONTEXTS``, else as many as keep every usable CPU busy
+    (CPUs // threads, at least 1): concurrent calls then decode side by side."""
+    configured = _env_count(CONTEXTS_ENV)
+    return configured if configured is not None else max(1, _usable_cpus() // n_threads)
 
-    ``repeat_last_n``: how many recent tokens the repetition penalty looks at (llama.cpp fixes it
-    when the model is loaded).
+
+class LlamaPool:
+    """Up to ``size`` loaded ``llama_cpp.Llama`` contexts of one model, lent one call at a time.
+
+    A ``Llama`` object is not thread-safe, so each call borrows a context for itself
+    (:meth:`lease`); calls beyond ``size`` wait for one to come back. Contexts are loaded only
+    when every loaded one is busy, so sequential use loads one.
     """
-    key = (str(path), n_ctx, n_threads, repeat_last_n)
-    with _loaded_lock:
-        if key not in _loaded:
-            llama_cpp = require_llama_cpp()
+
+    def __init__(self, path: Path, n_ctx: int, n_threads: int, repeat_last_n: int, size: int) -> None:
+        self.path, self.n_ctx, self.n_threads, self.repeat_last_n = path, n_ctx, n_threads, repeat_last_n
+        self.size = size
+        self._free: list[Any] = []
+        self._loaded = 0
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)  # at most `size` calls hold a context
+
+    @property
+    def loaded(self) -> int:
+        """How many contexts are loaded so far."""
+        return self._loaded
+
+    @contextmanager
+    def lease(self) -> Iterator[Any]:
+        """A context for one call, to itself until the ``with`` block ends."""
+        with self._slots:
+            with self._lock:
+                llm = self._free.pop() if self._free else None
+                if llm is None:
+                    self._loaded += 1  # reserved now; the semaphore keeps the count <= size
+            if llm is None:
+                try:
+                    llm = self._load()
+                except BaseException:
+                    with self._lock:
+                        self._loaded -= 1
+                    raise
+            try:
+                yield llm
+            finally:
+                with self._lock:
+                    self._free.append(llm)
+
+    def _load(self) -> Any:
+        llama_cpp = require_llama_cpp()
+        try:
+            return llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                last_n_tokens_size=self.repeat_last_n,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LocalModelError(f"cannot load {self.path} with llama.cpp: {exc}") from exc
+
+
+_pools: dict[tuple[str, int, int, int, int], LlamaPool] = {}
+_pools_lock = threading.Lock()
+
+
+def llama_pool(path: Path, n_ctx: int, n_threads: int, repeat_last_n: int = 64, size: int = 1) -> LlamaPool:
+    """The process-wide :class:`LlamaPool` of ``size`` contexts for ``path`` (made on first use).
+
+    The runtime is probed (:func:`~drpo_agents.models.runtime.check_runtime`) once, before the
+    pool is made. ``repeat_last_n``: how many recent tokens the repetition penalty looks at
+    (llama.cpp fixes it when a context is loaded).
+    """
+    key = (str(path), n_ctx, n_threads, repeat_last_n, size)
+    with _pools_lock:
+        if key not in _pools:
+            require_llama_cpp()
             from drpo_agents.models.runtime import check_runtime
 
             check_runtime(path, n_threads)  # a native crash here would kill the whole process
-            try:
-                llm = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_threads=n_threads,
-                    last_n_tokens_size=repeat_last_n,
-                    verbose=False,
-                )
-            except (ValueError, RuntimeError, OSError) as exc:
-                raise LocalModelError(f"cannot load {path} with llama.cpp: {exc}") from exc
-            _loaded[key] = (llm, threading.Lock())
-        return _loaded[key]
+            _pools[key] = LlamaPool(path, n_ctx, n_threads, repeat_last_n, size)
+        return _pools[key]
