@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+SANDBOX_COMPONENT = "sandbox models + latency wrapper (not framework)"
 # (component, module prefixes); the first match wins, so specific prefixes come first.
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
-    ("sandbox models + latency wrapper (not framework)", ("drpo_agents.models.sandbox", "benchmarks.")),
+    (SANDBOX_COMPONENT, ("drpo_agents.models.sandbox", "benchmarks.")),
     (
         "checkpointer (langgraph.checkpoint, aiosqlite)",
         ("langgraph.checkpoint", "aiosqlite", "drpo_agents.checkpoints"),

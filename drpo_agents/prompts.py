@@ -43,24 +43,29 @@ def available_prompts(prompts_dir: Path | None = None) -> list[str]:
     return sorted(names)
 
 
-@lru_cache(maxsize=128)
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PromptTemplateError(f"prompt template {path} is not valid UTF-8: {exc}") from exc
-
-
-def load_prompt(name: str, prompts_dir: Path | None = None) -> string.Template:
-    """The template called ``name``, from ``prompts_dir`` if it has one, else the packaged one."""
+@lru_cache(maxsize=256)
+def _template(name: str, prompts_dir: Path | None) -> string.Template | None:
+    # Cached: every model call renders a template, and finding one costs several file-system
+    # calls. A template is read once per process (edits show in the next run).
     folders = ([Path(prompts_dir)] if prompts_dir is not None else []) + [packaged_prompts_dir()]
     for folder in folders:
         path = folder / f"{name}.md"
         if path.is_file():
-            return string.Template(_read(path.resolve()))
-    raise PromptTemplateError(
-        f"no prompt template named {name!r} (available: {', '.join(available_prompts(prompts_dir))})"
-    )
+            try:
+                return string.Template(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as exc:
+                raise PromptTemplateError(f"prompt template {path} is not valid UTF-8: {exc}") from exc
+    return None
+
+
+def load_prompt(name: str, prompts_dir: Path | None = None) -> string.Template:
+    """The template called ``name``, from ``prompts_dir`` if it has one, else the packaged one."""
+    template = _template(name, Path(prompts_dir) if prompts_dir is not None else None)
+    if template is None:
+        raise PromptTemplateError(
+            f"no prompt template named {name!r} (available: {', '.join(available_prompts(prompts_dir))})"
+        )
+    return template
 
 
 def render_prompt(name: str, prompts_dir: Path | None = None, /, **variables: object) -> str:

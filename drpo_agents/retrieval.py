@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -23,6 +24,27 @@ _STOPWORDS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def _hashed_vector(text: str, dimensions: int) -> tuple[float, ...]:
+    """:class:`HashingEmbeddings`' vector of ``text``. Cached: a search embeds the same queries and
+    critiques many times. Computed sparsely (a text touches a few dozen of the dimensions); the
+    norm sums the touched dimensions in index order, the same floats a dense sum adds."""
+    words = [w for w in _TOKEN.findall(text.casefold()) if w not in _STOPWORDS]
+    features = Counter(words + [f"{a} {b}" for a, b in itertools.pairwise(words)])
+    touched: dict[int, float] = {}
+    for feature, count in features.items():
+        digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+        index = int.from_bytes(digest[:4], "little") % dimensions
+        sign = 1.0 if digest[4] & 1 else -1.0
+        touched[index] = touched.get(index, 0.0) + sign * (1.0 + math.log(count))
+    order = sorted(touched)
+    norm = math.sqrt(sum(touched[i] * touched[i] for i in order)) or 1.0
+    vector = [0.0] * dimensions
+    for index in order:
+        vector[index] = touched[index] / norm
+    return tuple(vector)
+
+
 class HashingEmbeddings(Embeddings):
     """Deterministic bag-of-words embeddings: hashed word unigrams and bigrams, L2-normalised.
 
@@ -36,16 +58,7 @@ class HashingEmbeddings(Embeddings):
         self.dimensions = dimensions
 
     def _embed(self, text: str) -> list[float]:
-        words = [w for w in _TOKEN.findall(text.casefold()) if w not in _STOPWORDS]
-        features = Counter(words + [f"{a} {b}" for a, b in itertools.pairwise(words)])
-        vector = [0.0] * self.dimensions
-        for feature, count in features.items():
-            digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
-            index = int.from_bytes(digest[:4], "little") % self.dimensions
-            sign = 1.0 if digest[4] & 1 else -1.0
-            vector[index] += sign * (1.0 + math.log(count))
-        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-        return [v / norm for v in vector]
+        return list(_hashed_vector(text, self.dimensions))
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return [self._embed(t) for t in texts]

@@ -214,3 +214,41 @@ def test_a_chroma_embedding_function_is_accepted_wherever_embeddings_are(tmp_pat
     memory = InMemoryCritiqueMemory(chroma_style)
     memory.remember([critique("Safety", 1)])
     assert memory.recall("wifi?", k=1)[0].aspect == "Safety"
+
+
+class _WatchedMemory(InMemoryCritiqueMemory):
+    """Records which levels each ``remember`` stored and, at each recall, its horizon and the
+    run's own levels stored by then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remembered: list[set[int]] = []
+        self.stored_levels: set[int] = set()
+        self.recalls: list[tuple[tuple[str, int] | None, set[int]]] = []
+
+    def remember(self, critiques: list[Critique]) -> None:  # type: ignore[override]
+        super().remember(critiques)
+        self.remembered.append({c.level for c in critiques})
+        self.stored_levels |= {c.level for c in critiques}
+
+    def recall(self, text: str, **kwargs: object) -> list[Critique]:  # type: ignore[override]
+        self.recalls.append((kwargs.get("horizon"), set(self.stored_levels)))  # type: ignore[arg-type]
+        return super().recall(text, **kwargs)  # type: ignore[arg-type]
+
+
+def test_each_level_is_stored_once_beside_the_next_and_recall_waits_two_levels() -> None:
+    memory = _WatchedMemory()
+    config = DRPOConfig(depth=4, max_depth_increase=0, n_actions=2, beam_size=2, seed=3)
+    artifact = optimize(
+        load_training_queries()[:16], responder="sandbox", judge="sandbox", config=config, memory=memory
+    )
+    levels = [lv.level for lv in artifact.levels]
+    # One write per ranked level, the last one included (stored after the search ended).
+    assert memory.remembered == [{level} for level in levels]
+    # Rewrites at levels 1..4 recall with horizons 0..3: their own level minus one.
+    assert {horizon[1] for horizon, _ in memory.recalls if horizon} == set(range(len(levels) - 1))
+    for horizon, stored in memory.recalls:
+        assert horizon is not None and horizon[0] == artifact.run_id
+        rewrite_level = horizon[1] + 1
+        # The parent level is being stored beside this rewrite; every level before it is in.
+        assert set(range(rewrite_level - 1)) <= stored

@@ -36,11 +36,12 @@ async def test_concurrent_runs_share_postgres_and_chroma_without_interference(
         asyncio.gather(run("shared-a", 0, tmp_path / "a"), run("shared-b", 40, tmp_path / "b")), timeout=240
     )
     # The same runs alone, with their own stores, give the same results: nothing was corrupted.
+    # (The same run ids: recall breaks similarity ties by record id, which names the run.)
     alone_a = await aoptimize(
-        queries[0:12], responder="sandbox", judge="sandbox", config=config, run_id="solo-a"
+        queries[0:12], responder="sandbox", judge="sandbox", config=config, run_id="shared-a"
     )
     alone_b = await aoptimize(
-        queries[40:52], responder="sandbox", judge="sandbox", config=config, run_id="solo-b"
+        queries[40:52], responder="sandbox", judge="sandbox", config=config, run_id="shared-b"
     )
     for shared, alone in zip(together, (alone_a, alone_b), strict=True):
         assert shared.system_prompt == alone.system_prompt  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ Chroma's approximate index, so what is found depends only on what is stored.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from drpo_agents.schemas import ICLExample
 from drpo_agents.vectors import VectorTable
 
 _SPACE = {"hnsw": {"space": "cosine"}}
+# The lessons collections are our own index (recall ranks the in-process mirror, never Chroma's
+# HNSW graph): a sparse graph and no documents (full-text index) halve the cost of a write.
+_LESSONS_SPACE = {"hnsw": {"space": "cosine", "ef_construction": 8, "max_neighbors": 4}}
 
 
 def chroma_client(location: str | Path | None) -> Any:
@@ -125,9 +129,13 @@ class ChromaCritiqueMemory:
 
     Recall is exact, not Chroma's approximate (HNSW) search, whose answers depend on the order the
     index was built in: the searched collection (one model's lessons, or the full collection for
-    other filters) is mirrored in this process (read once, extended by our own writes, re-read
-    when its count shows another process wrote) and ranked by :class:`CritiqueTable`, the same
-    ranking as :class:`InMemoryCritiqueMemory`. Storage stays in Chroma.
+    other filters) is mirrored in this process (read at the first recall, extended by our own
+    writes, re-read after a ``remember`` when its count shows another process wrote) and ranked
+    by :class:`CritiqueTable`, the same ranking as :class:`InMemoryCritiqueMemory`. Storage stays
+    in Chroma; the lessons collections keep metadata and vectors, no documents.
+
+    ``remember`` may run in one thread while ``recall`` runs in another (a search stores a level's
+    critiques beside the next level's rewrites).
     """
 
     def __init__(
@@ -141,14 +149,17 @@ class ChromaCritiqueMemory:
                 collection, embedding_function=None, configuration=_SPACE
             )
         self._lessons: dict[str, Any] = {}
+        self._lessons_by_name: dict[str, Any] = {}
         self._mirrors: dict[str, CritiqueTable] = {}  # by collection name
+        self._lock = threading.RLock()  # our writes and mirror loads; recalls only take the table's
 
     def _lessons_for(self, responder_model: str) -> Any:
         if responder_model not in self._lessons:
             name = f"{self.prefix}-lessons-{digest(responder_model)}"
             self._lessons[responder_model] = self.client.get_or_create_collection(
-                name, embedding_function=None, configuration=_SPACE
+                name, embedding_function=None, configuration=_LESSONS_SPACE
             )
+            self._lessons_by_name[name] = self._lessons[responder_model]
         return self._lessons[responder_model]
 
     def remember(self, critiques: Sequence[Critique]) -> None:
@@ -157,6 +168,8 @@ class ChromaCritiqueMemory:
 
         Rerunning a batch interrupted between the two collections' writes completes both: the
         lessons are written from the stored records, whether this call or an earlier one stored them.
+        Afterwards the mirrors are re-read if another process wrote (once per call, so a search
+        checks once per level, not at every recall).
         """
         unique: dict[str, Critique] = {}
         for c in critiques:
@@ -184,7 +197,10 @@ class ChromaCritiqueMemory:
                     by_model.setdefault(stored[key].responder_model, []).append(key)
             for model, keys in by_model.items():
                 lessons = self._lessons_for(model)
-                present = set(lessons.get(ids=keys, include=[])["ids"])
+                # A lesson is written after its full record, so only a record stored before this
+                # call (by an interrupted one) can have its lesson already.
+                earlier = [key for key in keys if key in existing]
+                present = set(lessons.get(ids=earlier, include=[])["ids"]) if earlier else set()
                 missing = [key for key in keys if key not in present]
                 absent = [key for key in missing if key not in vectors]  # stored by an interrupted call
                 if absent:
@@ -192,21 +208,41 @@ class ChromaCritiqueMemory:
                     vectors.update(zip(found["ids"], found["embeddings"], strict=True))
                 if missing:
                     self._write(
-                        lessons, missing, [stored[key] for key in missing], [vectors[key] for key in missing]
+                        lessons,
+                        missing,
+                        [stored[key] for key in missing],
+                        [vectors[key] for key in missing],
+                        documents=False,
                     )
+            self._refresh_mirrors()
 
-    def _write(self, collection: Any, ids: list[str], items: list[Critique], vectors: Sequence[Any]) -> None:
-        collection.upsert(
-            ids=ids,
-            embeddings=[[float(x) for x in v] for v in vectors],
-            documents=[c.document for c in items],
-            metadatas=[_metadata(c) for c in items],
-        )
-        mirror = self._mirrors.get(collection.name)
-        if mirror is not None:  # keep it in step with what Chroma stored (its float32 values)
-            back = collection.get(ids=ids, include=["embeddings"])
-            by_id = dict(zip(back["ids"], back["embeddings"], strict=True))
-            mirror.add(ids, items, [by_id[key] for key in ids])
+    def _write(
+        self,
+        collection: Any,
+        ids: list[str],
+        items: list[Critique],
+        vectors: Sequence[Any],
+        *,
+        documents: bool = True,
+    ) -> None:
+        floats = [[float(x) for x in v] for v in vectors]
+        # Under the lock, so a mirror loaded meanwhile either holds these records or gets them here.
+        with self._lock:
+            collection.upsert(
+                ids=ids,
+                embeddings=floats,
+                documents=[c.document for c in items] if documents else None,
+                metadatas=[_metadata(c) for c in items],
+            )
+            mirror = self._mirrors.get(collection.name)
+            if mirror is not None:  # float32 in the table: the values Chroma stored
+                mirror.add(ids, items, floats)
+
+    def _refresh_mirrors(self) -> None:
+        for name in list(self._mirrors):
+            collection = self.collection if name == self.collection.name else self._lessons_by_name[name]
+            if int(collection.count()) != len(self._mirrors[name]):
+                self._load_mirror(collection)
 
     def recall(
         self,
@@ -240,17 +276,23 @@ class ChromaCritiqueMemory:
         )
 
     def _mirror(self, collection: Any) -> CritiqueTable:
-        """This process's image of ``collection``, re-read when another process changed it."""
+        """This process's image of ``collection``: read once, then kept in step by our writes and
+        re-read by :meth:`remember` when another process wrote."""
         mirror = self._mirrors.get(collection.name)
-        count = int(collection.count())
-        while mirror is None or len(mirror) != count:
-            mirror = CritiqueTable()
-            for offset in range(0, count, PAGE):
-                page = collection.get(include=["embeddings", "metadatas"], limit=PAGE, offset=offset)
-                mirror.add(page["ids"], [_critique(m) for m in page["metadatas"]], page["embeddings"])
-            count = int(collection.count())  # a write while reading: read again
-        self._mirrors[collection.name] = mirror
-        return mirror
+        return mirror if mirror is not None else self._load_mirror(collection)
+
+    def _load_mirror(self, collection: Any) -> CritiqueTable:
+        with self._lock:
+            count = int(collection.count())
+            mirror = None
+            while mirror is None or len(mirror) != count:
+                mirror = CritiqueTable()
+                for offset in range(0, count, PAGE):
+                    page = collection.get(include=["embeddings", "metadatas"], limit=PAGE, offset=offset)
+                    mirror.add(page["ids"], [_critique(m) for m in page["metadatas"]], page["embeddings"])
+                count = int(collection.count())  # another process wrote while we read: read again
+            self._mirrors[collection.name] = mirror
+            return mirror
 
     def count(self, where: dict[str, Any] | None = None) -> int:
         """Number of stored critiques (optionally matching a Chroma ``where`` filter)."""

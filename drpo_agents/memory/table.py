@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,9 +17,13 @@ LESSON_MAX_SCORE = 3  # critiques at or below this score are lessons worth showi
 
 class CritiqueTable:
     """Critiques by record id with their float32 vectors; recall is exact cosine ranking with
-    ties broken by record id, so it depends on the set of records, not on their insertion order."""
+    ties broken by record id, so it depends on the set of records, not on their insertion order.
+
+    Thread-safe: a level's critiques are stored (``add``) while the next level's rewrites recall.
+    """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.vectors = VectorTable()
         self.ids: list[str] = []
         self.critiques: list[Critique] = []
@@ -35,6 +40,10 @@ class CritiqueTable:
 
     def add(self, ids: Sequence[str], critiques: Sequence[Critique], vectors: Any) -> None:
         """Add records; an id already present keeps its stored version (the first one wins)."""
+        with self._lock:
+            self._add(ids, critiques, vectors)
+
+    def _add(self, ids: Sequence[str], critiques: Sequence[Critique], vectors: Any) -> None:
         first: dict[str, int] = {}
         for i, record_id in enumerate(ids):
             if record_id not in self._rows:
@@ -65,6 +74,18 @@ class CritiqueTable:
         horizon: tuple[str, int] | None = None,
     ) -> list[Critique]:
         """See :meth:`drpo_agents.memory.base.CritiqueMemory.recall`; ``query`` is the embedded text."""
+        with self._lock:
+            return self._recall(query, k, responder_model, run_id, max_score, horizon)
+
+    def _recall(
+        self,
+        query: Sequence[float],
+        k: int,
+        responder_model: str | None,
+        run_id: str | None,
+        max_score: int,
+        horizon: tuple[str, int] | None,
+    ) -> list[Critique]:
         if k <= 0 or not self.ids:
             return []
         mask = self._mask(responder_model, run_id, max_score, horizon)

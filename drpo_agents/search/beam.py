@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import Sequence
 from typing import Any
+
+from langchain_core.runnables import RunnableLambda
 
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import normalize_queries
@@ -26,6 +29,8 @@ from drpo_agents.search.records import (
     reward_of,
 )
 from drpo_agents.search.state import DRPOState, DRPOUpdate
+
+YIELDS_BEFORE_REMEMBER = 8  # event-loop turns for the level's model calls to be sent first
 
 
 def level_batch(state: DRPOState, level: int, per_step: int) -> list[Query]:
@@ -125,11 +130,8 @@ def select_beam(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     batch_ids = [q["id"] for q in level_batch(state, level, config.queries_per_step)]
     candidates = state["candidates"]
     children = sorted((c for c in candidates.values() if c["level"] == level), key=lambda c: c["id"])
-    results: dict[str, dict[str, Evaluation]] = {}
     search_records = [r for r in state.get("evaluations", []) if r.get("phase", "search") == "search"]
-    for record in search_records:
-        if record["level"] == level:
-            results.setdefault(record["candidate_id"], {})[record["query_id"]] = record
+    results = _by_candidate_and_query(search_records, level)
     level_records = [r for rs in results.values() for r in rs.values()]
     slope: float | None = None
     adjusted: dict[int, float] = {}
@@ -188,10 +190,47 @@ def select_beam(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         "length_slope": slope,
         "jury_disagreement": sum(disagreements) / len(disagreements) if disagreements else None,
     }
-    if ctx.memory is not None:
-        # One batched, idempotent write per level: rewrites from the next level on see these.
-        ctx.memory.remember(_critiques(ctx, state["run_id"], level_records))
     return {"candidates": updates, "beam": beam, "levels": [summary]}
+
+
+def _by_candidate_and_query(records: list[Evaluation], level: int) -> dict[str, dict[str, Evaluation]]:
+    results: dict[str, dict[str, Evaluation]] = {}
+    for record in records:
+        if record["level"] == level:
+            results.setdefault(record["candidate_id"], {})[record["query_id"]] = record
+    return results
+
+
+def remember_node(ctx: SearchContext) -> RunnableLambda[DRPOState, DRPOUpdate]:
+    """The ``remember`` node: :func:`remember_level` under ``invoke`` and ``ainvoke``.
+
+    Chroma's writes hold the GIL for tens of milliseconds; run on the event loop after the
+    superstep's other tasks had their turn, they block nothing but time the model calls spend
+    waiting anyway (a worker thread would grab the GIL before those calls are sent)."""
+
+    def run(state: DRPOState) -> DRPOUpdate:
+        return remember_level(ctx, state)
+
+    async def arun(state: DRPOState) -> DRPOUpdate:
+        for _ in range(YIELDS_BEFORE_REMEMBER):
+            await asyncio.sleep(0)
+        return remember_level(ctx, state)
+
+    return RunnableLambda(run, afunc=arun, name="remember")
+
+
+def remember_level(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
+    """Store the critiques of the last ranked level in the critique memory: one batched,
+    idempotent write. It runs beside the next level's model calls (or the end of the search), so
+    its latency (tens of ms per Chroma upsert) is off the critical path; rewrites therefore
+    recall the run's own critiques from two levels back on (see ``recall_critiques``)."""
+    if ctx.memory is None or not state.get("levels"):
+        return {}
+    level = max(summary["level"] for summary in state["levels"])
+    search_records = [r for r in state.get("evaluations", []) if r.get("phase", "search") == "search"]
+    records = [r for rs in _by_candidate_and_query(search_records, level).values() for r in rs.values()]
+    ctx.memory.remember(_critiques(ctx, state["run_id"], records))
+    return {}
 
 
 def _critiques(ctx: SearchContext, run_id: str, records: list[Evaluation]) -> list[Critique]:

@@ -208,7 +208,8 @@ def create_drpo_graph(
     graph.add_node("select_beam", partial(beam.select_beam, ctx))
     graph.add_node("next_level", partial(beam.next_level, ctx))
     graph.add_node("finalize", partial(finalize, ctx))
-    level_work = ["rewrite", "select_aspects", "dispatch_evaluations", "finalize"]
+    graph.add_node("remember", beam.remember_node(ctx))  # a dead end: nothing waits for it
+    level_work = ["remember", "rewrite", "select_aspects", "dispatch_evaluations", "finalize"]
     if cfg.review:
         graph.add_node("review", partial(review, cfg))
         graph.add_edge("review", "finalize")

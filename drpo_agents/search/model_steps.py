@@ -200,8 +200,9 @@ def recall_critiques(ctx: SearchContext, task: RewriteTask) -> list[Critique]:
         k=ctx.config.memory_k + 5 * len(task["cases"]),
         responder_model=ctx.models["responder"] if scope == "model" else None,
         run_id=task["run_id"] if scope == "run" else None,
-        # The run's own records only from earlier levels: all committed before this level began.
-        horizon=(task["run_id"], task["level"]),
+        # The run's own records from two levels back: the parent level's are being stored beside
+        # this rewrite (beam.remember_level), and its parent's are in the prompt already.
+        horizon=(task["run_id"], task["level"] - 1),
     )
     # The parent's own critiques are already in the rewrite prompt; lessons are the others.
     own = {c["query"] for c in task["cases"]}

@@ -16,12 +16,14 @@ from drpo_agents.search.records import AspectTask, Candidate, EvaluateTask, Quer
 from drpo_agents.search.state import DRPOState
 
 
-def route_level_work(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
-    """Fan out this level's rewrites and aspect selections, or end the search."""
+def route_level_work(ctx: SearchContext, state: DRPOState) -> list[Send | str]:
+    """Fan out this level's rewrites and aspect selections, or end the search; beside either,
+    store the last ranked level's critiques (``remember``)."""
+    remember = ["remember"] if ctx.memory is not None and state.get("levels") else []
     if state.get("stop_reason"):
-        return route_search_end(ctx, state)
+        return [*remember, *route_search_end(ctx, state)]
     ctx.recall_methods(state)
-    sends = [
+    sends: list[Send | str] = [
         Send("rewrite", rewrite_task(ctx, state, parent_id, state["beam"].index(parent_id)))
         for parent_id in state.get("to_rewrite", [])
     ]
@@ -29,7 +31,7 @@ def route_level_work(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
     if ctx.config.acceptance_gate and state["level"] == 0:
         queries = [*queries, *state["validation_bank"]]  # the gate validates from level 0 on
     sends += aspect_sends("select_aspects", state, queries, state["level"])
-    return sends or "dispatch_evaluations"
+    return [*remember, *(sends or ["dispatch_evaluations"])]
 
 
 def validates_at_end(config: DRPOConfig) -> bool:
@@ -37,15 +39,17 @@ def validates_at_end(config: DRPOConfig) -> bool:
     return bool(config.validation_size or config.red_team_validation_size) and not config.acceptance_gate
 
 
-def route_search_end(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
+def route_search_end(ctx: SearchContext, state: DRPOState) -> list[Send | str]:
     """After the search stops: select the validation queries' aspects, or review, or finish."""
     if validates_at_end(ctx.config) and state.get("validation_bank"):
         ctx.recall_methods(state)
-        sends = aspect_sends(
-            "select_validation_aspects", state, state["validation_bank"], validation_level(state)
-        )
-        return sends or "dispatch_validation"
-    return "review" if ctx.config.review else "finalize"
+        sends: list[Send | str] = [
+            *aspect_sends(
+                "select_validation_aspects", state, state["validation_bank"], validation_level(state)
+            )
+        ]
+        return sends or ["dispatch_validation"]
+    return ["review" if ctx.config.review else "finalize"]
 
 
 def aspect_sends(node: str, state: DRPOState, queries: Sequence[Query], level: int) -> list[Send]:
