@@ -130,9 +130,13 @@ class PromptRewriter(StructuredAgent):
         n: int,
         previous_prompts: Sequence[str] = (),
         lessons: Sequence[str] = (),
+        lesson_queries: Sequence[str] = (),
         config: RunnableConfig | None = None,
     ) -> CallPlan[StructuredResult[PromptProposals]]:
-        """Up to ``n`` distinct, acceptable new prompts, at least one (a call plan)."""
+        """Up to ``n`` distinct, acceptable new prompts, at least one (a call plan).
+
+        ``lesson_queries``: the queries the ``lessons`` quote; a proposal copying one is rejected
+        like one copying a case's query."""
         rendered_cases = "\n".join(
             render_prompt(
                 "rewrite_case",
@@ -160,7 +164,7 @@ class PromptRewriter(StructuredAgent):
                 else "Keep the prompt as short as it can be while doing its job."
             ),
         )
-        queries = [c.query for c in cases]
+        queries = [c.query for c in cases] + list(lesson_queries)
 
         def acceptable(result: PromptProposals) -> PromptProposals:
             kept: list[PromptProposal] = []

@@ -87,11 +87,13 @@ def plan_rewrite(ctx: SearchContext, task: RewriteTask, config: RunnableConfig) 
     ]
     node_config = tagged(config, task, "parent_id", "level")
     lessons: list[str] = []
+    lesson_queries: list[str] = []
     if ctx.memory is not None and ctx.config.memory_k:
         recall_config = call_config(node_config, "memory", "recall_critiques")
         recall = RunnableLambda(partial(recall_critiques, ctx), name="drpo_recall_critiques")
         recalled = yield ModelCall(recall, task, recall_config)
         lessons = [c.as_lesson() for c in recalled]
+        lesson_queries = [c.query for c in recalled]
     try:
         result = yield from ctx.rewriter.plan_propose(
             task["prompt"],
@@ -99,6 +101,7 @@ def plan_rewrite(ctx: SearchContext, task: RewriteTask, config: RunnableConfig) 
             n=ctx.config.n_actions,
             previous_prompts=task["previous_prompts"],
             lessons=lessons,
+            lesson_queries=lesson_queries,
             config=node_config,
         )
     except recoverable_errors() as exc:
