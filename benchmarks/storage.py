@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import tempfile
 import time
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ class StorageMeasure:
     artifact_bytes: int
     trace_bytes: int
     reload_seconds: float  # reading the run's last state back from its checkpoints
+    # The process's peak so far; depths run in increasing order, so it is this run's peak
+    # whenever memory grows with depth.
+    peak_rss_bytes: int
 
     @property
     def ratio(self) -> float:
@@ -81,6 +85,7 @@ async def measure_storage(depth: int, run_dir: Path) -> StorageMeasure:
         artifact_bytes=_file_bytes(run_dir / ARTIFACT_FILE),
         trace_bytes=_file_bytes(run_dir / TRACE_FILE),
         reload_seconds=reload_seconds,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: kB
     )
 
 
@@ -111,7 +116,7 @@ def storage_rows(measures: Sequence[StorageMeasure]) -> list[tuple[str, str, str
                 f"storage at depth {m.depth}: checkpoints / artifact / trace",
                 f"{_mb(m.checkpoint_bytes)} / {_mb(m.artifact_bytes)} / {_mb(m.trace_bytes)}"
                 f" (ratio {m.ratio:.1f}x; {m.bytes_per_level / 1e3:.0f} kB per level;"
-                f" reload {m.reload_seconds * 1000:.0f} ms)",
+                f" reload {m.reload_seconds * 1000:.0f} ms; peak RSS {_mb(m.peak_rss_bytes)})",
                 f"ratio <= {RATIO_TARGET:.0f}x at the deepest; kB per level constant",
                 ("met" if m.ratio <= RATIO_TARGET and linear else "NOT met") if deepest else "-",
             )
