@@ -78,7 +78,10 @@ class SQLiteLLMCache(BaseCache):
         return decode_generations(row[0])
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        value = encode_generations(return_val)
+        self.store_encoded(prompt, llm_string, encode_generations(return_val))
+
+    def store_encoded(self, prompt: str, llm_string: str, value: str) -> None:
+        """:meth:`update` with the generations already encoded (:func:`encode_generations`)."""
         with self._lock, self._connection:
             self._connection.execute(
                 "INSERT OR REPLACE INTO llm_cache (key, llm_string, value) VALUES (?, ?, ?)",

@@ -26,7 +26,7 @@ from typing import Any
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.globals import get_llm_cache
 
-from drpo_agents.cache import decode_generations, encode_generations, open_store
+from drpo_agents.cache import SQLiteLLMCache, decode_generations, encode_generations, open_store
 from drpo_agents.call_identity import CallIdentity, current_call
 
 
@@ -61,8 +61,9 @@ class ResponseJournal:
                 self.replayed += 1
         return decode_generations(row[0]) if row is not None else None
 
-    def record(self, identity: CallIdentity, prompt: str, llm_string: str, response: RETURN_VAL_TYPE) -> None:
-        """Store (and commit) the response of a finished call."""
+    def record(self, identity: CallIdentity, prompt: str, llm_string: str, response: RETURN_VAL_TYPE) -> str:
+        """Store (and commit) the response of a finished call; returns its encoding
+        (:func:`~drpo_agents.cache.encode_generations`), for a memo cache to reuse."""
         value = encode_generations(response)
         with self._lock, self._connection:
             self._connection.execute(
@@ -70,6 +71,7 @@ class ResponseJournal:
                 (_key(identity, prompt, llm_string), identity.scope, identity.path, value),
             )
             self.stored += 1
+        return value
 
     def around(self, memo: BaseCache | None) -> JournaledCache:
         """A LangChain cache answering from this journal first, then from ``memo``."""
@@ -101,9 +103,12 @@ class JournaledCache(BaseCache):
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         identity = current_call()
-        if identity is not None:
-            self.journal.record(identity, prompt, llm_string, return_val)
-        if self.memo is not None:
+        encoded = (
+            self.journal.record(identity, prompt, llm_string, return_val) if identity is not None else None
+        )
+        if isinstance(self.memo, SQLiteLLMCache) and encoded is not None:
+            self.memo.store_encoded(prompt, llm_string, encoded)  # the same text: encoded once
+        elif self.memo is not None:
             self.memo.update(prompt, llm_string, return_val)
 
     # A local SQLite read or commit takes microseconds: no executor hop (and the call identity

@@ -141,6 +141,25 @@ def test_the_memo_cache_behind_the_journal_still_serves_other_tasks(tmp_path: Pa
     assert copy.invoke("Why?").content == "answer 0"  # outside a scope: the memo alone
 
 
+def test_a_response_is_encoded_once_for_the_journal_and_the_memo_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import drpo_agents.journal as journal_module
+
+    encoded: list[object] = []
+    encode = journal_module.encode_generations
+    monkeypatch.setattr(journal_module, "encode_generations", lambda v: encoded.append(v) or encode(v))
+    model = counting_model()
+    journal, memo = ResponseJournal(tmp_path / "j.sqlite"), SQLiteLLMCache(tmp_path / "memo.sqlite")
+    copy = journaled(model.model_copy(update={"cache": memo}), journal)
+    assert run_plan(ask(copy, "Why?"), scope=task_scope("rewrite", {"parent_id": "c0"})) == "answer 0"
+    assert len(encoded) == 1 and len(journal) == 1 and len(memo) == 1
+    memo_value = memo._connection.execute("SELECT value FROM llm_cache").fetchone()[0]
+    journal_value = journal._connection.execute("SELECT value FROM responses").fetchone()[0]
+    assert memo_value == journal_value
+    assert copy.invoke("Why?").content == "answer 0"  # the memo's copy decodes
+
+
 def test_every_model_of_a_run_is_journalled_and_the_cache_policy_still_chooses_the_memo(
     tmp_path: Path,
 ) -> None:
