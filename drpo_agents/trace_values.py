@@ -1,0 +1,216 @@
+"""How a traced run's inputs and outputs become JSON: compact messages, graph-state summaries, long texts once.
+
+:class:`JsonlTracer` (``drpo_agents.tracing``) writes a run's inputs and outputs through
+:class:`TraceValues`, and :func:`resolve_texts` turns a read line back into plain values:
+
+- A message is ``{"type", "content"}`` (plus ``tool_calls``, ``usage_metadata``, ``name`` when
+  set), not LangChain's ``dumpd`` constructor form; pydantic models and dataclasses are dumped.
+- A text of :data:`MIN_SHARED_TEXT` characters or more is written once per trace file, where it
+  first appears, as ``{"$text": ID, "value": TEXT}``; every later occurrence is ``{"$text": ID}``
+  (``ID``: a hash of the text). System prompts, ICL answers and ``Send`` payloads repeat in
+  thousands of runs; :func:`resolve_texts` restores them.
+- A LangGraph node run receives the whole graph state: over the size limit, its inputs or
+  outputs become ``{"truncated": true, "summary": {key: value}}`` where large values are
+  replaced by their size (``{"omitted": "list", "items": 206}``). The size is estimated with a
+  walk that stops at the limit, so a large state is never serialized whole.
+- Values under secret-looking keys (``api_key``, ``password``, …) become ``[redacted]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from langchain_core.load import dumpd
+from langchain_core.load.serializable import Serializable
+from langchain_core.messages import BaseMessage
+from langgraph.types import Send
+from pydantic import BaseModel
+
+REDACTED = "[redacted]"
+TEXT_KEY = "$text"
+"""The key of a shared text's reference (``{"$text": ID}``) and definition (with ``"value"``)."""
+MIN_SHARED_TEXT = 200
+"""Texts at least this long are written once per trace file and referenced after that."""
+SUMMARY_VALUE_CHARS = 300
+"""In a summary of a graph state, values estimated at most this long are kept as they are."""
+
+# Keys whose values are never written, wherever they appear (metadata, inputs, outputs).
+_SECRET_KEY = re.compile(
+    r"api[_-]?key|secret|passw(or)?d|authorization|credential|(access|auth|bearer)[_-]?token", re.I
+)
+
+
+# Traced values repeat the same few hundred keys thousands of times: each is judged once.
+@functools.lru_cache(maxsize=4096)
+def is_secret_key(key: str) -> bool:
+    """Whether values under ``key`` are secrets (``api_key``, ``password``, ``auth_token``, …)."""
+    return _SECRET_KEY.search(key) is not None
+
+
+def redact_keys(value: Any) -> Any:
+    """``value`` with the values under secret-looking keys replaced by ``[redacted]``, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) else redact_keys(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_keys(v) for v in value]
+    return value
+
+
+def estimated_chars(value: Any, limit: int) -> int:
+    """About how many characters ``value``'s JSON takes; the walk stops once past ``limit`` (the
+    result is then some number over it), so measuring a large graph state costs little."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, Mapping):
+            total += 2 + 6 * len(item)
+            if total <= limit:
+                for key, child in item.items():
+                    total += len(key) if isinstance(key, str) else 8
+                    stack.append(child)
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2 + 2 * len(item)
+            if total <= limit:
+                stack.extend(item)
+        elif isinstance(item, BaseModel):
+            stack.append(item.__dict__)
+        elif isinstance(item, Send):
+            stack.append(item.arg)
+            total += 20
+        else:
+            total += 8  # numbers, booleans, None, ids
+        if total > limit:
+            return total
+    return total
+
+
+def _omitted(value: Any) -> dict[str, Any]:
+    """What a summary says about a value too large to keep: its kind and size."""
+    if isinstance(value, str):
+        return {"omitted": "str", "chars": len(value)}
+    if isinstance(value, Mapping):
+        return {"omitted": "dict", "keys": len(value)}
+    if isinstance(value, list | tuple | set | frozenset):
+        return {"omitted": "list", "items": len(value)}
+    return {"omitted": type(value).__name__}
+
+
+def text_id(text: str) -> str:
+    """The id a shared text is written under: a short hash of it."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+class TraceValues:
+    """Turns inputs and outputs into JSON-able values for one trace file; remembers which long
+    texts the file already holds (see the module docstring). Not thread-safe: the tracer calls
+    it under its write lock, so a text is defined in the file before any line refers to it."""
+
+    def __init__(self) -> None:
+        self._written: set[str] = set()  # ids of texts defined in lines already written
+        self._pending: dict[str, None] = {}  # defined in the value being built, not yet written
+
+    @property
+    def defined(self) -> int:
+        """How many texts the line being built defines so far (for :meth:`undo`)."""
+        return len(self._pending)
+
+    def convert(self, value: Any) -> Any:
+        """``value`` as plain JSON types, long texts defined or referenced. Definitions count
+        for later lines once :meth:`commit` says the line is written."""
+        return self._convert(value)
+
+    def undo(self, defined: int) -> None:
+        """Forget the definitions made since :attr:`defined` was ``defined``: the value holding
+        them is not written as such (it was truncated to a preview)."""
+        for key in list(self._pending)[defined:]:
+            del self._pending[key]
+
+    def commit(self) -> None:
+        """The line being built is in the file: its definitions hold for the lines after it."""
+        self._written.update(self._pending)
+        self._pending.clear()
+
+    def summary(self, value: Mapping[Any, Any]) -> dict[str, Any]:
+        """A graph state too large to write: small values as they are, large ones by size."""
+        kept: dict[str, Any] = {}
+        for key, item in value.items():
+            name = str(key)
+            if isinstance(key, str) and is_secret_key(key):
+                kept[name] = REDACTED
+            elif estimated_chars(item, SUMMARY_VALUE_CHARS) <= SUMMARY_VALUE_CHARS:
+                kept[name] = self._convert(item)
+            else:
+                kept[name] = _omitted(item)
+        return {"truncated": True, "summary": kept}
+
+    def _convert(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._text(value) if len(value) >= MIN_SHARED_TEXT else value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, Mapping):
+            return {
+                str(k): (REDACTED if isinstance(k, str) and is_secret_key(k) else self._convert(v))
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._convert(v) for v in value]
+        if isinstance(value, BaseMessage):
+            return self._convert(_message(value))
+        if isinstance(value, Send):
+            return {"send": value.node, "arg": self._convert(value.arg)}
+        if isinstance(value, Serializable):
+            return self._convert(dumpd(value))
+        if isinstance(value, BaseModel):
+            return self._convert(value.model_dump(mode="json"))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return self._convert(dataclasses.asdict(value))
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return repr(value)
+
+    def _text(self, text: str) -> dict[str, str]:
+        key = text_id(text)
+        if key in self._written or key in self._pending:
+            return {TEXT_KEY: key}
+        self._pending[key] = None
+        return {TEXT_KEY: key, "value": text}
+
+
+def _message(message: BaseMessage) -> dict[str, Any]:
+    """A message as the trace keeps it: type and content, and tool calls, usage and name if set."""
+    record: dict[str, Any] = {"type": message.type, "content": message.content}
+    for field in ("name", "tool_calls", "tool_call_id", "usage_metadata"):
+        value = getattr(message, field, None)
+        if value:
+            record[field] = value
+    return record
+
+
+def resolve_texts(value: Any, texts: dict[str, str]) -> Any:
+    """``value`` (a read trace line's inputs or outputs) with shared texts restored. Definitions
+    are added to ``texts``; pass the same dict for the lines of a file in order. A reference whose
+    definition is not in ``texts`` (the file was cut) stays ``{"$text": ID}``."""
+    if isinstance(value, dict):
+        key = value.get(TEXT_KEY)
+        if isinstance(key, str) and len(value) <= 2 and set(value) <= {TEXT_KEY, "value"}:
+            if "value" in value:
+                texts[key] = value["value"]
+                return value["value"]
+            return texts.get(key, value)
+        return {k: resolve_texts(v, texts) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_texts(v, texts) for v in value]
+    return value
