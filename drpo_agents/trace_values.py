@@ -11,8 +11,8 @@
   thousands of runs; :func:`resolve_texts` restores them.
 - A LangGraph node run receives the whole graph state: over the size limit, its inputs or
   outputs become ``{"truncated": true, "summary": {key: value}}`` where large values are
-  replaced by their size (``{"omitted": "list", "items": 206}``). The size is estimated with a
-  walk that stops at the limit, so a large state is never serialized whole.
+  replaced by their size (``{"omitted": "list", "items": 206}``). The conversion stops once
+  past the limit, so a large state is never serialized whole.
 - Values under secret-looking keys (``api_key``, ``password``, …) become ``[redacted]``.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -65,35 +66,8 @@ def redact_keys(value: Any) -> Any:
     return value
 
 
-def estimated_chars(value: Any, limit: int) -> int:
-    """About how many characters ``value``'s JSON takes; the walk stops once past ``limit`` (the
-    result is then some number over it), so measuring a large graph state costs little."""
-    total = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item) + 2
-        elif isinstance(item, Mapping):
-            total += 2 + 6 * len(item)
-            if total <= limit:
-                for key, child in item.items():
-                    total += len(key) if isinstance(key, str) else 8
-                    stack.append(child)
-        elif isinstance(item, list | tuple | set | frozenset):
-            total += 2 + 2 * len(item)
-            if total <= limit:
-                stack.extend(item)
-        elif isinstance(item, BaseModel):
-            stack.append(item.__dict__)
-        elif isinstance(item, Send):
-            stack.append(item.arg)
-            total += 20
-        else:
-            total += 8  # numbers, booleans, None, ids
-        if total > limit:
-            return total
-    return total
+class TooLarge(Exception):
+    """A value's JSON would pass the limit given to :meth:`TraceValues.convert`."""
 
 
 def _omitted(value: Any) -> dict[str, Any]:
@@ -119,17 +93,29 @@ class TraceValues:
 
     def __init__(self) -> None:
         self._written: set[str] = set()  # ids of texts defined in lines already written
-        self._pending: dict[str, None] = {}  # defined in the value being built, not yet written
+        self._pending: dict[str, None] = {}  # defined in the line being built, not yet written
+        self._left: float = math.inf  # characters the value being converted may still take
 
     @property
     def defined(self) -> int:
         """How many texts the line being built defines so far (for :meth:`undo`)."""
         return len(self._pending)
 
-    def convert(self, value: Any) -> Any:
+    def convert(self, value: Any, limit: int | None = None) -> Any:
         """``value`` as plain JSON types, long texts defined or referenced. Definitions count
-        for later lines once :meth:`commit` says the line is written."""
-        return self._convert(value)
+        for later lines once :meth:`commit` says the line is written.
+
+        Raises:
+            TooLarge: the JSON would be longer than about ``limit`` characters. The walk stops
+                there, so a large graph state costs no more than the limit to measure.
+        """
+        defined = self.defined
+        self._left = math.inf if limit is None else limit
+        try:
+            return self._convert(value)
+        except TooLarge:
+            self.undo(defined)
+            raise
 
     def undo(self, defined: int) -> None:
         """Forget the definitions made since :attr:`defined` was ``defined``: the value holding
@@ -149,23 +135,37 @@ class TraceValues:
             name = str(key)
             if isinstance(key, str) and is_secret_key(key):
                 kept[name] = REDACTED
-            elif estimated_chars(item, SUMMARY_VALUE_CHARS) <= SUMMARY_VALUE_CHARS:
-                kept[name] = self._convert(item)
-            else:
+                continue
+            try:
+                kept[name] = self.convert(item, SUMMARY_VALUE_CHARS)
+            except TooLarge:
                 kept[name] = _omitted(item)
         return {"truncated": True, "summary": kept}
 
+    def _charge(self, chars: int) -> None:
+        self._left -= chars
+        if self._left < 0:
+            raise TooLarge
+
     def _convert(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self._text(value) if len(value) >= MIN_SHARED_TEXT else value
+            if len(value) < MIN_SHARED_TEXT:
+                self._charge(len(value) + 2)
+                return value
+            shared = self._text(value)
+            self._charge(len(shared.get("value", "")) + 30)
+            return shared
         if value is None or isinstance(value, bool | int | float):
+            self._charge(6)
             return value
         if isinstance(value, Mapping):
+            self._charge(2 + 6 * len(value))
             return {
                 str(k): (REDACTED if isinstance(k, str) and is_secret_key(k) else self._convert(v))
                 for k, v in value.items()
             }
         if isinstance(value, list | tuple | set | frozenset):
+            self._charge(2 + 2 * len(value))
             return [self._convert(v) for v in value]
         if isinstance(value, BaseMessage):
             return self._convert(_message(value))
@@ -179,7 +179,9 @@ class TraceValues:
             return self._convert(dataclasses.asdict(value))
         if isinstance(value, datetime):
             return value.isoformat()
-        return repr(value)
+        text = repr(value)
+        self._charge(len(text))
+        return text
 
     def _text(self, text: str) -> dict[str, str]:
         key = text_id(text)

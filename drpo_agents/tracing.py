@@ -33,7 +33,7 @@ from langchain_core.tracers.schemas import Run
 from drpo_agents.errors import DRPOError
 from drpo_agents.run_files import TRACE_FILE as TRACE_FILE  # re-exported: its old home
 from drpo_agents.trace_values import REDACTED as REDACTED  # re-exported: its old home
-from drpo_agents.trace_values import TraceValues, estimated_chars, redact_keys, resolve_texts
+from drpo_agents.trace_values import TooLarge, TraceValues, redact_keys, resolve_texts
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -59,7 +59,7 @@ def _is_secret_env(name: str) -> bool:
 
 def _secret_values() -> list[str]:
     # Read at every line (a variable set mid-run is scrubbed too), but only secret-named values.
-    values = {v for k in os.environ if _is_secret_env(k) and len(v := os.environ.get(k, "")) >= 8}
+    values = {v for k, v in os.environ.items() if len(v) >= 8 and _is_secret_env(k)}
     return sorted(values, key=len, reverse=True)
 
 
@@ -259,16 +259,14 @@ class JsonlTracer(BaseTracer):
     def _io_text(self, value: Any, values: TraceValues, graph_run: bool) -> str:
         """The JSON of a run's inputs or outputs, summarized or truncated past ``max_io_chars``."""
         limit = self.max_io_chars
-        # A node's whole graph state: measured by a walk that stops at the limit, so a large
-        # state is summarized without being serialized first.
-        if (
-            graph_run
-            and limit is not None
-            and isinstance(value, Mapping)
-            and estimated_chars(value, limit) > limit
-        ):
-            return json.dumps(values.summary(value), ensure_ascii=False)
         defined = values.defined
+        if graph_run and limit is not None and isinstance(value, Mapping):
+            # A node's whole graph state: the conversion stops at the limit, so a large state
+            # is summarized without being serialized first.
+            try:
+                return json.dumps(values.convert(value, limit), ensure_ascii=False)
+            except TooLarge:
+                return json.dumps(values.summary(value), ensure_ascii=False)
         text = json.dumps(values.convert(value), ensure_ascii=False)
         if limit is None or len(text) <= limit:
             return text

@@ -14,7 +14,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 
-from drpo_agents.trace_values import TEXT_KEY, estimated_chars, resolve_texts
+from drpo_agents.trace_values import TEXT_KEY, TooLarge, TraceValues, resolve_texts
 from drpo_agents.tracing import REDACTED, JsonlTracer, read_trace
 
 LONG = "A system prompt long enough to be shared between runs. " * 8  # 448 characters
@@ -113,9 +113,10 @@ def test_a_graph_node_records_a_summary_of_a_large_state(tmp_path: Path) -> None
     assert "entry 499" not in trace.read_text(encoding="utf-8")
 
 
-def test_estimated_size_stops_at_the_limit() -> None:
+def test_converting_with_a_limit_stops_there() -> None:
+    values = TraceValues()
     small = {"a": "x" * 10, "b": [1, 2, 3]}
-    assert len(json.dumps(small)) <= estimated_chars(small, 1000) <= 2 * len(json.dumps(small))
+    assert values.convert(small, 1000) == small
 
     class Counted(dict[str, str]):
         walked = 0
@@ -124,9 +125,11 @@ def test_estimated_size_stops_at_the_limit() -> None:
             Counted.walked += 1
             return super().items()
 
-    one_key_each = {str(i): Counted(text="z" * 100) for i in range(100)}
-    assert estimated_chars(one_key_each, 1000) > 1000
-    assert Counted.walked < 20  # the walk stopped near the limit, not after 100 entries
+    state = {str(i): Counted(text="z" * 150, long=LONG) for i in range(100)}
+    with pytest.raises(TooLarge):
+        values.convert(state, 1000)
+    assert Counted.walked < 5  # the walk stopped at the limit, not after 100 entries
+    assert values.defined == 0  # nor did it leave a definition behind
 
 
 def test_a_model_run_records_its_messages_and_generation(tmp_path: Path) -> None:
