@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -142,46 +143,57 @@ class TraceValues:
                 kept[name] = _omitted(item)
         return {"truncated": True, "summary": kept}
 
-    def _charge(self, chars: int) -> None:
+    def _spend(self, chars: int) -> None:
         self._left -= chars
         if self._left < 0:
             raise TooLarge
 
     def _convert(self, value: Any) -> Any:
-        if isinstance(value, str):
+        # The common types first, by exact type: this walk runs over every traced value.
+        kind = type(value)
+        if kind is str:
             if len(value) < MIN_SHARED_TEXT:
-                self._charge(len(value) + 2)
+                self._spend(len(value) + 2)
                 return value
             shared = self._text(value)
-            self._charge(len(shared.get("value", "")) + 30)
+            self._spend(len(shared.get("value", "")) + 30)
             return shared
-        if value is None or isinstance(value, bool | int | float):
-            self._charge(6)
-            return value
-        if isinstance(value, Mapping):
-            self._charge(2 + 6 * len(value))
+        if kind is dict:
+            self._spend(2 + 6 * len(value))
             return {
                 str(k): (REDACTED if isinstance(k, str) and is_secret_key(k) else self._convert(v))
                 for k, v in value.items()
             }
-        if isinstance(value, list | tuple | set | frozenset):
-            self._charge(2 + 2 * len(value))
+        if kind is list or kind is tuple:
+            self._spend(2 + 2 * len(value))
             return [self._convert(v) for v in value]
+        if value is None or kind is bool or kind is int or kind is float:
+            self._spend(6)
+            return value
+        return self._convert(self._plain(value))
+
+    @staticmethod
+    def _plain(value: Any) -> Any:
+        """Any other value as a dict, list, str or number (then converted like those)."""
         if isinstance(value, BaseMessage):
-            return self._convert(_message(value))
+            return _message(value)
         if isinstance(value, Send):
-            return {"send": value.node, "arg": self._convert(value.arg)}
+            return {"send": value.node, "arg": value.arg}
+        if isinstance(value, Mapping):
+            return dict(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            return list(value)
+        if isinstance(value, str | bool | int | float):  # subclasses (enums): the plain value
+            return json.loads(json.dumps(value))
         if isinstance(value, Serializable):
-            return self._convert(dumpd(value))
+            return dumpd(value)
         if isinstance(value, BaseModel):
-            return self._convert(value.model_dump(mode="json"))
+            return value.model_dump(mode="json")
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return self._convert(dataclasses.asdict(value))
+            return dataclasses.asdict(value)
         if isinstance(value, datetime):
             return value.isoformat()
-        text = repr(value)
-        self._charge(len(text))
-        return text
+        return repr(value)
 
     def _text(self, text: str) -> dict[str, str]:
         key = text_id(text)
@@ -194,8 +206,9 @@ class TraceValues:
 def _message(message: BaseMessage) -> dict[str, Any]:
     """A message as the trace keeps it: type and content, and tool calls, usage and name if set."""
     record: dict[str, Any] = {"type": message.type, "content": message.content}
+    fields = vars(message)  # not getattr: a field a message type lacks costs pydantic a lookup
     for field in ("name", "tool_calls", "tool_call_id", "usage_metadata"):
-        value = getattr(message, field, None)
+        value = fields.get(field)
         if value:
             record[field] = value
     return record

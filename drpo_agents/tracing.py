@@ -57,10 +57,29 @@ def _is_secret_env(name: str) -> bool:
     return _SECRET_ENV.search(name) is not None
 
 
+# The environment as last read (its raw items) and the secret values found in it.
+_secrets_seen: dict[str, Any] = {"environment": None, "values": []}
+
+
 def _secret_values() -> list[str]:
-    # Read at every line (a variable set mid-run is scrubbed too), but only secret-named values.
-    values = {v for k, v in os.environ.items() if len(v) >= 8 and _is_secret_env(k)}
-    return sorted(values, key=len, reverse=True)
+    # Read at every line (a variable set mid-run is scrubbed too), but only secret-named values;
+    # decoding the environment costs more than a line, so it is redone only when it changed
+    # (comparing CPython's raw snapshot of it is cheap).
+    raw = getattr(os.environ, "_data", None)
+    snapshot = tuple(raw.items()) if isinstance(raw, dict) else None
+    if snapshot is not None and snapshot == _secrets_seen["environment"]:
+        return list(_secrets_seen["values"])
+    found = {v for k, v in os.environ.items() if len(v) >= 8 and _is_secret_env(k)}
+    values = sorted(found, key=len, reverse=True)
+    _secrets_seen.update(environment=snapshot, values=values)
+    return list(values)
+
+
+def _scrub_key_shapes(text: str) -> str:
+    # The plain substring test first: the regex costs more than most lines take to build.
+    if "sk-" in text or "lsv2_" in text:
+        return _KEY_SHAPE.sub(REDACTED, text)
+    return text
 
 
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@/\s]*@", re.I)
@@ -72,7 +91,7 @@ def scrub_secrets(text: str) -> str:
     for secret in _secret_values():
         text = text.replace(secret, REDACTED)
     text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
-    return _KEY_SHAPE.sub(REDACTED, text)
+    return _scrub_key_shapes(text)
 
 
 def _token_usage(run: Run) -> dict[str, int] | None:
@@ -280,7 +299,7 @@ class JsonlTracer(BaseTracer):
             # A secret appears JSON-escaped in the line; scrub both spellings.
             for spelling in {secret, json.dumps(secret, ensure_ascii=False)[1:-1]}:
                 line = line.replace(spelling, REDACTED)
-        return _KEY_SHAPE.sub(REDACTED, line)
+        return _scrub_key_shapes(line)
 
     def __repr__(self) -> str:
         return f"JsonlTracer({str(self.path)!r})"

@@ -135,9 +135,7 @@ def test_converting_with_a_limit_stops_there() -> None:
 def test_a_model_run_records_its_messages_and_generation(tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     model = FakeListChatModel(responses=["an answer"])
-    model.invoke(
-        [SystemMessage(LONG), HumanMessage("a question")], {"callbacks": [JsonlTracer(trace)]}
-    )
+    model.invoke([SystemMessage(LONG), HumanMessage("a question")], {"callbacks": [JsonlTracer(trace)]})
     (record,) = read_trace(trace)
     assert record["run_type"] == "llm"
     assert record["inputs"] == {
