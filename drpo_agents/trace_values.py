@@ -57,6 +57,9 @@ def is_secret_key(key: str) -> bool:
 
 def redact_keys(value: Any) -> Any:
     """``value`` with the values under secret-looking keys replaced by ``[redacted]``, at any depth."""
+    kind = type(value)
+    if kind is str or kind is int or value is None:  # most metadata values: checked by exact type
+        return value
     if isinstance(value, Mapping):
         return {
             k: (REDACTED if isinstance(k, str) and is_secret_key(k) else redact_keys(v))
@@ -94,7 +97,8 @@ class TraceValues:
 
     def __init__(self) -> None:
         self._written: set[str] = set()  # ids of texts defined in lines already written
-        self._pending: dict[str, None] = {}  # defined in the line being built, not yet written
+        # Defined in the line being built, not yet written: id -> the definition in the value.
+        self._pending: dict[str, dict[str, str]] = {}
         self._left: float = math.inf  # characters the value being converted may still take
 
     @property
@@ -125,8 +129,11 @@ class TraceValues:
             del self._pending[key]
 
     def commit(self) -> None:
-        """The line being built is in the file: its definitions hold for the lines after it."""
+        """The line being built is in the file: its definitions hold for the lines after it, and
+        the converted values that held them now refer to them (for reuse in a later line)."""
         self._written.update(self._pending)
+        for definition in self._pending.values():
+            definition.pop("value", None)
         self._pending.clear()
 
     def summary(self, value: Mapping[Any, Any]) -> dict[str, Any]:
@@ -199,8 +206,9 @@ class TraceValues:
         key = text_id(text)
         if key in self._written or key in self._pending:
             return {TEXT_KEY: key}
-        self._pending[key] = None
-        return {TEXT_KEY: key, "value": text}
+        definition = {TEXT_KEY: key, "value": text}
+        self._pending[key] = definition
+        return definition
 
 
 def _message(message: BaseMessage) -> dict[str, Any]:

@@ -177,6 +177,9 @@ class JsonlTracer(BaseTracer):
         self._lock = threading.Lock()
         # Which shared texts this file holds; a new tracer (a resumed run) defines them again.
         self._values = TraceValues()
+        # A LangGraph task's run and its node's run under it get equal inputs and outputs: a
+        # parent reuses its last children's converted values (a C-speed equality test first).
+        self._children: dict[UUID, list[tuple[Any, Any]]] = {}
 
     # Runs are written as they finish; the tree is not kept in memory.
     @staticmethod
@@ -228,8 +231,9 @@ class JsonlTracer(BaseTracer):
     def _on_run_update(self, run: Run) -> None:
         head = self._head_text(run)
         with self._lock:  # shared texts are defined in the file before a line refers to them
-            line = self._scrub(self._line(run, head, self._values))
-            data = (line + "\n").encode("utf-8")
+            children = self._children.pop(run.id, [])
+            line, converted = self._line(run, head, self._values, children)
+            data = (self._scrub(line) + "\n").encode("utf-8")
             # One unbuffered O_APPEND write per line: a kill can only tear the last line.
             descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -239,21 +243,38 @@ class JsonlTracer(BaseTracer):
             finally:
                 os.close(descriptor)
             self._values.commit()
+            if converted and run.parent_run_id is not None and _is_graph_run(run):
+                # The last two children are enough: a node's run is followed by its routing run.
+                siblings = self._children.setdefault(run.parent_run_id, [])
+                siblings[:] = [*siblings[-2:], *converted]
         self.order_map.pop(run.id, None)
 
     def record(self, run: Run) -> dict[str, Any]:
         """The JSON-able record written for a finished run (its texts in full)."""
         values = TraceValues()  # every text defined in this record, none referenced
-        return dict(json.loads(self._line(run, self._head_text(run), values)))
+        line, _ = self._line(run, self._head_text(run), values, [])
+        return dict(json.loads(line))
 
-    def _line(self, run: Run, head: str, values: TraceValues) -> str:
-        """The run's JSON line: the head, then inputs and outputs (each serialized once)."""
+    def _line(
+        self, run: Run, head: str, values: TraceValues, children: list[tuple[Any, Any]]
+    ) -> tuple[str, list[tuple[Any, Any]]]:
+        """The run's JSON line (the head, then inputs and outputs, each serialized once), and
+        the inputs and outputs with their converted values. A value equal to one of
+        ``children`` (``(value, converted)`` pairs) is written from its converted value."""
         if not self.include_io:
-            return head
+            return head, []
         graph_run = _is_graph_run(run)
-        inputs = self._io_text(run.inputs, values, graph_run)
-        outputs = self._io_text(run.outputs, values, graph_run)
-        return f'{head[:-1]}, "inputs": {inputs}, "outputs": {outputs}}}'
+        converted: list[tuple[Any, Any]] = []
+        texts: list[str] = []
+        for value in (run.inputs, run.outputs):
+            done = _converted_before(value, children) if children else None
+            if done is None:
+                structure, text = self._io(value, values, graph_run)
+            else:
+                structure, text = done, json.dumps(done, ensure_ascii=False)
+            converted.append((value, structure))
+            texts.append(text)
+        return f'{head[:-1]}, "inputs": {texts[0]}, "outputs": {texts[1]}}}', converted
 
     def _head_text(self, run: Run) -> str:
         end = run.end_time
@@ -275,23 +296,26 @@ class JsonlTracer(BaseTracer):
         }
         return json.dumps(record, default=str, ensure_ascii=False)
 
-    def _io_text(self, value: Any, values: TraceValues, graph_run: bool) -> str:
-        """The JSON of a run's inputs or outputs, summarized or truncated past ``max_io_chars``."""
+    def _io(self, value: Any, values: TraceValues, graph_run: bool) -> tuple[Any, str]:
+        """A run's inputs or outputs converted (summarized or truncated past ``max_io_chars``),
+        and their JSON."""
         limit = self.max_io_chars
         defined = values.defined
         if graph_run and limit is not None and isinstance(value, Mapping):
             # A node's whole graph state: the conversion stops at the limit, so a large state
             # is summarized without being serialized first.
             try:
-                return json.dumps(values.convert(value, limit), ensure_ascii=False)
+                structure = values.convert(value, limit)
             except TooLarge:
-                return json.dumps(values.summary(value), ensure_ascii=False)
-        text = json.dumps(values.convert(value), ensure_ascii=False)
+                structure = values.summary(value)
+            return structure, json.dumps(structure, ensure_ascii=False)
+        structure = values.convert(value)
+        text = json.dumps(structure, ensure_ascii=False)
         if limit is None or len(text) <= limit:
-            return text
+            return structure, text
         values.undo(defined)  # the preview is a string: its definitions are not usable
         truncated = {"truncated": True, "chars": len(text), "preview": text[:limit]}
-        return json.dumps(truncated, ensure_ascii=False)
+        return truncated, json.dumps(truncated, ensure_ascii=False)
 
     @staticmethod
     def _scrub(line: str) -> str:
@@ -311,6 +335,17 @@ def _is_graph_run(run: Run) -> bool:
     return run.run_type == "chain" and (
         "langgraph_node" in metadata or metadata.get("ls_integration") == "langgraph"
     )
+
+
+def _converted_before(value: Any, children: list[tuple[Any, Any]]) -> Any:
+    """The converted value of an equal child value, or None."""
+    for child_value, converted in children:
+        try:
+            if child_value is value or child_value == value:
+                return converted
+        except Exception:  # a value that cannot be compared (arrays): converted anew
+            continue
+    return None
 
 
 def _generation(generation: Any) -> dict[str, Any]:

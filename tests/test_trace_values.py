@@ -143,3 +143,28 @@ def test_a_model_run_records_its_messages_and_generation(tmp_path: Path) -> None
     }
     (generation,) = record["outputs"]["generations"][0]
     assert generation["message"]["type"] == "ai" and generation["message"]["content"] == "an answer"
+
+
+class _Prompted(TypedDict):
+    prompt: str
+    answer: str
+
+
+def test_a_node_and_its_task_run_record_the_same_values_once(tmp_path: Path) -> None:
+    builder = StateGraph(_Prompted)
+    # A runnable node: LangGraph traces the task's run and, under it, the runnable's.
+    builder.add_node(
+        "answer", RunnableLambda(lambda state: {"answer": state["prompt"].upper()}, name="answer")
+    )
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    trace = tmp_path / "trace.jsonl"
+    builder.compile().invoke({"prompt": LONG, "answer": ""}, {"callbacks": [JsonlTracer(trace)]})
+
+    text = trace.read_text(encoding="utf-8")
+    assert text.count(LONG) == 1 and text.count(LONG.upper()) == 1
+    node, task = sorted(  # the node run ("seq:step:1") sorts before the task's ("graph:step:1")
+        (r for r in read_trace(trace) if r["name"] == "answer"), key=lambda r: len(r["tags"][0])
+    )
+    assert task["inputs"] == node["inputs"] == {"prompt": LONG, "answer": ""}
+    assert task["outputs"] == node["outputs"] == {"answer": LONG.upper()}
