@@ -232,22 +232,28 @@ class JsonlTracer(BaseTracer):
         head = self._head_text(run)
         with self._lock:  # shared texts are defined in the file before a line refers to them
             children = self._children.pop(run.id, [])
-            line, converted = self._line(run, head, self._values, children)
-            data = (self._scrub(line) + "\n").encode("utf-8")
-            # One unbuffered O_APPEND write per line: a kill can only tear the last line.
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                written = 0
-                while written < len(data):
-                    written += os.write(descriptor, data[written:])
-            finally:
-                os.close(descriptor)
+                line, converted = self._line(run, head, self._values, children)
+                self._append((self._scrub(line) + "\n").encode("utf-8"))
+            except BaseException:
+                self._values.undo(0)  # the line is not in the file: nor are its definitions
+                raise
             self._values.commit()
             if converted and run.parent_run_id is not None and _is_graph_run(run):
                 # The last two children are enough: a node's run is followed by its routing run.
                 siblings = self._children.setdefault(run.parent_run_id, [])
                 siblings[:] = [*siblings[-2:], *converted]
         self.order_map.pop(run.id, None)
+
+    def _append(self, data: bytes) -> None:
+        # One unbuffered O_APPEND write per line: a kill can only tear the last line.
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(descriptor, data[written:])
+        finally:
+            os.close(descriptor)
 
     def record(self, run: Run) -> dict[str, Any]:
         """The JSON-able record written for a finished run (its texts in full)."""

@@ -168,3 +168,21 @@ def test_a_node_and_its_task_run_record_the_same_values_once(tmp_path: Path) -> 
     )
     assert task["inputs"] == node["inputs"] == {"prompt": LONG, "answer": ""}
     assert task["outputs"] == node["outputs"] == {"answer": LONG.upper()}
+
+
+def test_a_line_that_could_not_be_written_defines_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    tracer = JsonlTracer(trace)
+    echo = RunnableLambda(lambda x: x, name="echo")
+
+    def full_disk(self: JsonlTracer, data: bytes) -> None:
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(JsonlTracer, "_append", full_disk)
+        echo.invoke(LONG, {"callbacks": [tracer]})  # LangChain logs the callback's error
+    echo.invoke(LONG, {"callbacks": [tracer]})
+    (record,) = read_trace(trace)
+    assert record["inputs"]["input"] == LONG  # defined in the line that was written
