@@ -49,7 +49,13 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "callbacks + tracing",
-        ("langchain_core.callbacks", "langchain_core.tracers", "drpo_agents.tracing", "langsmith"),
+        (
+            "langchain_core.callbacks",
+            "langchain_core.tracers",
+            "drpo_agents.tracing",
+            "drpo_agents.trace_values",
+            "langsmith",
+        ),
     ),
     ("langchain_core (runnables, chat model, messages)", ("langchain_core",)),
     ("our node code (drpo_agents)", ("drpo_agents",)),

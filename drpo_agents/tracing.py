@@ -14,25 +14,26 @@ role), so any LangChain tracer shows the search as it is. Besides LangSmith
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
-from langchain_core.load import dumpd
-from langchain_core.load.serializable import Serializable
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
-from pydantic import BaseModel
 
 from drpo_agents.errors import DRPOError
 from drpo_agents.run_files import TRACE_FILE as TRACE_FILE  # re-exported: its old home
+from drpo_agents.trace_values import REDACTED as REDACTED  # re-exported: its old home
+from drpo_agents.trace_values import TooLarge, TraceValues, redact_keys, resolve_texts
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -45,36 +46,10 @@ OTEL_EXTRA_HINT = (
 PHOENIX_ENDPOINT = "http://localhost:6006/v1/traces"
 """Where a local Arize Phoenix (``phoenix serve``) receives OTLP over HTTP."""
 
-REDACTED = "[redacted]"
-# Keys whose values are never written, wherever they appear (metadata, inputs, outputs).
-_SECRET_KEY = re.compile(
-    r"api[_-]?key|secret|passw(or)?d|authorization|credential|(access|auth|bearer)[_-]?token", re.I
-)
 # Environment variables holding secrets: their values are scrubbed from every line.
 _SECRET_ENV = re.compile(r"API_?KEY|SECRET|TOKEN|PASSW(OR)?D|CREDENTIAL", re.I)
 # Well-known key shapes (OpenAI, Anthropic, LangSmith), scrubbed even when not in the environment.
 _KEY_SHAPE = re.compile(r"\b(?:sk-(?:ant-)?|lsv2_)[A-Za-z0-9_\-]{16,}")
-
-
-def _jsonable(value: Any) -> Any:
-    """``json.dumps`` fallback: LangChain objects, pydantic models, dataclasses, then ``repr``."""
-    if isinstance(value, Serializable):
-        return dumpd(value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return repr(value)
-
-
-# Traced states repeat the same few hundred keys thousands of times: each is judged once.
-@functools.lru_cache(maxsize=4096)
-def _is_secret_key(key: str) -> bool:
-    return _SECRET_KEY.search(key) is not None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -82,21 +57,29 @@ def _is_secret_env(name: str) -> bool:
     return _SECRET_ENV.search(name) is not None
 
 
-def _redact_keys(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {
-            k: (REDACTED if isinstance(k, str) and _is_secret_key(k) else _redact_keys(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact_keys(v) for v in value]
-    return value
+# The environment as last read (its raw items) and the secret values found in it.
+_secrets_seen: dict[str, Any] = {"environment": None, "values": []}
 
 
 def _secret_values() -> list[str]:
-    # Read at every line (a variable set mid-run is scrubbed too), but only secret-named values.
-    values = {v for k in os.environ if _is_secret_env(k) and len(v := os.environ.get(k, "")) >= 8}
-    return sorted(values, key=len, reverse=True)
+    # Read at every line (a variable set mid-run is scrubbed too), but only secret-named values;
+    # decoding the environment costs more than a line, so it is redone only when it changed
+    # (comparing CPython's raw snapshot of it is cheap).
+    raw = getattr(os.environ, "_data", None)
+    snapshot = tuple(raw.items()) if isinstance(raw, dict) else None
+    if snapshot is not None and snapshot == _secrets_seen["environment"]:
+        return list(_secrets_seen["values"])
+    found = {v for k, v in os.environ.items() if len(v) >= 8 and _is_secret_env(k)}
+    values = sorted(found, key=len, reverse=True)
+    _secrets_seen.update(environment=snapshot, values=values)
+    return list(values)
+
+
+def _scrub_key_shapes(text: str) -> str:
+    # The plain substring test first: the regex costs more than most lines take to build.
+    if "sk-" in text or "lsv2_" in text:
+        return _KEY_SHAPE.sub(REDACTED, text)
+    return text
 
 
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@/\s]*@", re.I)
@@ -108,7 +91,7 @@ def scrub_secrets(text: str) -> str:
     for secret in _secret_values():
         text = text.replace(secret, REDACTED)
     text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
-    return _KEY_SHAPE.sub(REDACTED, text)
+    return _scrub_key_shapes(text)
 
 
 def _token_usage(run: Run) -> dict[str, int] | None:
@@ -120,12 +103,16 @@ def _token_usage(run: Run) -> dict[str, int] | None:
     for generations in run.outputs.get("generations") or []:
         for generation in generations or []:
             message = generation.get("message") if isinstance(generation, dict) else None
-            if isinstance(message, dict):
+            if isinstance(message, BaseMessage):  # this tracer keeps the message object
+                usage = getattr(message, "usage_metadata", None)
+            elif isinstance(message, dict):  # LangChain's dumpd form
                 usage = (message.get("kwargs") or message).get("usage_metadata")
-                if isinstance(usage, dict):
-                    found = True
-                    for key in totals:
-                        totals[key] += int(usage.get(key) or 0)
+            else:
+                continue
+            if isinstance(usage, dict):
+                found = True
+                for key in totals:
+                    totals[key] += int(usage.get(key) or 0)
     if not found:
         llm_output = run.outputs.get("llm_output") or {}
         usage = llm_output.get("token_usage") or llm_output.get("usage") or {}
@@ -152,6 +139,12 @@ class JsonlTracer(BaseTracer):
     middle of a line leaves it torn at the end of the file; the next tracer on the file cuts
     it off before appending (see :func:`repair_trace`), and :func:`read_trace` skips it.
 
+    Inputs and outputs are kept compact (:mod:`drpo_agents.trace_values`): model runs record
+    their messages (``{"messages": [[{"type", "content"}, …]]}``) and generations as type and
+    content; a text of 200 characters or more is written once per file and referenced after
+    that (``{"$text": ID}``; :func:`read_trace` restores it); a LangGraph node run's state
+    over ``max_io_chars`` is summarized (small values kept, large ones by size), not serialized.
+
     Secrets are never written: values under secret-looking keys (``api_key``, ``password``, …),
     the values of environment variables named like ``*_API_KEY``/``*TOKEN``/``*SECRET*``, and
     strings shaped like OpenAI/Anthropic/LangSmith keys become ``[redacted]``. Model
@@ -160,9 +153,10 @@ class JsonlTracer(BaseTracer):
     Args:
         path: the JSON-lines file (created with its folder; appended to if it exists).
         include_io: record inputs and outputs (prompts, answers, graph state updates).
-        max_io_chars: inputs or outputs whose JSON is longer are replaced by
-            ``{"truncated": true, "chars": N, "preview": "..."}`` (``None``: no limit). Node
-            runs receive the whole graph state, which grows with the search.
+        max_io_chars: a graph node's inputs or outputs estimated longer become a summary
+            ``{"truncated": true, "summary": {...}}``; other inputs or outputs whose JSON is
+            longer become ``{"truncated": true, "chars": N, "preview": "..."}`` (``None``: no
+            limit).
 
     Example:
         >>> tracer = JsonlTracer(Path(run_dir) / TRACE_FILE)
@@ -181,6 +175,11 @@ class JsonlTracer(BaseTracer):
         self.include_io = include_io
         self.max_io_chars = max_io_chars
         self._lock = threading.Lock()
+        # Which shared texts this file holds; a new tracer (a resumed run) defines them again.
+        self._values = TraceValues()
+        # A LangGraph task's run and its node's run under it get equal inputs and outputs: a
+        # parent reuses its last children's converted values (a C-speed equality test first).
+        self._children: dict[UUID, list[tuple[Any, Any]]] = {}
 
     # Runs are written as they finish; the tree is not kept in memory.
     @staticmethod
@@ -190,34 +189,100 @@ class JsonlTracer(BaseTracer):
     def _persist_run(self, run: Run) -> None:
         return None
 
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Run:
+        """A model run (``run_type`` ``llm``, as before) that keeps its messages, not LangChain's
+        one-string rendering of them; they are converted only when the line is written."""
+        run = self.on_llm_start(
+            serialized,
+            [],
+            run_id=run_id,
+            tags=tags,
+            parent_run_id=parent_run_id,
+            metadata=metadata,
+            name=name,
+            **kwargs,
+        )
+        run.inputs = {"messages": messages}
+        return run
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> Run:
+        """End a model run, keeping each generation as its text or message (no ``dumpd``)."""
+        run = self._get_run(run_id, run_type={"llm", "chat_model"})
+        run.outputs = {
+            "generations": [[_generation(g) for g in batch] for batch in response.generations],
+            "llm_output": response.llm_output,
+        }
+        run.end_time = datetime.now(UTC)
+        self._end_trace(run)
+        self._on_llm_end(run)
+        return run
+
     def _on_run_update(self, run: Run) -> None:
-        line = self._scrub(self._line(run))
-        data = (line + "\n").encode("utf-8")
-        with self._lock:
-            # One unbuffered O_APPEND write per line: a kill can only tear the last line.
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        head = self._head_text(run)
+        with self._lock:  # shared texts are defined in the file before a line refers to them
+            children = self._children.pop(run.id, [])
             try:
-                written = 0
-                while written < len(data):
-                    written += os.write(descriptor, data[written:])
-            finally:
-                os.close(descriptor)
+                line, converted = self._line(run, head, self._values, children)
+                self._append((self._scrub(line) + "\n").encode("utf-8"))
+            except BaseException:
+                self._values.undo(0)  # the line is not in the file: nor are its definitions
+                raise
+            self._values.commit()
+            if converted and run.parent_run_id is not None and _is_graph_run(run):
+                # The last two children are enough: a node's run is followed by its routing run.
+                siblings = self._children.setdefault(run.parent_run_id, [])
+                siblings[:] = [*siblings[-2:], *converted]
         self.order_map.pop(run.id, None)
 
+    def _append(self, data: bytes) -> None:
+        # One unbuffered O_APPEND write per line: a kill can only tear the last line.
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(descriptor, data[written:])
+        finally:
+            os.close(descriptor)
+
     def record(self, run: Run) -> dict[str, Any]:
-        """The JSON-able record written for a finished run."""
-        return dict(json.loads(self._line(run)))
+        """The JSON-able record written for a finished run (its texts in full)."""
+        values = TraceValues()  # every text defined in this record, none referenced
+        line, _ = self._line(run, self._head_text(run), values, [])
+        return dict(json.loads(line))
 
-    def _line(self, run: Run) -> str:
-        """``record(run)`` as its JSON line; inputs and outputs are serialized once (measuring
-        them for truncation already did), not again with the record."""
-        head = json.dumps(self._head(run), default=_jsonable, ensure_ascii=False)
+    def _line(
+        self, run: Run, head: str, values: TraceValues, children: list[tuple[Any, Any]]
+    ) -> tuple[str, list[tuple[Any, Any]]]:
+        """The run's JSON line (the head, then inputs and outputs, each serialized once), and
+        the inputs and outputs with their converted values. A value equal to one of
+        ``children`` (``(value, converted)`` pairs) is written from its converted value."""
         if not self.include_io:
-            return head
-        inputs, outputs = self._io_text(run.inputs), self._io_text(run.outputs)
-        return f'{head[:-1]}, "inputs": {inputs}, "outputs": {outputs}}}'
+            return head, []
+        graph_run = _is_graph_run(run)
+        converted: list[tuple[Any, Any]] = []
+        texts: list[str] = []
+        for value in (run.inputs, run.outputs):
+            done = _converted_before(value, children) if children else None
+            if done is None:
+                structure, text = self._io(value, values, graph_run)
+            else:
+                structure, text = done, json.dumps(done, ensure_ascii=False)
+            converted.append((value, structure))
+            texts.append(text)
+        return f'{head[:-1]}, "inputs": {texts[0]}, "outputs": {texts[1]}}}', converted
 
-    def _head(self, run: Run) -> dict[str, Any]:
+    def _head_text(self, run: Run) -> str:
         end = run.end_time
         record: dict[str, Any] = {
             "id": str(run.id),
@@ -227,7 +292,7 @@ class JsonlTracer(BaseTracer):
             "name": run.name,
             "run_type": run.run_type,
             "tags": list(run.tags or []),
-            "metadata": _redact_keys(dict((run.extra or {}).get("metadata") or {})),
+            "metadata": redact_keys(dict((run.extra or {}).get("metadata") or {})),
             "start_time": run.start_time.isoformat(),
             "end_time": end.isoformat() if end else None,
             "duration_ms": round((end - run.start_time).total_seconds() * 1000, 3) if end else None,
@@ -235,15 +300,28 @@ class JsonlTracer(BaseTracer):
             "error": run.error,
             "usage": _token_usage(run),
         }
-        return record
+        return json.dumps(record, default=str, ensure_ascii=False)
 
-    def _io_text(self, value: Any) -> str:
-        """``json.dumps`` of what :meth:`_io` returns for ``value``."""
-        text = json.dumps(_redact_keys(value), default=_jsonable, ensure_ascii=False)
-        if self.max_io_chars is None or len(text) <= self.max_io_chars:
-            return text
-        truncated = {"truncated": True, "chars": len(text), "preview": text[: self.max_io_chars]}
-        return json.dumps(truncated, ensure_ascii=False)
+    def _io(self, value: Any, values: TraceValues, graph_run: bool) -> tuple[Any, str]:
+        """A run's inputs or outputs converted (summarized or truncated past ``max_io_chars``),
+        and their JSON."""
+        limit = self.max_io_chars
+        defined = values.defined
+        if graph_run and limit is not None and isinstance(value, Mapping):
+            # A node's whole graph state: the conversion stops at the limit, so a large state
+            # is summarized without being serialized first.
+            try:
+                structure = values.convert(value, limit)
+            except TooLarge:
+                structure = values.summary(value)
+            return structure, json.dumps(structure, ensure_ascii=False)
+        structure = values.convert(value)
+        text = json.dumps(structure, ensure_ascii=False)
+        if limit is None or len(text) <= limit:
+            return structure, text
+        values.undo(defined)  # the preview is a string: its definitions are not usable
+        truncated = {"truncated": True, "chars": len(text), "preview": text[:limit]}
+        return truncated, json.dumps(truncated, ensure_ascii=False)
 
     @staticmethod
     def _scrub(line: str) -> str:
@@ -251,10 +329,36 @@ class JsonlTracer(BaseTracer):
             # A secret appears JSON-escaped in the line; scrub both spellings.
             for spelling in {secret, json.dumps(secret, ensure_ascii=False)[1:-1]}:
                 line = line.replace(spelling, REDACTED)
-        return _KEY_SHAPE.sub(REDACTED, line)
+        return _scrub_key_shapes(line)
 
     def __repr__(self) -> str:
         return f"JsonlTracer({str(self.path)!r})"
+
+
+def _is_graph_run(run: Run) -> bool:
+    """A LangGraph graph or node run (its inputs or outputs can be the whole graph state)."""
+    metadata = (run.extra or {}).get("metadata") or {}
+    return run.run_type == "chain" and (
+        "langgraph_node" in metadata or metadata.get("ls_integration") == "langgraph"
+    )
+
+
+def _converted_before(value: Any, children: list[tuple[Any, Any]]) -> Any:
+    """The converted value of an equal child value, or None."""
+    for child_value, converted in children:
+        try:
+            if child_value is value or child_value == value:
+                return converted
+        except Exception:  # a value that cannot be compared (arrays): converted anew
+            continue
+    return None
+
+
+def _generation(generation: Any) -> dict[str, Any]:
+    """A generation as the trace keeps it: the message of a chat generation, else the text."""
+    if isinstance(generation, ChatGeneration):
+        return {"message": generation.message}
+    return {"text": generation.text}
 
 
 def repair_trace(path: str | Path) -> int:
@@ -287,7 +391,8 @@ def repair_trace(path: str | Path) -> int:
 
 
 def read_trace(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a :class:`JsonlTracer` file, in the order the runs finished.
+    """The records of a :class:`JsonlTracer` file, in the order the runs finished, with the
+    texts written once and referenced after (``{"$text": ID}``) restored in every record.
 
     A torn last line (the writer was killed mid-line) is skipped.
 
@@ -300,13 +405,18 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
     if not text.endswith("\n"):
         lines = lines[:-1]  # torn by a kill (or empty): not a record
     records: list[dict[str, Any]] = []
+    texts: dict[str, str] = {}  # shared texts defined so far, by id
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DRPOError(f"{trace}: line {number} is not a trace record ({exc.msg})") from exc
+        for part in ("inputs", "outputs"):
+            if part in record:
+                record[part] = resolve_texts(record[part], texts)
+        records.append(record)
     return records
 
 
