@@ -1,4 +1,4 @@
-"""Local tracing: a JSON-lines trace file, and OpenTelemetry/OpenInference export (Arize Phoenix).
+"""Local tracing: :class:`JsonlTracer`, the callback that writes a run's JSON-lines trace.
 
 Every node and model call of a run carries a run name (``drpo_respond``, ``drpo_score``, …),
 tags (``drpo``, ``drpo:<role>``) and ``drpo_*`` metadata (run id, level, candidate id, query id,
@@ -7,9 +7,13 @@ role), so any LangChain tracer shows the search as it is. Besides LangSmith
 
 - :class:`JsonlTracer`, a callback writing one JSON line per finished run, e.g. into the run
   directory: ``optimize(..., callbacks=[JsonlTracer(run_dir / TRACE_FILE)])``. No extra needed.
-- :func:`instrument_opentelemetry`, which turns every LangChain run into an OpenTelemetry span
-  with OpenInference attributes, exported over OTLP to a local collector such as Phoenix.
-  Needs the ``otel`` extra: ``pip install 'drpo-agents[otel]'``.
+  Its values are converted by :mod:`drpo_agents.trace_values`; :mod:`drpo_agents.trace_file`
+  reads a file back (``read_trace``, ``iter_tree``) and repairs a torn last line.
+- :func:`~drpo_agents.otel.instrument_opentelemetry`, which turns every LangChain run into an
+  OpenTelemetry span with OpenInference attributes, exported over OTLP to a local collector such
+  as Phoenix. Needs the ``otel`` extra: ``pip install 'drpo-agents[otel]'``.
+
+Those modules' public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from langchain_core.messages import BaseMessage
@@ -30,21 +34,16 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 
-from drpo_agents.errors import DRPOError
+from drpo_agents.otel import OTEL_EXTRA_HINT as OTEL_EXTRA_HINT  # re-exported: their old home
+from drpo_agents.otel import PHOENIX_ENDPOINT as PHOENIX_ENDPOINT
+from drpo_agents.otel import instrument_opentelemetry as instrument_opentelemetry
+from drpo_agents.otel import uninstrument_opentelemetry as uninstrument_opentelemetry
 from drpo_agents.run_files import TRACE_FILE as TRACE_FILE  # re-exported: its old home
+from drpo_agents.trace_file import iter_tree as iter_tree  # re-exported: their old home
+from drpo_agents.trace_file import read_trace as read_trace
+from drpo_agents.trace_file import repair_trace as repair_trace
 from drpo_agents.trace_values import REDACTED as REDACTED  # re-exported: its old home
-from drpo_agents.trace_values import TooLarge, TraceValues, redact_keys, resolve_texts
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
-
-
-OTEL_EXTRA_HINT = (
-    "OpenTelemetry export needs the 'otel' extra: pip install 'drpo-agents[otel]' "
-    "(openinference-instrumentation-langchain, opentelemetry-sdk, opentelemetry-exporter-otlp-proto-http)"
-)
-PHOENIX_ENDPOINT = "http://localhost:6006/v1/traces"
-"""Where a local Arize Phoenix (``phoenix serve``) receives OTLP over HTTP."""
+from drpo_agents.trace_values import TooLarge, TraceValues, redact_keys
 
 # Environment variables holding secrets: their values are scrubbed from every line.
 _SECRET_ENV = re.compile(r"API_?KEY|SECRET|TOKEN|PASSW(OR)?D|CREDENTIAL", re.I)
@@ -359,153 +358,3 @@ def _generation(generation: Any) -> dict[str, Any]:
     if isinstance(generation, ChatGeneration):
         return {"message": generation.message}
     return {"text": generation.text}
-
-
-def repair_trace(path: str | Path) -> int:
-    """Cut off a torn last line (one without its newline, left by a killed process) so that
-    appended lines start on a line of their own; returns the bytes removed (0: nothing torn)."""
-    trace = Path(path)
-    if not trace.exists():
-        return 0
-    with trace.open("rb+") as file:
-        size = file.seek(0, os.SEEK_END)
-        if size == 0:
-            return 0
-        file.seek(size - 1)
-        if file.read(1) == b"\n":
-            return 0
-        # Scan back for the last newline, a block at a time (a torn line can be long).
-        end = size
-        keep = 0
-        while end > 0:
-            start = max(0, end - 65536)
-            file.seek(start)
-            block = file.read(end - start)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            end = start
-        file.truncate(keep)
-        return size - keep
-
-
-def read_trace(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a :class:`JsonlTracer` file, in the order the runs finished, with the
-    texts written once and referenced after (``{"$text": ID}``) restored in every record.
-
-    A torn last line (the writer was killed mid-line) is skipped.
-
-    Raises:
-        DRPOError: a line other than a torn last one is not JSON.
-    """
-    trace = Path(path)
-    text = trace.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")
-    if not text.endswith("\n"):
-        lines = lines[:-1]  # torn by a kill (or empty): not a record
-    records: list[dict[str, Any]] = []
-    texts: dict[str, str] = {}  # shared texts defined so far, by id
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DRPOError(f"{trace}: line {number} is not a trace record ({exc.msg})") from exc
-        for part in ("inputs", "outputs"):
-            if part in record:
-                record[part] = resolve_texts(record[part], texts)
-        records.append(record)
-    return records
-
-
-def iter_tree(records: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(depth, record)`` for every record, parents before children, siblings by start time."""
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    ids = {r["id"] for r in records}
-    for record in records:
-        parent = record["parent_id"] if record["parent_id"] in ids else None
-        children.setdefault(parent, []).append(record)
-
-    def walk(parent: str | None, depth: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        for record in sorted(children.get(parent, []), key=lambda r: r["dotted_order"] or r["start_time"]):
-            yield depth, record
-            yield from walk(record["id"], depth + 1)
-
-    yield from walk(None, 0)
-
-
-# -- OpenTelemetry / OpenInference ---------------------------------------------------------------
-
-
-def instrument_opentelemetry(
-    tracer_provider: TracerProvider | None = None,
-    *,
-    endpoint: str | None = None,
-    project_name: str = "drpo-agents",
-) -> TracerProvider:
-    """Export every LangChain/LangGraph run in this process as OpenTelemetry spans (OpenInference).
-
-    Uses ``openinference-instrumentation-langchain``: each run becomes a span named like the
-    run (``drpo_optimize``, ``evaluate``, ``drpo_respond``, …) with ``openinference.span.kind``
-    (``CHAIN``/``LLM``), ``metadata`` (JSON, with the ``drpo_*`` ids), ``tag.tags``, input and
-    output values and token counts. The instrumentation is process-wide; calling this again
-    re-instruments with the new provider, :func:`uninstrument_opentelemetry` stops it.
-
-    Args:
-        tracer_provider: where spans go. Default: a new provider (not made global) whose
-            batch processor exports over OTLP/HTTP to ``endpoint``.
-        endpoint: the OTLP/HTTP traces endpoint for the default provider. Default: the
-            ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``/``OTEL_EXPORTER_OTLP_ENDPOINT`` environment
-            variables if set, else a local Phoenix (:data:`PHOENIX_ENDPOINT`).
-        project_name: the service name and Phoenix project of the default provider.
-
-    Returns:
-        The tracer provider in use: call ``force_flush()`` before reading results, and
-        ``shutdown()`` when done (the default provider also flushes at process exit).
-
-    Raises:
-        ImportError: without the ``otel`` extra (``pip install 'drpo-agents[otel]'``).
-    """
-    try:
-        from openinference.instrumentation.langchain import LangChainInstrumentor
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-    except ImportError as exc:
-        raise ImportError(OTEL_EXTRA_HINT) from exc
-
-    if tracer_provider is None:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        except ImportError as exc:
-            raise ImportError(OTEL_EXTRA_HINT) from exc
-        if endpoint is None and not (
-            os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        ):
-            endpoint = PHOENIX_ENDPOINT
-        tracer_provider = TracerProvider(
-            resource=Resource.create(
-                {"service.name": project_name, "openinference.project.name": project_name}
-            )
-        )
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-
-    instrumentor = LangChainInstrumentor()  # a process-wide singleton
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=tracer_provider)
-    return tracer_provider
-
-
-def uninstrument_opentelemetry() -> None:
-    """Stop exporting LangChain runs as spans (a no-op when not instrumented)."""
-    try:
-        from openinference.instrumentation.langchain import LangChainInstrumentor
-    except ImportError:
-        return
-    instrumentor = LangChainInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
