@@ -223,6 +223,10 @@ async def main(smoke: bool = False) -> list[tuple[str, str, str, str]]:
             )
         )
 
+    # 6 (run before 4, whose 100,000-critique store would set the process's peak RSS): storage
+    # grows linearly with depth, and the peak RSS of each depth's run.
+    storage = storage_rows(await measure_depths(SMOKE_DEPTHS if smoke else FULL_DEPTHS))
+
     # 4: recall latency by store size.
     rows += recall_rows([1000] if smoke else [1000, 10_000, 100_000], probes=20 if smoke else 100)
 
@@ -246,9 +250,7 @@ async def main(smoke: bool = False) -> list[tuple[str, str, str, str]]:
         )
     )
 
-    # 6: storage grows linearly with depth.
-    rows += storage_rows(await measure_depths(SMOKE_DEPTHS if smoke else FULL_DEPTHS))
-    return rows
+    return rows + storage
 
 
 def _verdict(ok: bool) -> str:
