@@ -156,6 +156,52 @@ def to_markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_rows(paths: list[Path]) -> dict[str, dict[tuple[str, int], Row]]:
+    """Rows of saved results, per responder: a file's ``rows`` under its ``responder``, any other list
+    of rows under its key (e.g. ``sandbox_default``); a later file's row replaces an earlier one's."""
+    found: dict[str, dict[tuple[str, int], Row]] = {}
+    for path in paths:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key, value in data.items():
+            if not (
+                isinstance(value, list) and value and isinstance(value[0], dict) and "variant" in value[0]
+            ):
+                continue
+            label = str(data.get("responder", "?")) if key == "rows" else key
+            mine = found.setdefault(label, {})
+            for item in value:
+                row = Row(**{**item, "drpo_interval": tuple(item["drpo_interval"])})
+                mine[(row.variant, row.seed)] = row
+    return found
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def summary_markdown(found: dict[str, dict[tuple[str, int], Row]]) -> str:
+    """One line per responder and configuration over its seeds (means of the per-seed numbers)."""
+    lines = [
+        "| responder | config | seeds | DRPO per seed | DRPO | base | URIAL-style | gain vs base "
+        "| win vs base | win vs URIAL | pays |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, by_key in found.items():
+        for variant in dict.fromkeys(v for v, _ in by_key):
+            mine = sorted((r for (v, _), r in by_key.items() if v == variant), key=lambda r: r.seed)
+            drpo, base = _mean([r.drpo for r in mine]), _mean([r.base for r in mine])
+            gain = None if drpo is None or base is None else drpo - base
+            lines.append(
+                f"| {label} | {variant} | {', '.join(str(r.seed) for r in mine)} "
+                f"| {' / '.join(_fmt(r.drpo) for r in mine)} | {_fmt(drpo)} | {_fmt(base)} "
+                f"| {_fmt(_mean([r.urial for r in mine]))} | {'-' if gain is None else f'{gain:+.2f}'} "
+                f"| {_fmt(_mean([r.win_vs_base for r in mine]))} | {_fmt(_mean([r.win_vs_urial for r in mine]))} "
+                f"| {sum(r.pays for r in mine)}/{len(mine)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _save(out: Path, responder: str, variants: dict[str, dict[str, Any]], rows: list[Row]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -199,7 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-real-model"))
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark-real-model/results.json"))
+    parser.add_argument(
+        "--summarize",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS",
+        help="Run nothing: print one line per configuration of these saved results files.",
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summary_markdown(load_rows(args.summarize)))
+        return 0
     variants: dict[str, dict[str, Any]] = {}
     for item in args.variant or ["defaults={}"]:
         name, _, text = item.partition("=")

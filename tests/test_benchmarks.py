@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+
 import pytest
 
 from benchmarks.run import main, to_markdown
@@ -49,3 +53,30 @@ async def test_floor_graph_makes_two_dependent_calls_per_task() -> None:
     graph = floor_graph(Counting(latency=0.0), levels=2, tasks_per_level=3).compile()
     result = await graph.ainvoke({}, {"recursion_limit": 100})
     assert len(calls) == 2 * 2 * 3 and len(result["answers"]) == 2 * 3
+
+
+def test_real_model_summary_groups_seeds_per_responder_and_configuration(tmp_path: Path) -> None:
+    from benchmarks.real_model import Row, load_rows, summary_markdown
+
+    def row(variant: str, seed: int, drpo: float, win: float) -> dict[str, object]:
+        return asdict(
+            Row(variant, seed, 3.0, 2.9, drpo, (drpo - 0.2, drpo + 0.2), win, win, 2.5, 3.0, 5, 84, 1.0)
+        )
+
+    first = tmp_path / "a.json"
+    first.write_text(
+        json.dumps({"responder": "local:x", "rows": [row("gate", 0, 3.2, 0.7), row("gate", 1, 2.0, 0.1)]})
+    )
+    later = tmp_path / "b.json"  # re-measures seed 1 and adds a sandbox prediction
+    later.write_text(
+        json.dumps(
+            {
+                "responder": "local:x",
+                "rows": [row("gate", 1, 3.4, 0.6)],
+                "sandbox_x": [row("gate", 0, 4.0, 1.0)],
+            }
+        )
+    )
+    table = summary_markdown(load_rows([first, later]))
+    assert "| local:x | gate | 0, 1 | 3.20 / 3.40 | 3.30 | 3.00 | 2.90 | +0.30 | 0.65 | 0.65 | 2/2 |" in table
+    assert "| sandbox_x | gate | 0 | 4.00 |" in table
