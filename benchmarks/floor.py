@@ -40,7 +40,10 @@ SYSTEM = "You are a helpful assistant. Answer precisely, give an example, say wh
 
 
 class FixedReplyModel(BaseChatModel):
-    """Sleeps ``latency`` seconds (no CPU), then answers :data:`REPLY` with token usage."""
+    """Sleeps ``latency`` seconds (no CPU), then answers :data:`REPLY` with token usage.
+
+    Not :class:`benchmarks.run.LatencyModel`: that one counts distinct prompts (a ``repr`` of
+    every message per call), CPU that would inflate the floor."""
 
     latency: float = 0.1
 

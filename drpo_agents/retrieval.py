@@ -24,10 +24,10 @@ _STOPWORDS = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # about 8 kB a vector: at most ~8 MB
 def _hashed_vector(text: str, dimensions: int) -> tuple[float, ...]:
-    """:class:`HashingEmbeddings`' vector of ``text``. Cached: a search embeds the same queries and
-    critiques many times. Computed sparsely (a text touches a few dozen of the dimensions); the
+    """:class:`HashingEmbeddings`' vector of ``text``. Cached: a search embeds the same queries
+    (ICL retrieval, recall) many times. Computed sparsely (a text touches a few dozen of the dimensions); the
     norm sums the touched dimensions in index order, the same floats a dense sum adds."""
     words = [w for w in _TOKEN.findall(text.casefold()) if w not in _STOPWORDS]
     features = Counter(words + [f"{a} {b}" for a, b in itertools.pairwise(words)])

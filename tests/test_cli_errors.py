@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from drpo_agents import AlignmentArtifact
 from drpo_agents.artifact import EvaluationRecord, ICLOptimizationRecord, ICLRoundRecord, LevelRecord
 
 from .openai_server import FakeOpenAIServer, http_error
+from .process_runs import wait_for_file
 from .servers import _free_port
 
 SECRET_KEY = "sk-test-NOT-A-REAL-KEY-0123456789abcdef"
@@ -278,11 +278,9 @@ def test_ctrl_c_mid_run_says_how_to_resume_and_resume_finishes(tmp_path: Path) -
         env={**ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():  # level 2's rewrite has started and hangs
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the run never reached level 2"
-            threading.Event().wait(0.05)
+        wait_for_file(
+            process, marker, "the run never reached level 2"
+        )  # level 2's rewrite has started and hangs
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
     finally:

@@ -7,8 +7,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from drpo_agents.retrieval import InMemoryICLRetriever
 from drpo_agents.schemas import ICLExample
 from drpo_agents.vectors import VectorTable
 
+from .process_runs import wait_for_file
 from .servers import _free_port, wait_until_serving
 from .test_cli_errors import ENV, SMALL, one_error, resume_dir
 
@@ -226,11 +225,9 @@ def test_a_chroma_server_lost_mid_level_stops_the_run_and_resume_matches_an_unin
     run = ("--run-dir", "run", "--memory", url, "--checkpointer", postgres_url)
     process = drpo_as("run-x", *args, *run, cwd=tmp_path, pause=[str(paused), str(go)])
     try:
-        deadline = time.monotonic() + 120
-        while not paused.exists():  # level 2's rewrite is about to recall
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the run never reached level 2"
-            threading.Event().wait(0.05)
+        wait_for_file(
+            process, paused, "the run never reached level 2"
+        )  # level 2's rewrite is about to recall
         stoppable[0].kill()
         stoppable[0].wait(timeout=30)
         go.write_text("go", encoding="utf-8")

@@ -149,7 +149,6 @@ class ChromaCritiqueMemory:
                 collection, embedding_function=None, configuration=_SPACE
             )
         self._lessons: dict[str, Any] = {}
-        self._lessons_by_name: dict[str, Any] = {}
         self._mirrors: dict[str, CritiqueTable] = {}  # by collection name
         self._lock = threading.RLock()  # our writes and mirror loads; recalls only take the table's
 
@@ -159,7 +158,6 @@ class ChromaCritiqueMemory:
             self._lessons[responder_model] = self.client.get_or_create_collection(
                 name, embedding_function=None, configuration=_LESSONS_SPACE
             )
-            self._lessons_by_name[name] = self._lessons[responder_model]
         return self._lessons[responder_model]
 
     def remember(self, critiques: Sequence[Critique]) -> None:
@@ -239,9 +237,9 @@ class ChromaCritiqueMemory:
                 mirror.add(ids, items, floats)
 
     def _refresh_mirrors(self) -> None:
-        for name in list(self._mirrors):
-            collection = self.collection if name == self.collection.name else self._lessons_by_name[name]
-            if int(collection.count()) != len(self._mirrors[name]):
+        for collection in [self.collection, *self._lessons.values()]:
+            mirror = self._mirrors.get(collection.name)
+            if mirror is not None and int(collection.count()) != len(mirror):
                 self._load_mirror(collection)
 
     def recall(
