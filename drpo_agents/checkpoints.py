@@ -29,10 +29,23 @@ async def open_checkpointer(
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         except ImportError as exc:
             raise ConfigError("PostgreSQL checkpoints need: pip install 'drpo-agents[postgres]'") from exc
+        from psycopg import AsyncConnection
+        from psycopg.rows import dict_row
+
         await _check_postgres(spec)
-        async with AsyncPostgresSaver.from_conn_string(spec) as saver:
+        # Not ``AsyncPostgresSaver.from_conn_string``: its connection rolls back when an error
+        # leaves the run, and after a checkpoint write cancelled mid-pipeline (a failing node
+        # cancels its siblings) that rollback fails and psycopg logs a warning onto the CLI's
+        # stderr beside the real error. In autocommit mode there is nothing to roll back.
+        postgres = await AsyncConnection.connect(
+            spec, autocommit=True, prepare_threshold=0, row_factory=dict_row
+        )
+        try:
+            saver = AsyncPostgresSaver(postgres)
             await _setup_postgres(saver, spec)
             yield saver
+        finally:
+            await postgres.close()
     elif spec is not None:
         raise ConfigError(f"checkpointer must be a BaseCheckpointSaver or a postgresql:// URL, got {spec!r}")
     elif run_dir is not None:

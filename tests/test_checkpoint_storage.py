@@ -187,3 +187,36 @@ async def test_postgres_stores_the_growing_records_once(postgres_url: str) -> No
     # No whole value per version (only a rare snapshot); every evaluation is stored once, as a write.
     assert all(blobs.get(name, 0) <= 1 for name in GROWING), blobs
     assert writes == len(artifact.evaluations)
+
+
+@pytest.mark.server
+async def test_an_error_after_a_write_cancelled_mid_pipeline_is_all_a_person_sees(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing node cancels its siblings; one cancelled while leaving a checkpoint write's
+    pipeline (repeated cancellation, its connection's lock held elsewhere) leaves psycopg
+    believing the connection is still in pipeline mode. Closing the checkpointer must then not
+    roll back: that rollback fails and psycopg logged the failure onto the CLI's stderr."""
+    import asyncio
+
+    with pytest.raises(DRPOError, match="the node failed"):
+        async with open_checkpointer(postgres_url, None) as saver:
+            assert saver is not None
+            connection = saver.conn
+            inside = asyncio.Event()
+
+            async def write() -> None:
+                async with connection.pipeline():
+                    inside.set()
+                    await asyncio.Event().wait()
+
+            writer = asyncio.create_task(write())
+            await inside.wait()
+            async with connection.lock:  # another statement holds the connection
+                for _ in range(3):  # the body, the pipeline's exit, the pipeline's cleanup
+                    writer.cancel()
+                    await asyncio.sleep(0)
+            await asyncio.gather(writer, return_exceptions=True)
+            assert connection._pipeline is not None and not connection.pgconn.pipeline_status
+            raise DRPOError("the node failed")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
