@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from langchain_core.messages import BaseMessage
 
-from drpo_agents import DRPOConfig, load_training_queries, optimize
+from drpo_agents import DRPOConfig, create_drpo_graph, load_training_queries, optimize
 from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.errors import ConfigError
 from drpo_agents.memory import (
     ChromaCritiqueMemory,
     ChromaICLRetriever,
@@ -252,3 +254,42 @@ def test_each_level_is_stored_once_beside_the_next_and_recall_waits_two_levels()
         rewrite_level = horizon[1] + 1
         # The parent level is being stored beside this rewrite; every level before it is in.
         assert set(range(rewrite_level - 1)) <= stored
+
+
+class _RecallWithoutHorizon:
+    """A custom memory written against the protocol before ``horizon`` existed."""
+
+    def __init__(self) -> None:
+        self.stored: list[Critique] = []
+
+    def remember(self, critiques: Sequence[Critique]) -> None:
+        self.stored.extend(critiques)
+
+    def recall(
+        self,
+        text: str,
+        *,
+        k: int,
+        responder_model: str | None = None,
+        run_id: str | None = None,
+        max_score: int = 3,
+    ) -> list[Critique]:
+        return [c for c in self.stored if c.score <= max_score][:k]
+
+
+class _RecallWithKeywords(_RecallWithoutHorizon):
+    def recall(self, text: str, *, k: int, **filters: object) -> list[Critique]:  # type: ignore[override]
+        return self.stored[:k]
+
+
+def test_a_custom_memory_is_checked_when_the_graph_is_built() -> None:
+    with pytest.raises(ConfigError, match=r"_RecallWithoutHorizon\.recall does not accept horizon"):
+        create_drpo_graph("sandbox", "sandbox", memory=_RecallWithoutHorizon())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="memory must implement CritiqueMemory"):
+        create_drpo_graph("sandbox", "sandbox", memory=object())  # type: ignore[arg-type]
+    config = DRPOConfig(beam_size=1, n_actions=1, depth=2, queries_per_step=2, seed=1)
+    keywords = _RecallWithKeywords()
+    optimize(
+        load_training_queries()[:4], responder="sandbox", judge="sandbox", config=config, memory=keywords
+    )
+    assert keywords.stored  # the run used it

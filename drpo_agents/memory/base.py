@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from drpo_agents.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,27 @@ class CritiqueMemory(Protocol):
         ``text`` first, ties by record id. ``horizon=(run_id, level)``: that run's own records
         only from levels below ``level`` (what its checkpoint had committed when the level began)."""
         ...
+
+
+def check_critique_memory(memory: object) -> None:
+    """Refuse, with one clear message, a custom memory that does not implement
+    :class:`CritiqueMemory` as the search calls it (a ``recall`` written before ``horizon``
+    existed would otherwise fail mid-run with a bare ``TypeError``)."""
+    if not isinstance(memory, CritiqueMemory):
+        raise ConfigError(
+            f"memory must implement CritiqueMemory (remember(critiques) and recall(text, *, k, ...)), "
+            f"got {type(memory).__name__}"
+        )
+    parameters = inspect.signature(memory.recall).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    missing = [name for name in _RECALL_KEYWORDS if name not in parameters]
+    if missing:
+        raise ConfigError(
+            f"{type(memory).__name__}.recall does not accept {', '.join(missing)}: the search calls "
+            f"recall(text, k=..., responder_model=..., run_id=..., max_score=..., horizon=...); "
+            "see drpo_agents.memory.CritiqueMemory"
+        )
+
+
+_RECALL_KEYWORDS = ("k", "responder_model", "run_id", "max_score", "horizon")

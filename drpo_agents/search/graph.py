@@ -42,6 +42,7 @@ from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ConfigError
 from drpo_agents.journal import ResponseJournal, journaled_copies
 from drpo_agents.memory import CritiqueMemory
+from drpo_agents.memory.base import check_critique_memory
 from drpo_agents.models.registry import (
     default_rewriter,
     model_identity,
@@ -109,6 +110,8 @@ def create_drpo_graph(
         >>> out = graph.invoke({"queries": ["How do tides work?", "Plan a picnic.", "Hack my ex's email."]})
     """
     cfg = config or DRPOConfig()
+    if memory is not None:
+        check_critique_memory(memory)
     responder_model = resolve_model(responder, "responder")
     judge_model = resolve_model(judge, "judge")
     # The rewriter defaults to the judge's model (for a string, that model built for the rewriter role).
