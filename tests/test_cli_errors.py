@@ -262,6 +262,36 @@ def test_an_unexpected_error_is_one_line_unless_debugging(tmp_path: Path) -> Non
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "boom in the report" in debug.stderr
 
 
+def test_a_driver_cleanup_warning_beside_the_error_is_not_shown(tmp_path: Path) -> None:
+    """psycopg logs "error ignored in rollback ..." while it closes a connection that the run's
+    error is leaving (CI once saw it beside a lost Chroma server's message)."""
+    script = """
+import logging
+import drpo_agents.cli as cli
+from drpo_agents.errors import ServiceUnavailableError
+
+def failing_app():
+    logging.getLogger("psycopg").warning(
+        "error ignored in rollback on %s: %s", "<AsyncConnection>", "connection not in pipeline mode"
+    )
+    logging.getLogger("psycopg").warning("unknown PostgreSQL timezone: %r; will use UTC", "Mars/Olympus")
+    raise ServiceUnavailableError("the Chroma server stopped answering")
+
+cli.app = failing_app
+cli.main()
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # Only the cleanup noise goes: another psycopg warning still reaches the person.
+    assert lines == [
+        "unknown PostgreSQL timezone: 'Mars/Olympus'; will use UTC",
+        "error: the Chroma server stopped answering",
+    ], result.stderr
+
+
 # -- Ctrl-C -------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ the traceback of an unexpected error), and never shows a secret.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -50,6 +51,8 @@ __all__ = ["CLI_FILE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NO_CANDIDATE", "
 def main() -> None:
     """Entry point of the ``drpo`` script: runs a command and maps whatever stopped it to one
     ``error:`` line and an exit code (see the module docstring)."""
+    if not os.environ.get("DRPO_DEBUG"):
+        logging.getLogger("psycopg").addFilter(_drop_ignored_cleanup_errors)
     try:
         app()  # exits by itself on success, on typer.Exit and on click's usage errors
     except Exception as exc:
@@ -64,3 +67,9 @@ def main() -> None:
             # a client timeout); the checkpoints already hold everything that finished.
             os._exit(code)
         sys.exit(code)
+
+
+def _drop_ignored_cleanup_errors(record: logging.LogRecord) -> bool:
+    """psycopg logs "error ignored in rollback / terminating / exiting" while it cleans up a
+    connection that another error is leaving; that error is the one a person needs, and gets."""
+    return not record.getMessage().startswith("error ignored")
