@@ -18,6 +18,11 @@ async def test_benchmark_smoke_run_produces_every_row() -> None:
     assert any(n.startswith("wall / critical path") for n in names)
     assert any(n.startswith("sequential / concurrent") for n in names)
     assert any(n.startswith("framework overhead") for n in names)
+    # The smoke run's depth 2 is 3 levels of 3 dependent calls: 9 waves, each split row says so.
+    assert [row[1].split(":")[0] for row in rows if row[0].startswith("where the overhead goes")] == [
+        "9 waves",
+        "9 waves",
+    ]
     assert any(n.startswith("critique recall") for n in names)
     assert [n for n in names if n.startswith("storage at depth")] == [
         "storage at depth 2: checkpoints / artifact / trace",
@@ -26,6 +31,21 @@ async def test_benchmark_smoke_run_produces_every_row() -> None:
     calls = next(row for row in rows if row[0] == "calls / tokens per run")[1]
     assert int(calls.split(" / ")[0]) > 0
     assert to_markdown(rows).count("\n") == len(rows) + 1
+
+
+def test_overhead_split_groups_calls_sent_together_into_waves() -> None:
+    from benchmarks.run import overhead_split
+
+    # Two waves of 1 s calls: sent at 0.5 s (answers processed until 1.6 s) and at 1.7 s.
+    spans = [(0.5, 1.52), (0.51, 1.6), (1.7, 2.7), (1.72, 2.75)]
+    split = overhead_split(spans, started=0.0, ended=3.0, latency=1.0)
+    assert split.waves == 2
+    assert split.before_first_call == pytest.approx(0.5)
+    assert split.between_waves == pytest.approx(0.1)
+    assert split.within_waves == pytest.approx(0.1 + 0.05)
+    assert split.after_last_call == pytest.approx(0.25)
+    total = split.before_first_call + split.between_waves + split.within_waves + split.after_last_call
+    assert total == pytest.approx(3.0 - 2 * 1.0)
 
 
 @pytest.mark.slow
