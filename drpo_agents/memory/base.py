@@ -69,6 +69,10 @@ class CritiqueMemory(Protocol):
         ...
 
 
+# The keywords the search passes to ``CritiqueMemory.recall``.
+_RECALL_KEYWORDS = ("k", "responder_model", "run_id", "horizon")
+
+
 def check_critique_memory(memory: object) -> None:
     """Refuse, with one clear message, a custom memory that does not implement
     :class:`CritiqueMemory` as the search calls it (a ``recall`` written before ``horizon``
@@ -85,9 +89,6 @@ def check_critique_memory(memory: object) -> None:
     if missing:
         raise ConfigError(
             f"{type(memory).__name__}.recall does not accept {', '.join(missing)}: the search calls "
-            f"recall(text, k=..., responder_model=..., run_id=..., max_score=..., horizon=...); "
+            f"recall(text, {', '.join(f'{name}=...' for name in _RECALL_KEYWORDS)}); "
             "see drpo_agents.memory.CritiqueMemory"
         )
-
-
-_RECALL_KEYWORDS = ("k", "responder_model", "run_id", "max_score", "horizon")
