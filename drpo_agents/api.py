@@ -27,13 +27,7 @@ from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
 from drpo_agents.journal import ResponseJournal
-from drpo_agents.memory import (
-    ChromaCritiqueMemory,
-    ChromaICLRetriever,
-    CritiqueMemory,
-    InMemoryCritiqueMemory,
-    chroma_client,
-)
+from drpo_agents.memory import CritiqueMemory, InMemoryCritiqueMemory
 from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever
 from drpo_agents.run_files import (
     ARTIFACT_FILE,
@@ -102,6 +96,8 @@ async def _run(
     elif location is None:
         critique_memory = InMemoryCritiqueMemory(embeddings)  # no run directory: nothing to persist
     else:
+        from drpo_agents.memory.chroma import ChromaCritiqueMemory, ChromaICLRetriever, chroma_client
+
         client = chroma_client(location)
         critique_memory = ChromaCritiqueMemory(client=client, embeddings=embeddings)
 

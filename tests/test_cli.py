@@ -173,6 +173,16 @@ def test_inspect_report_and_chat_on_a_finished_run(tmp_path: Path) -> None:
     assert len(replies) >= 2
 
 
+def test_the_command_line_loads_chroma_only_when_a_run_needs_it() -> None:
+    """``import chromadb`` costs about half a second of every ``drpo --help`` or ``inspect``."""
+    script = (
+        "import sys, drpo_agents.cli, drpo_agents.memory as m; loaded = 'chromadb' in sys.modules; "
+        "m.ChromaCritiqueMemory; print(loaded, 'chromadb' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "True"], result.stderr
+
+
 def test_inspect_a_missing_run_is_a_clear_error(tmp_path: Path) -> None:
     result = drpo("inspect", "nowhere", cwd=tmp_path)
     assert result.returncode == 2 and "artifact file not found" in result.stderr

@@ -1,8 +1,19 @@
-"""Where DRPO keeps what it learns: ICL examples and past critiques (Chroma, or in memory)."""
+"""Where DRPO keeps what it learns: ICL examples and past critiques (Chroma, or in memory).
+
+The Chroma classes load on first use: importing ``chromadb`` takes about half a second, which
+``drpo --help``, ``drpo inspect`` and runs without a Chroma memory need not pay.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from drpo_agents.memory.base import Critique, CritiqueMemory
-from drpo_agents.memory.chroma import ChromaCritiqueMemory, ChromaICLRetriever, chroma_client
 from drpo_agents.memory.in_memory import InMemoryCritiqueMemory
+
+if TYPE_CHECKING:
+    from drpo_agents.memory.chroma import ChromaCritiqueMemory, ChromaICLRetriever, chroma_client
 
 __all__ = [
     "ChromaCritiqueMemory",
@@ -12,3 +23,11 @@ __all__ = [
     "InMemoryCritiqueMemory",
     "chroma_client",
 ]
+
+_CHROMA_NAMES = frozenset({"ChromaCritiqueMemory", "ChromaICLRetriever", "chroma_client"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CHROMA_NAMES:
+        return getattr(importlib.import_module("drpo_agents.memory.chroma"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
