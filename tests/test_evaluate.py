@@ -306,11 +306,17 @@ async def test_async_harness_matches_the_sync_one() -> None:
 
 async def test_async_harness_runs_at_most_max_concurrency_tasks_at_once() -> None:
     lock, state = threading.Lock(), {"now": 0, "peak": 0}
+    overlapped = threading.Event()
 
     def script(msgs: list[BaseMessage]) -> str:
         with lock:
             state["now"] += 1
             state["peak"] = max(state["peak"], state["now"])
+            if state["now"] >= 2:
+                overlapped.set()
+        # The first call holds until a second one runs beside it (however slowly threads start);
+        # every call then stays a moment, so a third admitted call would be seen.
+        overlapped.wait(timeout=30)
         time.sleep(0.02)
         with lock:
             state["now"] -= 1
