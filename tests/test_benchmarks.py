@@ -18,11 +18,11 @@ async def test_benchmark_smoke_run_produces_every_row() -> None:
     assert any(n.startswith("wall / critical path") for n in names)
     assert any(n.startswith("sequential / concurrent") for n in names)
     assert any(n.startswith("framework overhead") for n in names)
-    # The smoke run's depth 2 is 3 levels of 3 dependent calls: 9 waves, each split row says so.
-    assert [row[1].split(":")[0] for row in rows if row[0].startswith("where the overhead goes")] == [
-        "9 waves",
-        "9 waves",
-    ]
+    # The smoke run's depth 2 is 3 levels of 3 dependent calls: at least 9 waves (a dependent call
+    # never joins its predecessor's wave; a superstep whose calls are sent more than one latency
+    # apart on a loaded machine counts as two).
+    waves = [row[1].split(" waves:")[0] for row in rows if row[0].startswith("where the overhead goes")]
+    assert len(waves) == 2 and all(int(count) >= 9 for count in waves), waves
     assert any(n.startswith("critique recall") for n in names)
     assert [n for n in names if n.startswith("storage at depth")] == [
         "storage at depth 2: checkpoints / artifact / trace",
