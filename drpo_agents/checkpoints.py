@@ -6,7 +6,7 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -15,6 +15,10 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from drpo_agents.errors import ConfigError, DRPOError, ServiceUnavailableError
 from drpo_agents.run_files import CHECKPOINT_FILE
 from drpo_agents.run_spec import Checkpointer
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg.rows import DictRow
 
 
 @asynccontextmanager
@@ -29,17 +33,11 @@ async def open_checkpointer(
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         except ImportError as exc:
             raise ConfigError("PostgreSQL checkpoints need: pip install 'drpo-agents[postgres]'") from exc
-        from psycopg import AsyncConnection
-        from psycopg.rows import dict_row
-
-        await _check_postgres(spec)
         # Not ``AsyncPostgresSaver.from_conn_string``: its connection rolls back when an error
         # leaves the run, and after a checkpoint write cancelled mid-pipeline (a failing node
         # cancels its siblings) that rollback fails and psycopg logs a warning onto the CLI's
         # stderr beside the real error. In autocommit mode there is nothing to roll back.
-        postgres = await AsyncConnection.connect(
-            spec, autocommit=True, prepare_threshold=0, row_factory=dict_row
-        )
+        postgres = await _connect_postgres(spec)
         try:
             saver = AsyncPostgresSaver(postgres)
             await _setup_postgres(saver, spec)
@@ -92,10 +90,12 @@ def compressed_serde() -> EncryptedSerializer:
     return EncryptedSerializer(ZlibCodec(), BaseCheckpointSaver.serde)
 
 
-async def _check_postgres(url: str) -> None:
-    """Connect once, so a wrong URL, a closed port or a refused login is one clear error
-    (the driver's own is several lines; the password is never part of the message)."""
+async def _connect_postgres(url: str) -> AsyncConnection[DictRow]:
+    """The saver's connection (``from_conn_string``'s settings). A wrong URL, a closed port or a
+    refused login is one clear error (the driver's own is several lines; the password is never
+    part of the message)."""
     import psycopg
+    from psycopg.rows import dict_row
 
     from drpo_agents.tracing import scrub_secrets
 
@@ -107,12 +107,13 @@ async def _check_postgres(url: str) -> None:
         return text.replace(password, "[redacted]") if password else text
 
     try:
-        connection = await psycopg.AsyncConnection.connect(url, connect_timeout=10)
+        return await psycopg.AsyncConnection.connect(
+            url, connect_timeout=10, autocommit=True, prepare_threshold=0, row_factory=dict_row
+        )
     except psycopg.OperationalError as exc:
         raise ServiceUnavailableError(f"cannot connect to PostgreSQL at {shown}: {reason(exc)}") from exc
     except psycopg.Error as exc:
         raise ConfigError(f"invalid PostgreSQL URL {shown}: {reason(exc)}") from exc
-    await connection.close()
 
 
 # Any fixed 64-bit key: all drpo-agents processes serialize checkpoint-table setup on it.

@@ -308,9 +308,8 @@ def test_ctrl_c_mid_run_says_how_to_resume_and_resume_finishes(tmp_path: Path) -
         env={**ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     try:
-        wait_for_file(
-            process, marker, "the run never reached level 2"
-        )  # level 2's rewrite has started and hangs
+        # level 2's rewrite has started and hangs
+        wait_for_file(process, marker, "the run never reached level 2")
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
     finally:

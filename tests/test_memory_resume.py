@@ -225,9 +225,8 @@ def test_a_chroma_server_lost_mid_level_stops_the_run_and_resume_matches_an_unin
     run = ("--run-dir", "run", "--memory", url, "--checkpointer", postgres_url)
     process = drpo_as("run-x", *args, *run, cwd=tmp_path, pause=[str(paused), str(go)])
     try:
-        wait_for_file(
-            process, paused, "the run never reached level 2"
-        )  # level 2's rewrite is about to recall
+        # level 2's rewrite is about to recall
+        wait_for_file(process, paused, "the run never reached level 2")
         stoppable[0].kill()
         stoppable[0].wait(timeout=30)
         go.write_text("go", encoding="utf-8")
