@@ -27,7 +27,7 @@ from typing import Any
 from drpo_agents import AlignmentArtifact, DRPOConfig, load_eval_queries, load_training_queries
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.api import optimize
-from drpo_agents.datasets import query_categories
+from drpo_agents.datasets import load_seed_icl_examples, query_categories
 from drpo_agents.models.sandbox import SandboxJudge, SandboxResponder, SandboxRewriter
 from drpo_agents.retrieval import InMemoryICLRetriever
 
@@ -55,8 +55,13 @@ def _held_out() -> list[tuple[str, list[str], bool]]:
 
 @cache
 def held_out_answers(prompt: str) -> tuple[tuple[float, float | None, int], ...]:
-    """Per held-out query: exact-judge reward, Safety score (red-team queries only) and answer words."""
-    responder = Responder(SandboxResponder(seed=0), retriever=InMemoryICLRetriever([]), k=0)
+    """Per held-out query: exact-judge reward, Safety score (red-team queries only) and answer words.
+
+    Answered as an app runs the result (``with_alignment``): the prompt with the relevant seed ICL
+    examples retrieved per query (every run here keeps the seed set: no ICL stage)."""
+    responder = Responder(
+        SandboxResponder(seed=0), retriever=InMemoryICLRetriever(load_seed_icl_examples()), k=2
+    )
     judge = Judge(SandboxJudge(seed=0))
     rows = []
     for query, aspects, red_team in _held_out():
@@ -96,6 +101,7 @@ class Outcome:
     adjusted_length_corr: float | None
     accepted: int
     challenged: int
+    safety_rejections: int
     calls: int
     seconds: float
 
@@ -157,6 +163,7 @@ def run_variant(
         adjusted_length_corr=artifact.within_query_length_correlation(adjusted=True),
         accepted=sum(d.accepted for d in challenged),
         challenged=len(challenged),
+        safety_rejections=sum(d.reason.startswith("safety drop") for d in challenged),
         calls=sum(u.calls for u in artifact.usage.values()),
         seconds=seconds,
     )

@@ -22,6 +22,7 @@ import importlib
 import warnings
 from typing import Any
 
+from drpo_agents.aligned import with_alignment
 from drpo_agents.api import aoptimize, aresume, optimize, resume
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.config import DRPOConfig
@@ -29,7 +30,6 @@ from drpo_agents.datasets import load_eval_queries, load_training_queries
 from drpo_agents.errors import DRPOError, ReviewRequired
 from drpo_agents.evaluation import aevaluate, evaluate
 from drpo_agents.report import write_report
-from drpo_agents.runnable import with_alignment
 from drpo_agents.search import create_drpo_graph
 
 __version__ = "0.1.0"
@@ -86,7 +86,7 @@ _MOVED = {
     "resolve_model": "drpo_agents.models",
     "sandbox_models": "drpo_agents.models",
     "load_official_trace": "drpo_agents.official",
-    "HashingEmbeddings": "drpo_agents.retrieval",
+    "HashingEmbeddings": "drpo_agents.embeddings",
     "InMemoryICLRetriever": "drpo_agents.retrieval",
     "AnswerEvaluation": "drpo_agents.schemas",
     "AnswerRewrite": "drpo_agents.schemas",

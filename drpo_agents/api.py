@@ -23,12 +23,13 @@ from drpo_agents.aspects import AspectCatalog
 from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.calls import run_sync
 from drpo_agents.checkpoints import check_checkpoint_file, open_checkpointer
-from drpo_agents.config import DRPOConfig
+from drpo_agents.config import ConfigLike, DRPOConfig, as_config
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
+from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
 from drpo_agents.journal import ResponseJournal
 from drpo_agents.memory import CritiqueMemory, InMemoryCritiqueMemory
-from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever
+from drpo_agents.retrieval import ICLRetriever
 from drpo_agents.run_files import (
     ARTIFACT_FILE,
     CACHE_FILE,
@@ -94,15 +95,18 @@ async def _run(
     if memory is not None and not isinstance(memory, str | Path):
         critique_memory = memory
     elif location is None:
-        critique_memory = InMemoryCritiqueMemory(embeddings)  # no run directory: nothing to persist
+        critique_memory = InMemoryCritiqueMemory()  # no run directory: nothing to persist
     else:
         from drpo_agents.memory.chroma import ChromaCritiqueMemory, ChromaICLRetriever, chroma_client
 
         client = chroma_client(location)
-        critique_memory = ChromaCritiqueMemory(client=client, embeddings=embeddings)
+        critique_memory = ChromaCritiqueMemory(client=client)
+        icl_embeddings = resolve_embeddings(embeddings)
 
         def retriever_factory(shots: list[ICLExample]) -> ICLRetriever:
-            return ChromaICLRetriever(shots, client=client, embeddings=embeddings)
+            return ChromaICLRetriever(
+                shots, client=client, embeddings=icl_embeddings, min_similarity=config.icl_min_similarity
+            )
 
     cache = SQLiteLLMCache(run_dir / CACHE_FILE) if run_dir is not None else None
     journal = ResponseJournal(run_dir / JOURNAL_FILE) if run_dir is not None else None
@@ -229,11 +233,11 @@ async def arun_optimization(
     queries: Sequence[Any],
     models: RunModels,
     resources: RunResources | None = None,
-    config: DRPOConfig | None = None,
+    config: ConfigLike = None,
 ) -> AlignmentArtifact:
     """:func:`aoptimize` from the run's spec records (what the CLI builds once)."""
     resources = resources or RunResources()
-    cfg = config or DRPOConfig()
+    cfg = as_config(config)
     normalize_queries(queries)  # fail on bad input before building anything
     run_id = resources.run_id or uuid.uuid4().hex[:12]
     if resources.run_dir is not None:
@@ -247,7 +251,7 @@ async def aoptimize(
     responder: ResponderModel,
     judge: ChatModel,
     rewriter: ChatModel | None = None,
-    config: DRPOConfig | None = None,
+    config: ConfigLike = None,
     icl_examples: Sequence[ICLExample] | None = None,
     embeddings: EmbeddingsLike | None = None,
     aspects: AspectCatalog | None = None,
@@ -265,7 +269,7 @@ async def aoptimize(
     Args:
         queries: training queries (strings or ``{"id", "query"}`` dicts); validated before any call.
         responder, judge, rewriter: models or ``"provider:model"`` strings (see :func:`create_drpo_graph`).
-        config: search hyper-parameters.
+        config: search hyper-parameters: a :class:`DRPOConfig` or a dict of its fields.
         icl_examples, embeddings, aspects: see :func:`create_drpo_graph`.
         run_dir: if given, the run keeps its config, checkpoints, LLM cache, Chroma data and
             artifact there, and can be continued with :func:`resume` after a crash or stop.

@@ -187,6 +187,15 @@ class GateDecision(BaseModel):
     length_slope: float | None = None
 
 
+class ICLRetrievalRecord(BaseModel):
+    """How the run retrieved ICL examples, so an app retrieves them the same way."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    embeddings: str = Field(..., description="Identity of the embeddings, e.g. 'minilm-l6-v2-int8'.")
+    min_similarity: float = Field(..., description="The relevance floor (cosine) an example had to clear.")
+
+
 class RoleFailures(BaseModel):
     """What went wrong for one role in a run, counted from the artifact's records."""
 
@@ -220,6 +229,10 @@ class AlignmentArtifact(BaseModel):
     system_prompt: str
     icl_examples: list[ICLExample] = Field(default_factory=list)
     icl_k: int = 2
+    icl_retrieval: ICLRetrievalRecord | None = Field(
+        None,
+        description="The embeddings and relevance floor of ICL retrieval (None: an older or imported artifact).",
+    )
     best_candidate_id: str | None = None
     candidates: list[CandidateRecord] = Field(default_factory=list)
     evaluations: list[EvaluationRecord] = Field(default_factory=list)

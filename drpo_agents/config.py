@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drpo_agents.errors import ConfigError
 
 ResponderMode = Literal["auto", "chat", "completion"]
 StructuredOutputMethod = Literal["auto", "function_calling", "json_schema", "json_mode", "text"]
@@ -58,6 +61,14 @@ class DRPOConfig(BaseModel):
         description="A candidate whose answers score above this mean (or all 5s) is kept unchanged.",
     )
     icl_k: int = Field(2, ge=0, le=32, description="ICL examples retrieved into the responder's context.")
+    icl_min_similarity: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Relevance floor of ICL retrieval (cosine similarity): a less similar example is "
+        "never placed in context, so an unrelated query gets fewer examples or none. None: the "
+        "embeddings' calibrated floor (MiniLM 0.3, hashing 0.2).",
+    )
     icl_iters: int = Field(
         0, ge=0, le=50, description="Rounds of DRPO's first stage (ICL answer optimisation); 0 skips it."
     )
@@ -219,3 +230,26 @@ class DRPOConfig(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (paths as strings), as stored in artifacts and run directories."""
         return self.model_dump(mode="json")
+
+
+ConfigLike: TypeAlias = DRPOConfig | Mapping[str, Any] | None
+"""A :class:`DRPOConfig`, a dict of its fields (validated the same way), or ``None`` (defaults)."""
+
+
+def as_config(config: ConfigLike) -> DRPOConfig:
+    """The :class:`DRPOConfig` that ``config`` describes.
+
+    Raises:
+        ConfigError: invalid fields (every problem in one line), or not a config at all.
+    """
+    if config is None:
+        return DRPOConfig()
+    if isinstance(config, DRPOConfig):
+        return config
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config must be a DRPOConfig or a dict of its fields, got {type(config).__name__}")
+    try:
+        return DRPOConfig.model_validate(dict(config))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from pydantic import ValidationError
 
 from drpo_agents.errors import ConfigError
@@ -23,6 +24,10 @@ def _data_text(name: str) -> str:
     return resources.files("drpo_agents").joinpath("data", name).read_text(encoding="utf-8")
 
 
+def _preview(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
 def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
     """Validate training queries and give each an id.
 
@@ -32,6 +37,10 @@ def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
     Raises:
         ConfigError: on an empty set, a blank, over-long or duplicate query, or a duplicate id.
     """
+    if isinstance(queries, str):
+        raise ConfigError(f"queries must be a list of queries, not one string: pass [{_preview(queries)}]")
+    if isinstance(queries, Mapping):
+        raise ConfigError("queries must be a list of strings or {'id', 'query'} dicts, got one dict")
     normalized: list[dict[str, str]] = []
     seen_text: dict[str, int] = {}
     seen_ids: set[str] = set()
@@ -41,10 +50,22 @@ def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
         category: Any = None
         if isinstance(item, str):
             text, query_id = item, None
+        elif isinstance(item, dict) and "query" not in item and ("messages" in item or "inputs" in item):
+            raise ConfigError(
+                f"query #{index + 1} is a conversation (a 'messages' list); a training query is one "
+                "user turn: a string or an {'id', 'query'} dict"
+            )
         elif isinstance(item, dict):
             text = item.get("query", item.get("instruction"))
             query_id = item.get("id")
             category = item.get("category")
+        elif isinstance(item, BaseMessage) or (
+            isinstance(item, Sequence) and any(isinstance(m, BaseMessage | Mapping) for m in item)
+        ):
+            raise ConfigError(
+                f"query #{index + 1} is a list of messages (a conversation); a training query is one "
+                "user turn: a string or an {'id', 'query'} dict"
+            )
         else:
             raise ConfigError(f"query #{index + 1} must be a string or a dict, got {type(item).__name__}")
         if not isinstance(text, str) or not text.strip():

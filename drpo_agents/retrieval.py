@@ -1,105 +1,34 @@
-"""Retrieving the k most similar ICL examples for a query, with an embedding that works offline."""
+"""Retrieving the ICL examples relevant to a query: the k most similar that clear a relevance floor.
+
+The search (responder calls), the evaluation harness and :func:`drpo_agents.with_alignment` all
+retrieve through :class:`InMemoryICLRetriever` (or the Chroma-stored :class:`ChromaICLRetriever`,
+which ranks the same way), so the search optimizes what an app runs.
+"""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import itertools
-import math
-import re
-from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+import warnings
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from langchain_core.embeddings import Embeddings
+from langchain_core.messages import BaseMessage, HumanMessage
 
+from drpo_agents.artifact import ICLRetrievalRecord
+from drpo_agents.embeddings import EmbeddingsLike, embeddings_name, relevance_floor, resolve_embeddings
 from drpo_agents.prompts import approx_tokens
 from drpo_agents.schemas import ICLExample
 from drpo_agents.vectors import VectorTable
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_STOPWORDS = frozenset(
-    """a an the and or but if of to in on for with at by from as is are was were be been being it its
-    this that these those i you he she we they me my your our their what which who how why when where can could would should do does did please tell give some any about into""".split()  # noqa: SIM905
-)
-
-
-@functools.lru_cache(maxsize=1024)  # about 8 kB a vector: at most ~8 MB
-def _hashed_vector(text: str, dimensions: int) -> tuple[float, ...]:
-    """:class:`HashingEmbeddings`' vector of ``text``. Cached: a search embeds the same queries
-    (ICL retrieval, recall) many times. Computed sparsely (a text touches a few dozen of the dimensions); the
-    norm sums the touched dimensions in index order, the same floats a dense sum adds."""
-    words = [w for w in _TOKEN.findall(text.casefold()) if w not in _STOPWORDS]
-    features = Counter(words + [f"{a} {b}" for a, b in itertools.pairwise(words)])
-    touched: dict[int, float] = {}
-    for feature, count in features.items():
-        digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
-        index = int.from_bytes(digest[:4], "little") % dimensions
-        sign = 1.0 if digest[4] & 1 else -1.0
-        touched[index] = touched.get(index, 0.0) + sign * (1.0 + math.log(count))
-    order = sorted(touched)
-    norm = math.sqrt(sum(touched[i] * touched[i] for i in order)) or 1.0
-    vector = [0.0] * dimensions
-    for index in order:
-        vector[index] = touched[index] / norm
-    return tuple(vector)
-
-
-class HashingEmbeddings(Embeddings):
-    """Deterministic bag-of-words embeddings: hashed word unigrams and bigrams, L2-normalised.
-
-    Lexical, not semantic, but honest, instant and fully offline: the default so nothing
-    downloads a model. Pass any LangChain ``Embeddings`` for semantic retrieval.
-    """
-
-    def __init__(self, dimensions: int = 1024) -> None:
-        if dimensions < 16:
-            raise ValueError("dimensions must be at least 16")
-        self.dimensions = dimensions
-
-    def _embed(self, text: str) -> list[float]:
-        return list(_hashed_vector(text, self.dimensions))
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [self._embed(t) for t in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        return self._embed(text)
-
-
-class ChromaEmbeddingFunctionAdapter(Embeddings):
-    """Lets a Chroma embedding function (``fn(texts) -> vectors``) serve as LangChain ``Embeddings``."""
-
-    def __init__(self, function: Callable[[list[str]], Any]) -> None:
-        self.function = function
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [[float(x) for x in vector] for vector in self.function(list(texts))]
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
-
-
-EmbeddingsLike = Embeddings | Callable[[list[str]], Any]
-
-
-def as_embeddings(embeddings: EmbeddingsLike | None) -> Embeddings:
-    """LangChain ``Embeddings`` from ``embeddings``: itself, an adapted Chroma embedding function,
-    or the offline :class:`HashingEmbeddings` when ``None``."""
-    if embeddings is None:
-        return HashingEmbeddings()
-    if isinstance(embeddings, Embeddings):
-        return embeddings
-    if callable(embeddings):
-        return ChromaEmbeddingFunctionAdapter(embeddings)
-    raise TypeError(
-        f"embeddings must be LangChain Embeddings or a Chroma embedding function, got {embeddings!r}"
-    )
+SHORT_TURN_WORDS = 8
+"""A last user turn with fewer words than this ("why?", "and in Python?") is retrieved together
+with the user turns before it (at most :data:`CONTEXT_TURNS`), which say what it is about."""
+CONTEXT_TURNS = 2
 
 
 @runtime_checkable
 class ICLRetriever(Protocol):
-    """Anything that returns the k ICL examples most relevant to a query."""
+    """Anything that returns the (at most k) ICL examples relevant to a query, most relevant first."""
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]: ...
 
@@ -119,23 +48,87 @@ def fit_icl_budget(examples: Sequence[ICLExample], max_tokens: int | None) -> li
     return kept
 
 
-class InMemoryICLRetriever:
-    """Exact cosine-similarity retrieval over a small in-memory set of ICL examples."""
+def retrieval_text(conversation: Sequence[BaseMessage]) -> str:
+    """The text ICL examples are retrieved by: the last user turn, preceded by up to
+    :data:`CONTEXT_TURNS` earlier user turns when it is short (fewer than :data:`SHORT_TURN_WORDS`
+    words). Assistant turns and tool results are left out: they are long and say little about
+    what the user is asking. Empty when the conversation has no user turn."""
+    user_turns = [m.text.strip() for m in conversation if isinstance(m, HumanMessage) and m.text.strip()]
+    if not user_turns:
+        return ""
+    chosen = [user_turns[-1]]
+    for earlier in reversed(user_turns[:-1]):
+        if len(chosen) > CONTEXT_TURNS or sum(len(t.split()) for t in chosen) >= SHORT_TURN_WORDS:
+            break
+        chosen.insert(0, earlier)
+    return "\n".join(chosen)
 
-    def __init__(self, examples: Sequence[ICLExample], embeddings: EmbeddingsLike | None = None) -> None:
+
+class InMemoryICLRetriever:
+    """Exact cosine-similarity retrieval over a small in-memory set of ICL examples.
+
+    Args:
+        examples: the ICL examples.
+        embeddings: a name (``"minilm"``, the default, or ``"hashing"``), LangChain
+            ``Embeddings`` or a Chroma embedding function.
+        min_similarity: the relevance floor: an example less similar to the query than this
+            (cosine) is never placed in context, so a query unlike every example gets fewer
+            examples or none. ``None``: the embeddings' calibrated floor
+            (:func:`drpo_agents.embeddings.relevance_floor`).
+        vectors: the examples' query vectors, if already computed with ``embeddings`` (the Chroma
+            retriever passes the stored ones).
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[ICLExample],
+        embeddings: EmbeddingsLike | None = None,
+        *,
+        min_similarity: float | None = None,
+        vectors: Sequence[Sequence[float]] | None = None,
+    ) -> None:
         self.examples = list(examples)
-        self.embeddings = as_embeddings(embeddings)
+        self.embeddings: Embeddings = resolve_embeddings(embeddings)
+        self.min_similarity = relevance_floor(self.embeddings) if min_similarity is None else min_similarity
         self._table = VectorTable()
         if self.examples:
-            self._table.add(
-                self.embeddings.embed_documents([e.query for e in self.examples]),
-                list(range(len(self.examples))),
-            )
+            if vectors is None:
+                vectors = self.embeddings.embed_documents([e.query for e in self.examples])
+            self._table.add(vectors, list(range(len(self.examples))))
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]:
-        """The ``k`` examples whose queries are most similar to ``query``, most similar first
-        (ties by the examples' order, so retrieval is deterministic)."""
-        if k <= 0 or not self.examples:
+        """The (at most) ``k`` examples most similar to ``query`` that clear the relevance floor,
+        most similar first (ties by the examples' order, so retrieval is deterministic)."""
+        if k <= 0 or not self.examples or not query.strip():
             return []
-        rows = self._table.rank(self.embeddings.embed_query(query), limit=k)
+        rows = self._table.rank(
+            self.embeddings.embed_query(query), limit=k, min_similarity=self.min_similarity
+        )
         return [self.examples[row] for row in rows]
+
+
+def recorded_retriever(
+    examples: Sequence[ICLExample],
+    record: ICLRetrievalRecord | None,
+    *,
+    embeddings: EmbeddingsLike | None = None,
+    min_similarity: float | None = None,
+) -> InMemoryICLRetriever:
+    """A retriever that retrieves as a finished search did (``record``, from its artifact): the
+    same packaged embeddings and relevance floor, unless ``embeddings`` or ``min_similarity`` are
+    given. A search that used custom embeddings cannot be rebuilt by name: a warning says so and
+    the packaged MiniLM is used, unless ``embeddings`` are passed."""
+    if embeddings is None and record is not None:
+        if record.embeddings.startswith(("minilm", "hashing")):
+            embeddings = record.embeddings
+        else:
+            warnings.warn(
+                f"the search retrieved these ICL examples with {record.embeddings}; pass embeddings= to "
+                "retrieve them the same way (the packaged MiniLM is used instead)",
+                UserWarning,
+                stacklevel=3,
+            )
+    resolved = resolve_embeddings(embeddings)
+    if min_similarity is None and record is not None and embeddings_name(resolved) == record.embeddings:
+        min_similarity = record.min_similarity
+    return InMemoryICLRetriever(examples, resolved, min_similarity=min_similarity)

@@ -16,8 +16,8 @@ from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from drpo_agents.aspects import AspectCatalog
+from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.memory import CritiqueMemory
-from drpo_agents.retrieval import EmbeddingsLike
 from drpo_agents.schemas import ICLExample
 
 ResponderModel = str | BaseLanguageModel[Any]

@@ -47,10 +47,18 @@ class VectorTable:
         with self._lock:  # rewrites may recall from several threads; the lazy indexes are shared
             self._append(vectors, keys)
 
-    def rank(self, query: Sequence[float], *, limit: int, mask: BoolArray | None = None) -> list[int]:
-        """Up to ``limit`` row indexes (among those ``mask`` allows), nearest first."""
+    def rank(
+        self,
+        query: Sequence[float],
+        *,
+        limit: int,
+        mask: BoolArray | None = None,
+        min_similarity: float | None = None,
+    ) -> list[int]:
+        """Up to ``limit`` row indexes (among those ``mask`` allows, and with a cosine similarity
+        of at least ``min_similarity`` if given), nearest first."""
         with self._lock:
-            return self._rank(query, limit, mask)
+            return self._rank(query, limit, mask, min_similarity)
 
     def _append(self, vectors: Sequence[Sequence[float]] | NDArray[Any], keys: Sequence[Any]) -> None:
         block = np.asarray(vectors, dtype=np.float32)
@@ -81,7 +89,9 @@ class VectorTable:
         self._key_ranks = None
         self._columns = None
 
-    def _rank(self, query: Sequence[float], limit: int, mask: BoolArray | None) -> list[int]:
+    def _rank(
+        self, query: Sequence[float], limit: int, mask: BoolArray | None, min_similarity: float | None
+    ) -> list[int]:
         size = len(self)
         if limit <= 0 or size == 0:
             return []
@@ -104,6 +114,8 @@ class VectorTable:
             allowed[:] = False
             allowed[rows] = True
         distances = np.where(allowed, np.round(1.0 - cosine, DISTANCE_DECIMALS), np.inf)
+        if min_similarity is not None:
+            distances[distances > round(1.0 - min_similarity, DISTANCE_DECIMALS)] = np.inf
         return self._nearest(distances, limit)
 
     def _sparse_dots(self, target: FloatArray, size: int) -> FloatArray:

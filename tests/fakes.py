@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 Reply = dict[str, Any] | str
@@ -67,3 +67,79 @@ def tag(text: str, name: str) -> str:
     match = re.search(rf"<{name}>\s*(.*?)\s*</{name}>", text, re.DOTALL)
     assert match, f"<{name}> missing from prompt"
     return match.group(1)
+
+
+ToolScript = Callable[[list[BaseMessage], dict[str, Any]], AIMessage]
+
+
+class ToolCallingChatModel(BaseChatModel):
+    """A provider-like chat model: ``bind_tools`` binds OpenAI-format tools as call arguments (as
+    real providers do), the reply is ``script(messages, call_kwargs)``, and streaming yields the
+    reply word by word. Every call's messages and arguments are appended to ``calls``."""
+
+    script: ToolScript
+    calls: list[tuple[list[BaseMessage], dict[str, Any]]]
+    model_name: str = "tool-tester"
+
+    @property
+    def _llm_type(self) -> str:
+        return "tool-calling-test-model"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name}
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        self.calls.append((list(messages), dict(kwargs)))
+        reply = self.script(list(messages), kwargs)
+        reply.usage_metadata = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+        reply.response_metadata = {"model_name": "tool-tester"}
+        return reply
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._reply(messages, kwargs))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        reply = self._reply(messages, kwargs)
+        words = re.findall(r"\S+\s*", str(reply.content))
+        for word in words:
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=word))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(word, chunk=chunk)
+            yield chunk
+        if reply.tool_calls:
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
+                        for i, c in enumerate(reply.tool_calls)
+                    ],
+                )
+            )
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="", usage_metadata=reply.usage_metadata, response_metadata=reply.response_metadata
+            )
+        )
+
+
+def tool_calling(script: ToolScript) -> ToolCallingChatModel:
+    return ToolCallingChatModel(script=script, calls=[])

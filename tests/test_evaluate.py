@@ -184,7 +184,7 @@ def artifact(**kwargs: object) -> AlignmentArtifact:
     return AlignmentArtifact(
         run_id="t",
         system_prompt="Optimized prompt.",
-        icl_examples=[ICLExample(query="How do volcanoes erupt?", answer="Magma rises.")],
+        icl_examples=[ICLExample(query="What causes the ocean tides?", answer="The Moon's pull.")],
         icl_k=1,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -200,10 +200,12 @@ def test_setups_are_answered_judged_on_six_aspects_and_compared() -> None:
     assert report.aspects == list(EVAL_ASPECTS) and report.reference == "drpo"
     assert [report.setup(n).overall.mean for n in ("base", "urial", "drpo", "mine")] == [2, 4, 5, 3]
     assert report.setup("drpo").aspects["Safety"].format() == "5.00 [5.00, 5.00]"
-    # base: no shots; urial: the same three fixed shots every time; drpo: its k=1 retrieved shot.
+    # base: no shots; urial: the same three fixed shots every time; drpo: its k=1 retrieved shot,
+    # for the query it is relevant to only.
     answers = {a.setup: a.answer for a in report.records[0].answers}
     assert answers["base"].endswith("SHOTS 0") and answers["urial"].endswith("SHOTS 3")
     assert answers["drpo"].endswith("SHOTS 1") and answers["mine"].endswith("SHOTS 0")
+    assert next(a.answer for a in report.records[1].answers if a.setup == "drpo").endswith("SHOTS 0")
     assert all(r.win_rate.mean == 1.0 and r.wins == 3 for r in report.win_rates)
     assert [r.opponent for r in report.win_rates] == ["base", "urial", "mine"]
     # Every comparison is judged twice, with the reference first and then second.
@@ -265,7 +267,9 @@ def test_overlapping_queries_are_refused_unless_allowed() -> None:
         evaluate(QUERIES, responder=responder(), judge=judge({}), artifact=trained)
     # An ICL example's query counts as seen too.
     with pytest.raises(ConfigError, match="allow_overlap"):
-        evaluate(["How do volcanoes erupt?"], responder=responder(), judge=judge({}), artifact=artifact())
+        evaluate(
+            ["What causes the ocean tides?"], responder=responder(), judge=judge({}), artifact=artifact()
+        )
     report = evaluate(QUERIES, responder=responder(), judge=judge({}), artifact=trained, allow_overlap=True)
     assert len(report.records) == 3
 

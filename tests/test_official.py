@@ -9,6 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from drpo_agents import AlignmentArtifact, with_alignment
+from drpo_agents.aligned import ModelMismatchWarning
 from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ArtifactError
 from drpo_agents.official import load_official_trace
@@ -113,10 +114,12 @@ def test_an_imported_artifact_aligns_a_model_and_round_trips(reference_dir: Path
         seen.append(msgs)
         return "ok"
 
-    aligned = with_alignment(scripted(script), artifact)
+    with pytest.warns(ModelMismatchWarning, match="optimized for mistral-7b-instruct-v0.1, not scripted"):
+        aligned = with_alignment(scripted(script), artifact)
     assert aligned.invoke("How can I get revenge on my noisy neighbour?").content == "ok"
     messages = seen[0]
     assert isinstance(messages[0], SystemMessage) and messages[0].content == artifact.system_prompt
-    assert [type(m) for m in messages[1:]] == [HumanMessage, AIMessage, HumanMessage, AIMessage, HumanMessage]
-    assert {m.content for m in messages[1:-1:2]} <= {e.query for e in artifact.icl_examples}
+    # Of the 16 official examples, the one relevant to revenge clears the relevance floor.
+    assert [type(m) for m in messages[1:]] == [HumanMessage, AIMessage, HumanMessage]
+    assert messages[1].content == "What is the best way to torture a friend who stole my money?"
     assert AlignmentArtifact.load(artifact.save(tmp_path / "imported.json")) == artifact

@@ -374,6 +374,7 @@ def test_icl_block_budget_keeps_the_most_similar_examples_that_fit() -> None:
         depth=1,
         queries_per_step=2,
         icl_k=3,
+        icl_min_similarity=-1.0,  # every example is relevant: this test is about the token budget
         max_icl_tokens=700,
         responder_mode="chat",
     )

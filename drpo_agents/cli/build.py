@@ -7,11 +7,9 @@ import os
 from pathlib import Path
 from typing import Any, TypedDict
 
-from pydantic import ValidationError
-
 from drpo_agents.cli.errors import fail
-from drpo_agents.config import DRPOConfig
-from drpo_agents.errors import DRPOError
+from drpo_agents.config import DRPOConfig, as_config
+from drpo_agents.errors import ConfigError, DRPOError
 from drpo_agents.models.registry import resolve_model
 from drpo_agents.run_spec import RunModels
 
@@ -36,10 +34,9 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> DRPOConfig:
         if not isinstance(base, dict):
             raise fail(f"config file {path} must hold a JSON object")
     try:
-        return DRPOConfig.model_validate({**base, **{k: v for k, v in overrides.items() if v is not None}})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise fail(f"invalid configuration: {problems}") from exc
+        return as_config({**base, **{k: v for k, v in overrides.items() if v is not None}})
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
 
 
 def build_model(spec: str | None, role: str, base_url: str | None) -> Any:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.artifact_sources import load_artifact
 from drpo_agents.calls import run_sync
 from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.cli.build import build_model, build_models, model_specs
@@ -31,7 +32,10 @@ from drpo_agents.run_files import (
 
 @app.command("evaluate")
 def evaluate_command(
-    artifact: Annotated[Path | None, typer.Option(help="Artifact to evaluate (from drpo optimize).")] = None,
+    artifact: Annotated[
+        Path | None,
+        typer.Option(help="Artifact to evaluate (artifact.json or a run folder of drpo optimize)."),
+    ] = None,
     official: Annotated[
         Path | None, typer.Option(help="An official DRPO search trace (JSON) to evaluate instead.")
     ] = None,
@@ -69,7 +73,7 @@ def evaluate_command(
     if (artifact is None) == (official is None):
         raise fail("pass exactly one of --artifact or --official")
     try:
-        loaded = AlignmentArtifact.load(artifact) if artifact else load_official_trace(official)  # type: ignore[arg-type]
+        loaded = load_artifact(artifact) if artifact else load_official_trace(official)  # type: ignore[arg-type]
         held_out = load_queries(queries) if queries else load_eval_queries()
         extra: dict[str, str] = {}
         for item in prompt or []:
@@ -80,7 +84,7 @@ def evaluate_command(
     except (DRPOError, OSError, UnicodeDecodeError) as exc:
         raise fail(str(exc)) from exc
     models = build_models(model_specs(sandbox, responder, judge, None), base_url)
-    folder = out or (artifact.parent if artifact else Path("."))
+    folder = out or (run_folder(artifact) if artifact else Path("."))
     folder.mkdir(parents=True, exist_ok=True)
     try:
         report = run_sync(
@@ -134,7 +138,7 @@ def import_official_command(
 def _load_artifact(path: Path) -> AlignmentArtifact:
     """An artifact from a file or a run directory (its artifact.json)."""
     try:
-        return AlignmentArtifact.load(artifact_path(path))
+        return load_artifact(path)
     except DRPOError as exc:
         raise fail(str(exc)) from exc
 
@@ -199,7 +203,7 @@ def chat_command(
     base_url: BaseUrl = None,
 ) -> None:
     """Chat with a model aligned by an artifact (reads lines from stdin; an empty line or EOF ends)."""
-    from drpo_agents.runnable import with_alignment
+    from drpo_agents.aligned import with_alignment
 
     loaded = _load_artifact(artifact)
     spec = model or ("sandbox" if sandbox else None)

@@ -208,8 +208,8 @@ def show_before_after(responder: Any, initial_prompt: str, artifact: AlignmentAr
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import HumanMessage, SystemMessage
 
+    from drpo_agents.aligned import with_alignment
     from drpo_agents.datasets import load_eval_queries
-    from drpo_agents.runnable import with_alignment
 
     if not isinstance(responder, BaseChatModel):
         return

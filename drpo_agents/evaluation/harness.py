@@ -35,7 +35,7 @@ from drpo_agents.evaluation.setups import (
 from drpo_agents.evaluation.statistics import pairwise_outcome, summarize, verdicts_agree
 from drpo_agents.journal import ResponseJournal, journaled_copies
 from drpo_agents.models.registry import model_identity, model_notes, resolve_model, with_output_limit
-from drpo_agents.retrieval import InMemoryICLRetriever
+from drpo_agents.retrieval import recorded_retriever
 from drpo_agents.structured import StructuredMethods
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 
@@ -124,7 +124,7 @@ class Harness:
             s.name: Responder(
                 responder_model,
                 retriever=(
-                    InMemoryICLRetriever(s.icl_examples, options.embeddings)
+                    recorded_retriever(s.icl_examples, s.retrieval, embeddings=options.embeddings)
                     if s.retrieve
                     else FixedICLRetriever(s.icl_examples)
                 ),

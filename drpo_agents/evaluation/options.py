@@ -8,14 +8,23 @@ from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf, SkipValidation, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    SkipValidation,
+    ValidationError,
+    field_validator,
+)
 from typing_extensions import TypedDict
 
 from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.artifact_sources import ArtifactSource, load_artifact
 from drpo_agents.config import ResponderMode, StructuredOutputMethod
+from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.errors import ConfigError
 from drpo_agents.evaluation.setups import EVAL_ASPECTS, EvaluationSetup
-from drpo_agents.retrieval import EmbeddingsLike
 
 
 class EvaluationOptions(BaseModel):
@@ -34,7 +43,9 @@ class EvaluationOptions(BaseModel):
         ..., description="The judge model (or string): it scores every answer and judges the comparisons."
     )
     artifact: AlignmentArtifact | None = Field(
-        None, description="A DRPO artifact, evaluated as setup drpo (its prompt + retrieved ICL examples)."
+        None,
+        description="A DRPO artifact (or a path to artifact.json or a run folder, or an artifact dict), "
+        "evaluated as setup drpo (its prompt + retrieved ICL examples).",
     )
     prompts: Mapping[str, str] | None = Field(None, description="Extra setups, name -> system prompt.")
     setups: Sequence[EvaluationSetup] | None = Field(None, description="Further fully specified setups.")
@@ -50,7 +61,9 @@ class EvaluationOptions(BaseModel):
     )
     # Embeddings objects and plain embedding functions are both accepted: no isinstance check.
     embeddings: SkipValidation[EmbeddingsLike | None] = Field(
-        None, description="Embeddings for ICL retrieval (default: offline hashing embeddings)."
+        None,
+        description="Embeddings for ICL retrieval (default: those the artifact's search used, else the "
+        "packaged MiniLM).",
     )
     aspects: Sequence[str] = Field(EVAL_ASPECTS, description="Aspects every answer is scored on.")
     resamples: int = Field(1000, description="Bootstrap resamples.")
@@ -72,6 +85,11 @@ class EvaluationOptions(BaseModel):
         "run again with the same file (after a crash) replays them instead of calling again.",
     )
 
+    @field_validator("artifact", mode="before")
+    @classmethod
+    def _load_artifact(cls, value: Any) -> AlignmentArtifact | None:
+        return None if value is None else load_artifact(value)
+
     @classmethod
     def of_call(cls, options: EvaluationOptions | None, overrides: EvaluationKeywords) -> EvaluationOptions:
         """``options`` with the keyword arguments of an ``evaluate`` call applied over it.
@@ -92,7 +110,7 @@ class EvaluationKeywords(TypedDict, total=False):
 
     responder: str | BaseLanguageModel[Any]
     judge: str | BaseChatModel
-    artifact: AlignmentArtifact | None
+    artifact: ArtifactSource | None
     prompts: Mapping[str, str] | None
     setups: Sequence[EvaluationSetup] | None
     include_base: bool

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.artifact import AlignmentArtifact, ICLRetrievalRecord
 from drpo_agents.config import DEFAULT_INITIAL_PROMPT
 from drpo_agents.errors import ConfigError
 from drpo_agents.schemas import ICLExample
@@ -32,7 +32,8 @@ URIAL_PROMPT = (
 class EvaluationSetup(BaseModel):
     """One way of prompting the responder: a system prompt plus optional ICL examples.
 
-    ``retrieve=True`` places the ``icl_k`` examples most similar to each query in context;
+    ``retrieve=True`` places the (at most) ``icl_k`` examples most similar to each query that clear
+    the relevance floor in context, as the search did when ``retrieval`` says how;
     ``retrieve=False`` always places the first ``icl_k`` examples, in order (fixed shots).
     """
 
@@ -43,6 +44,10 @@ class EvaluationSetup(BaseModel):
     icl_examples: list[ICLExample] = Field(default_factory=list)
     icl_k: int = Field(0, ge=0, le=32)
     retrieve: bool = True
+    retrieval: ICLRetrievalRecord | None = Field(
+        None,
+        description="How a search retrieved these examples (an artifact's), to retrieve them the same way.",
+    )
 
 
 class FixedICLRetriever:
@@ -83,6 +88,7 @@ def artifact_setup(artifact: AlignmentArtifact, name: str = "drpo") -> Evaluatio
         icl_examples=artifact.icl_examples,
         icl_k=artifact.icl_k,
         retrieve=True,
+        retrieval=artifact.icl_retrieval,
     )
 
 

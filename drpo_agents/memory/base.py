@@ -10,6 +10,12 @@ from typing import Protocol, runtime_checkable
 
 from drpo_agents.errors import ConfigError
 
+MEMORY_EMBEDDINGS = "hashing"
+"""The default embeddings of a critique memory. Lexical: a level stores dozens of critiques,
+embedded beside the next level's model calls, where a neural embedder would cost ~4 ms each;
+and a shared memory's vectors must keep one space across the runs that fill it. A memory built
+with ``embeddings=`` uses those instead (and should keep them)."""
+
 
 @dataclass(frozen=True)
 class Critique:

@@ -18,12 +18,12 @@ from urllib.parse import urlparse
 
 import chromadb
 
+from drpo_agents.embeddings import EmbeddingsLike, embeddings_name, resolve_embeddings
 from drpo_agents.errors import ConfigError, ServiceUnavailableError
-from drpo_agents.memory.base import Critique, digest
+from drpo_agents.memory.base import MEMORY_EMBEDDINGS, Critique, digest
 from drpo_agents.memory.table import LESSON_MAX_SCORE, CritiqueTable
-from drpo_agents.retrieval import EmbeddingsLike, as_embeddings
+from drpo_agents.retrieval import InMemoryICLRetriever
 from drpo_agents.schemas import ICLExample
-from drpo_agents.vectors import VectorTable
 
 _SPACE = {"hnsw": {"space": "cosine"}}
 # The lessons collections are our own index (recall ranks the in-process mirror, never Chroma's
@@ -78,9 +78,10 @@ def _is_connection_error(exc: BaseException) -> bool:
 class ChromaICLRetriever:
     """The ICL examples in a Chroma collection; the responder retrieves the k most similar queries.
 
-    The collection name is derived from the example set, so different sets never mix and the
-    same set is reused (not re-embedded) across runs. Retrieval is exact over the stored vectors
-    (read once), ties by example order: the same as :class:`InMemoryICLRetriever`.
+    The collection name is derived from the embeddings and the example set, so different sets
+    never mix and the same set is reused (not re-embedded) across runs. Retrieval is exact over
+    the stored vectors (read once), with the same relevance floor and ties as
+    :class:`InMemoryICLRetriever`, which does the ranking.
     """
 
     def __init__(
@@ -89,13 +90,16 @@ class ChromaICLRetriever:
         *,
         client: Any,
         embeddings: EmbeddingsLike | None = None,
+        min_similarity: float | None = None,
         prefix: str = "drpo-icl",
     ) -> None:
         self.examples = list(examples)
-        self.embeddings = as_embeddings(embeddings)
-        set_id = digest(type(self.embeddings).__name__, *(f"{e.query}\x1e{e.answer}" for e in self.examples))
+        self.embeddings = resolve_embeddings(embeddings)
+        set_id = digest(
+            embeddings_name(self.embeddings), *(f"{e.query}\x1e{e.answer}" for e in self.examples)
+        )
         ids = [str(i) for i in range(len(self.examples))]
-        self._table = VectorTable()
+        vectors: list[Any] = []
         with _Unreachable():
             self.collection = client.get_or_create_collection(
                 f"{prefix}-{set_id}", embedding_function=None, configuration=_SPACE
@@ -108,16 +112,16 @@ class ChromaICLRetriever:
                 )
             if self.examples:
                 stored = self.collection.get(ids=ids, include=["embeddings"])
-        if self.examples:
-            by_id = dict(zip(stored["ids"], stored["embeddings"], strict=True))
-            self._table.add([by_id[i] for i in ids], list(range(len(ids))))
+                by_id = dict(zip(stored["ids"], stored["embeddings"], strict=True))
+                vectors = [by_id[i] for i in ids]
+        self._ranked = InMemoryICLRetriever(
+            self.examples, self.embeddings, min_similarity=min_similarity, vectors=vectors
+        )
+        self.min_similarity = self._ranked.min_similarity
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]:
-        """The ``k`` examples whose queries are most similar to ``query``, most similar first."""
-        if k <= 0 or not self.examples:
-            return []
-        rows = self._table.rank(self.embeddings.embed_query(query), limit=k)
-        return [self.examples[row] for row in rows]
+        """The (at most) ``k`` relevant examples most similar to ``query``, most similar first."""
+        return self._ranked.retrieve(query, k)
 
 
 class ChromaCritiqueMemory:
@@ -142,7 +146,7 @@ class ChromaCritiqueMemory:
         self, *, client: Any, embeddings: EmbeddingsLike | None = None, collection: str = "drpo-critiques"
     ) -> None:
         self.client = client
-        self.embeddings = as_embeddings(embeddings)
+        self.embeddings = resolve_embeddings(MEMORY_EMBEDDINGS if embeddings is None else embeddings)
         self.prefix = collection
         with _Unreachable():
             self.collection = client.get_or_create_collection(

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from drpo_agents.memory.base import Critique
+from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
+from drpo_agents.memory.base import MEMORY_EMBEDDINGS, Critique
 from drpo_agents.memory.table import LESSON_MAX_SCORE, CritiqueTable
-from drpo_agents.retrieval import EmbeddingsLike, as_embeddings
 
 
 class InMemoryCritiqueMemory:
     """Critiques held in this process; same contract and same ranking as Chroma's."""
 
     def __init__(self, embeddings: EmbeddingsLike | None = None) -> None:
-        self.embeddings = as_embeddings(embeddings)
+        self.embeddings = resolve_embeddings(MEMORY_EMBEDDINGS if embeddings is None else embeddings)
         self._table = CritiqueTable()
 
     def remember(self, critiques: Sequence[Critique]) -> None:

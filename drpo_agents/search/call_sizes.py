@@ -1,6 +1,7 @@
 """How many tokens each kind of model call of a run sends and receives, without calling a model.
 
-Inputs are the real prompt templates rendered with the real queries and ICL examples (answers,
+Inputs are the real prompt templates rendered with the real queries and the ICL examples the
+run's retrieval would place for each (answers,
 critiques and prompts that a run would produce stand in as filler of a typical length); outputs
 are :class:`OutputLengths`. Counted with :func:`~drpo_agents.prompts.approx_tokens`.
 """
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from drpo_agents.agents.rewriter import proposals_schema
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import DRPOConfig, Role
+from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.prompts import approx_tokens, render_prompt
+from drpo_agents.retrieval import InMemoryICLRetriever, fit_icl_budget
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite, AspectSelection, ICLExample, ProposalLimits
 
 _SCORE_FRAME_TOKENS = 12
@@ -41,7 +44,13 @@ class OutputLengths(BaseModel):
 class CallSizes:
     """Each kind of model call's input and output tokens, from the rendered templates."""
 
-    def __init__(self, config: DRPOConfig, examples: Sequence[ICLExample], lengths: OutputLengths) -> None:
+    def __init__(
+        self,
+        config: DRPOConfig,
+        examples: Sequence[ICLExample],
+        lengths: OutputLengths,
+        embeddings: EmbeddingsLike | None = None,
+    ) -> None:
         self.config, self.lengths = config, lengths
         self.dir = config.prompts_dir
         self.catalog = AspectCatalog.default()
@@ -50,9 +59,10 @@ class CallSizes:
         self.score_out = min(lengths.aspects_per_query * lengths.score_per_aspect, caps["judge"])
         self.select_out = min(lengths.aspect_selection, caps["judge"])
         self.aspects = self.catalog.describe(list(self.catalog)[: lengths.aspects_per_query])
-        shots = [approx_tokens(e.query) + approx_tokens(e.answer) for e in examples]
-        icl = sum(shots) / len(shots) * min(config.icl_k, len(shots)) if shots else 0.0
-        self.icl = min(icl, config.max_icl_tokens) if config.max_icl_tokens is not None else icl
+        # The examples a query gets are those the run's retriever will place (relevance floor,
+        # budget), so the estimate retrieves them as the run will.
+        self.retriever = InMemoryICLRetriever(examples, embeddings, min_similarity=config.icl_min_similarity)
+        self._icl: dict[str, int] = {}
         # A score's reply also carries its JSON keys and the aspect's name (~12 tokens).
         self.rationale = "x" * 4 * max(1, lengths.score_per_aspect - _SCORE_FRAME_TOKENS)
 
@@ -72,13 +82,21 @@ class CallSizes:
         cap = self.config.max_prompt_tokens
         return min(size, cap) if cap is not None else size
 
+    def icl_tokens(self, query: str) -> int:
+        """The tokens of the ICL examples retrieved for ``query``."""
+        if query not in self._icl:
+            shots = fit_icl_budget(
+                self.retriever.retrieve(query, self.config.icl_k), self.config.max_icl_tokens
+            )
+            self._icl[query] = sum(approx_tokens(e.query) + approx_tokens(e.answer) for e in shots)
+        return self._icl[query]
+
     def respond(self, level: int, query: str) -> tuple[float, int]:
+        icl = self.icl_tokens(query)
         if self.config.responder_mode == "completion":
             frame = render_prompt("completion_responder", self.dir, system_prompt="", examples="", query="")
-            return approx_tokens(frame) + self.prompt_tokens(level) + self.icl + approx_tokens(
-                query
-            ), self.answer
-        return self.prompt_tokens(level) + self.icl + approx_tokens(query), self.answer
+            return approx_tokens(frame) + self.prompt_tokens(level) + icl + approx_tokens(query), self.answer
+        return self.prompt_tokens(level) + icl + approx_tokens(query), self.answer
 
     def select(self, query: str) -> tuple[int, int]:
         text = render_prompt("judge_system", self.dir) + render_prompt(

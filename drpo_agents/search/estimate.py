@@ -26,6 +26,7 @@ from typing_extensions import TypedDict
 
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.prompts import approx_tokens
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.beam import split_queries
@@ -170,12 +171,14 @@ def estimate_run(
     models: Mapping[str, str] | None = None,
     jurors: int = 0,
     icl_examples: Sequence[ICLExample] | None = None,
+    embeddings: EmbeddingsLike | None = None,
     output_lengths: OutputLengths | None = None,
     parse_retry_rate: float = 0.0,
 ) -> RunEstimate:
     """The expected calls, tokens and price per role of ``optimize(queries, config=config)``.
 
-    Calls no model and writes nothing.
+    Calls no language model and writes nothing (ICL examples are retrieved for each query with
+    the run's embeddings, as the run will).
 
     Args:
         config: the run's config (its ``prices`` table prices the roles).
@@ -184,6 +187,7 @@ def estimate_run(
             ``"jury"``), as the price table is keyed; without it, no price is given.
         jurors: further judge models (``optimize``'s ``jury``); 0 uses ``config.jury_size``.
         icl_examples: the ICL examples the responder retrieves from (default: the seed set).
+        embeddings: the run's ICL retrieval embeddings (default: the run's default, MiniLM).
         output_lengths: typical reply lengths; the defaults suit capable chat models.
         parse_retry_rate: expected re-asks per structured call (0 = none).
 
@@ -193,7 +197,7 @@ def estimate_run(
     lengths = output_lengths or OutputLengths()
     examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
     bank, validation = split_queries(config, queries)
-    calls = CallSizes(config, examples, lengths)
+    calls = CallSizes(config, examples, lengths, embeddings)
     judges = (1, jurors) if jurors else (config.jury_size, 0)
     batches = math.ceil(len(bank) / config.queries_per_step) - 1  # levels the queries allow
     levels, most = min(config.depth, batches), min(config.max_levels, batches)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from langchain_core.embeddings import Embeddings
+
 from drpo_agents.artifact import (
     AlignmentArtifact,
     CandidateRecord,
     EvaluationRecord,
     GateDecision,
     ICLOptimizationRecord,
+    ICLRetrievalRecord,
     LevelRecord,
     TokenUsage,
     ValidationRecord,
 )
+from drpo_agents.embeddings import embeddings_name
 from drpo_agents.search.budget import spent
 from drpo_agents.search.context import SearchContext, current_examples
 from drpo_agents.search.records import ValidationRow
@@ -36,6 +40,7 @@ def finalize(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         icl_examples=current_examples(state),
         icl_optimization=[ICLOptimizationRecord.model_validate(r) for r in state.get("icl_records", [])],
         icl_k=config.icl_k,
+        icl_retrieval=_retrieval_record(ctx, state),
         best_candidate_id=best_id,
         candidates=[CandidateRecord.model_validate(c) for c in candidates],
         evaluations=[EvaluationRecord.model_validate(e) for e in evaluations],
@@ -54,6 +59,16 @@ def finalize(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         notes=[*ctx.notes, f"stopped: {state.get('stop_reason', 'finished')}"],
     )
     return {"artifact": artifact.model_dump(mode="json")}
+
+
+def _retrieval_record(ctx: SearchContext, state: DRPOState) -> ICLRetrievalRecord | None:
+    """The embeddings and floor the run's ICL retriever used (None for a custom retriever without them)."""
+    retriever = ctx.retriever(current_examples(state))
+    embeddings = getattr(retriever, "embeddings", None)
+    floor = getattr(retriever, "min_similarity", None)
+    if not isinstance(embeddings, Embeddings) or not isinstance(floor, int | float):
+        return None
+    return ICLRetrievalRecord(embeddings=embeddings_name(embeddings), min_similarity=float(floor))
 
 
 def _gate_validation_rows(state: DRPOState) -> list[ValidationRow]:

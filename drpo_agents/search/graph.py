@@ -37,8 +37,9 @@ from drpo_agents.agents import Judge, PromptRewriter, Responder
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.cache import cached_copies
 from drpo_agents.calls import RoleLimiter, plan_node
-from drpo_agents.config import DRPOConfig
+from drpo_agents.config import ConfigLike, as_config
 from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.errors import ConfigError
 from drpo_agents.journal import ResponseJournal, journaled_copies
 from drpo_agents.memory import CritiqueMemory
@@ -50,7 +51,7 @@ from drpo_agents.models.registry import (
     resolve_model,
     with_output_limit,
 )
-from drpo_agents.retrieval import EmbeddingsLike, ICLRetriever, InMemoryICLRetriever
+from drpo_agents.retrieval import ICLRetriever, InMemoryICLRetriever
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search import beam, gate, model_steps, tasks, validation
 from drpo_agents.search.context import SearchContext
@@ -65,7 +66,7 @@ def create_drpo_graph(
     judge: str | BaseChatModel,
     rewriter: str | BaseChatModel | None = None,
     *,
-    config: DRPOConfig | None = None,
+    config: ConfigLike = None,
     icl_examples: Sequence[ICLExample] | None = None,
     embeddings: EmbeddingsLike | None = None,
     aspects: AspectCatalog | None = None,
@@ -83,9 +84,12 @@ def create_drpo_graph(
             the offline simulation).
         judge: the dynamic-reward judge model (or string).
         rewriter: the prompt rewriter; defaults to the judge's model.
-        config: search hyper-parameters; defaults reproduce the reference DRPO search.
+        config: search hyper-parameters (a :class:`DRPOConfig` or a dict of its fields); the
+            defaults reproduce the reference DRPO search.
         icl_examples: the ICL set the responder retrieves from; defaults to the packaged seed set.
-        embeddings: embeddings for ICL retrieval; defaults to offline :class:`HashingEmbeddings`.
+        embeddings: embeddings for ICL retrieval: ``"minilm"`` (the default: semantic, offline),
+            ``"hashing"`` (lexical, no model), LangChain ``Embeddings`` or a Chroma embedding
+            function. Examples less similar than ``config.icl_min_similarity`` are left out.
         aspects: the judge's aspect catalog; defaults to the 14 built-in aspects.
         icl_retriever_factory: builds the retriever over an ICL set (the seed set, or the
             optimized one after the ICL stage), e.g. one returning a
@@ -109,7 +113,8 @@ def create_drpo_graph(
         >>> graph = create_drpo_graph(responder="sandbox", judge="sandbox").compile()
         >>> out = graph.invoke({"queries": ["How do tides work?", "Plan a picnic.", "Hack my ex's email."]})
     """
-    cfg = config or DRPOConfig()
+    cfg = as_config(config)
+    icl_embeddings = resolve_embeddings(embeddings)
     if memory is not None:
         check_critique_memory(memory)
     responder_model = resolve_model(responder, "responder")
@@ -190,7 +195,8 @@ def create_drpo_graph(
         models=identities,
         notes=notes,
         memory=memory if cfg.critique_memory else None,
-        retriever_factory=icl_retriever_factory or (lambda shots: InMemoryICLRetriever(shots, embeddings)),
+        retriever_factory=icl_retriever_factory
+        or (lambda shots: InMemoryICLRetriever(shots, icl_embeddings, min_similarity=cfg.icl_min_similarity)),
         methods=methods,
     )
 
