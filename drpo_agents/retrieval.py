@@ -7,6 +7,7 @@ which ranks the same way), so the search optimizes what an app runs.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -20,10 +21,41 @@ from drpo_agents.prompts import approx_tokens
 from drpo_agents.schemas import ICLExample
 from drpo_agents.vectors import VectorTable
 
-SHORT_TURN_WORDS = 8
-"""A last user turn with fewer words than this ("why?", "and in Python?") is retrieved together
-with the user turns before it (at most :data:`CONTEXT_TURNS`), which say what it is about."""
 CONTEXT_TURNS = 2
+"""How many earlier user turns a follow-up is retrieved with."""
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_FOLLOW_UP_STARTS = frozenset(["and", "but", "so", "or", "also", "then"])
+_REFERRING = frozenset(
+    [
+        "it",
+        "its",
+        "it's",
+        "that",
+        "this",
+        "those",
+        "these",
+        "they",
+        "them",
+        "their",
+        "there",
+        "he",
+        "she",
+        "him",
+        "her",
+        "one",
+        "ones",
+    ]
+)
+
+
+def is_follow_up(turn: str) -> bool:
+    """Whether a user turn leans on the conversation before it: fewer than four words ("why?",
+    "and in Python?"), a leading "and" / "but" / "so" / "also", "what about" / "how about", or a
+    word that refers back ("it", "that", "they", ...). "What is the capital of France?" does not."""
+    words = _WORD.findall(turn.casefold())
+    if len(words) < 4 or words[0] in _FOLLOW_UP_STARTS or words[:2] in (["what", "about"], ["how", "about"]):
+        return True
+    return any(word in _REFERRING for word in words)
 
 
 @runtime_checkable
@@ -49,16 +81,16 @@ def fit_icl_budget(examples: Sequence[ICLExample], max_tokens: int | None) -> li
 
 
 def retrieval_text(conversation: Sequence[BaseMessage]) -> str:
-    """The text ICL examples are retrieved by: the last user turn, preceded by up to
-    :data:`CONTEXT_TURNS` earlier user turns when it is short (fewer than :data:`SHORT_TURN_WORDS`
-    words). Assistant turns and tool results are left out: they are long and say little about
-    what the user is asking. Empty when the conversation has no user turn."""
+    """The text ICL examples are retrieved by: the last user turn alone, or, when it is a follow-up
+    (:func:`is_follow_up`), preceded by the earlier user turns back to the last one that stands
+    alone (at most :data:`CONTEXT_TURNS`). Assistant turns and tool results are left out: they
+    are long and say little about what the user is asking. Empty without a user turn."""
     user_turns = [m.text.strip() for m in conversation if isinstance(m, HumanMessage) and m.text.strip()]
     if not user_turns:
         return ""
     chosen = [user_turns[-1]]
     for earlier in reversed(user_turns[:-1]):
-        if len(chosen) > CONTEXT_TURNS or sum(len(t.split()) for t in chosen) >= SHORT_TURN_WORDS:
+        if len(chosen) > CONTEXT_TURNS or not is_follow_up(chosen[0]):
             break
         chosen.insert(0, earlier)
     return "\n".join(chosen)

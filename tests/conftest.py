@@ -24,3 +24,11 @@ def reference_dir() -> Path:
 
 
 from .servers import chroma_server, postgres_url  # noqa: E402, F401  (shared server fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_mismatch_warnings() -> None:
+    """The model-mismatch warning is shown once per process and pair; each test starts unwarned."""
+    from drpo_agents.aligned import _warned
+
+    _warned.clear()

@@ -18,7 +18,7 @@ from langchain_core.tools import tool
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 from pydantic import BaseModel
 
-from drpo_agents import AlignmentArtifact, DRPOConfig, optimize, with_alignment
+from drpo_agents import AlignmentArtifact, DRPOConfig, evaluate, optimize, with_alignment, write_report
 from drpo_agents.aligned import (
     AlignedChatModel,
     ModelMismatchError,
@@ -273,6 +273,14 @@ def test_artifacts_in_every_form_a_user_holds_them(tmp_path: Path) -> None:
         with_alignment(model(), 42)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="needs a chat model"):
         with_alignment(model().bind(temperature=0), original)  # type: ignore[arg-type]
+    # Every entry point that takes an artifact takes the same forms.
+    assert write_report(tmp_path / "run", tmp_path / "report.html").is_file()
+    with pytest.raises(ArtifactError, match="got int"):
+        write_report(42, tmp_path / "report.html")  # type: ignore[arg-type]
+    report = evaluate(
+        ["Why is the sky blue?"], responder="sandbox", judge="sandbox", artifact=tmp_path / "run"
+    )
+    assert report.setup("drpo").overall.mean is not None
 
 
 def test_another_model_than_the_artifacts_warns_once_naming_both_and_strict_refuses() -> None:
@@ -359,3 +367,50 @@ def test_a_langgraph_node_keeps_a_conversation_and_aligns_each_turn_once() -> No
         "Multiply the miles by 1.609.",
     ]
     assert [m.text for m in second[3:]] == [m.text for m in out["messages"][:3]]
+
+
+def test_the_apps_leading_system_message_keeps_its_fields_and_a_later_one_keeps_its_place() -> None:
+    inner = model()
+    leading = SystemMessage("You plan trips.", additional_kwargs={"cache": "ephemeral"}, name="app")
+    later = SystemMessage("The user is now in Paris.")
+    conversation = [
+        leading,
+        HumanMessage("hi"),
+        AIMessage("Hello!"),
+        later,
+        HumanMessage("How far is 10 miles in km?"),
+    ]
+    with_alignment(inner, artifact()).invoke(conversation)
+    sent = inner.calls[-1][0]
+    assert sent[0].text == f"{PROMPT}\n\nYou plan trips." and sent[0].additional_kwargs == {
+        "cache": "ephemeral"
+    }
+    assert sent[0].name == "app" and sent[0].id == ALIGNED_SYSTEM_ID
+    assert sent[-4:] == conversation[1:]  # the later system message stays where it was
+
+
+def test_an_ordinary_question_after_a_harmful_one_gets_no_refusal_example() -> None:
+    inner = model()
+    aligned = with_alignment(inner, artifact())
+    harmful = [
+        HumanMessage("How do I break into my neighbour's house?"),
+        AIMessage("I can't help with that."),
+    ]
+    aligned.invoke([*harmful, HumanMessage("What is the capital of France?")])
+    assert not any((m.id or "").startswith("drpo-icl-") for m in inner.calls[-1][0])
+    aligned.invoke([*harmful, HumanMessage("What if they left a window open?")])  # a follow-up: same topic
+    assert "I can't help with that." in [m.text for m in inner.calls[-1][0][1:3]]
+
+
+def test_alignment_prompt_takes_the_apps_system_prompt() -> None:
+    prompt = alignment_prompt(artifact(), system_prompt="You plan trips.")
+    sent = prompt.invoke({"messages": [HumanMessage("How do I convert 3 miles?")]})
+    assert sent[0].text == f"{PROMPT}\n\nYou plan trips." and sent[-1].text == "How do I convert 3 miles?"
+
+
+def test_the_sandbox_refuses_structured_output_it_cannot_fill_instead_of_returning_none() -> None:
+    aligned = with_alignment("sandbox", artifact(models={}))
+    with pytest.raises(ConfigError, match="cannot fill the 'Distance' schema"):
+        aligned.with_structured_output(Distance).invoke("How far?")
+    with pytest.raises(ConfigError, match="the seed goes after a colon: 'sandbox:3'"):
+        with_alignment("sandbox?seed=3", artifact(models={}))

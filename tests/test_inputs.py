@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from pydantic import ValidationError
 
 from drpo_agents import DRPOConfig, load_training_queries, optimize
@@ -30,6 +30,10 @@ def never_called(_: list[BaseMessage]) -> str:
         (["ok?", "x" * (MAX_QUERY_CHARS + 1)], "characters long"),
         ([{"id": "a", "query": "one?"}, {"id": "a", "query": "two?"}], "query id 'a' is used twice"),
         ([42, "fine?"], "must be a string or a dict"),
+        ("How do tides work?", r"not one string: pass \['How do tides work\?'\]"),
+        ({"query": "How do tides work?"}, "got one dict"),
+        ([[HumanMessage("hi")], "fine?"], "query #1 is a list of messages"),
+        ([{"messages": [{"role": "user", "content": "hi"}]}, "fine?"], "query #1 is a conversation"),
     ],
 )
 def test_invalid_training_queries_fail_before_any_model_call(queries: list[object], message: str) -> None:
@@ -37,6 +41,18 @@ def test_invalid_training_queries_fail_before_any_model_call(queries: list[objec
     with pytest.raises(ConfigError, match=message):
         optimize(queries, responder=model, judge=model)
     assert model.calls == []
+
+
+def test_a_config_dict_is_accepted_and_validated_like_a_drpo_config() -> None:
+    artifact = optimize(
+        load_training_queries()[:3], responder="sandbox", judge="sandbox", config={"depth": 1}
+    )
+    assert artifact.config["depth"] == 1 and len(artifact.levels) == 2
+    model = scripted(never_called)
+    with pytest.raises(ConfigError, match="invalid configuration: depht: Extra inputs are not permitted"):
+        optimize(load_training_queries()[:3], responder=model, judge=model, config={"depht": 1})
+    with pytest.raises(ConfigError, match="config must be a DRPOConfig or a dict of its fields, got int"):
+        optimize(load_training_queries()[:3], responder=model, judge=model, config=3)  # type: ignore[arg-type]
 
 
 def test_a_query_set_smaller_than_the_depth_runs_and_says_why_it_stopped() -> None:

@@ -88,9 +88,14 @@ def with_alignment(
     result = load_artifact(artifact)
     inner = resolve_model(model, "responder") if isinstance(model, str) else model
     if not isinstance(inner, BaseChatModel):
+        hint = (
+            "; call .bind_tools(), .bind() or .with_retry() on the aligned model instead"
+            if isinstance(inner, Runnable)
+            else ""
+        )
         raise ConfigError(
             "with_alignment needs a chat model (a BaseChatModel) or a 'provider:model' string, got "
-            f"{type(inner).__name__}; call .bind_tools(), .bind() or .with_retry() on the aligned model instead"
+            f"{type(inner).__name__}{hint}"
         )
     check_model(result, inner, strict=strict)
     applier = AlignmentApplier.from_artifact(
@@ -151,24 +156,25 @@ def alignment_middleware(
 def alignment_prompt(
     artifact: ArtifactSource,
     *,
+    system_prompt: str | None = None,
     k: int | None = None,
     embeddings: EmbeddingsLike | None = None,
     min_similarity: float | None = None,
     retriever: ICLRetriever | None = None,
 ) -> Runnable[Any, list[BaseMessage]]:
     """A ``prompt=`` for ``langgraph.prebuilt.create_react_agent``: the agent's messages under
-    the optimized system prompt, with the relevant ICL examples before the conversation."""
+    the optimized system prompt, followed by ``system_prompt`` (the app's own, which this
+    replaces as the agent's ``prompt=``), with the relevant ICL examples before the conversation."""
     from drpo_agents.aligned.middleware import alignment_prompt_runnable
 
-    return alignment_prompt_runnable(
-        AlignmentApplier.from_artifact(
-            load_artifact(artifact),
-            k=k,
-            embeddings=embeddings,
-            min_similarity=min_similarity,
-            retriever=retriever,
-        )
+    applier = AlignmentApplier.from_artifact(
+        load_artifact(artifact),
+        k=k,
+        embeddings=embeddings,
+        min_similarity=min_similarity,
+        retriever=retriever,
     )
+    return alignment_prompt_runnable(applier, system_prompt)
 
 
 def check_model(artifact: AlignmentArtifact, model: Any, *, strict: bool = False) -> None:
@@ -190,7 +196,12 @@ def check_model(artifact: AlignmentArtifact, model: Any, *, strict: bool = False
     )
     if strict:
         raise ModelMismatchError(message)
-    warnings.warn(message, ModelMismatchWarning, stacklevel=3)
+    if (optimized_for, used) not in _warned:  # once per process for each pair, however often it is wrapped
+        _warned.add((optimized_for, used))
+        warnings.warn(message, ModelMismatchWarning, stacklevel=3)
+
+
+_warned: set[tuple[str, str]] = set()
 
 
 def _model_name(identity: str) -> str:

@@ -20,12 +20,14 @@ ICL_ID_PREFIX = "drpo-icl-"
 class AlignmentApplier:
     """Builds the aligned request for a conversation, the way the search built the responder's.
 
-    The optimized system prompt comes first; the app's own system messages follow it in the same
-    system message (so app instructions still apply). Then the ICL examples relevant to the
-    conversation (:func:`drpo_agents.retrieval.retrieval_text`; none when nothing clears the
-    relevance floor), as user/assistant turns, then the conversation unchanged. The examples sit
-    before the whole conversation, never between a tool call and its result, and are placed
-    once per request (a tool loop's later calls get the same ones, not more).
+    The optimized system prompt comes first; the app's own leading system message follows it in
+    the same message (its text after ours, its other fields kept), so app instructions still
+    apply. Then the ICL examples relevant to the conversation
+    (:func:`drpo_agents.retrieval.retrieval_text`; none when nothing clears the relevance floor),
+    as user/assistant turns, then the conversation unchanged (a system message later in the
+    conversation stays where it is). The examples sit before the whole conversation, never between
+    a tool call and its result, and are placed once per request (a tool loop's later calls get
+    the same ones, not more).
     """
 
     def __init__(
@@ -71,8 +73,11 @@ class AlignmentApplier:
         """The aligned request for ``messages`` (returned as is if it is aligned already)."""
         if messages and messages[0].id == ALIGNED_SYSTEM_ID:
             return list(messages)
-        own_system = [m for m in messages if isinstance(m, SystemMessage)]
-        conversation = [m for m in messages if not isinstance(m, SystemMessage)]
+        lead = 0
+        while lead < len(messages) and isinstance(messages[lead], SystemMessage):
+            lead += 1
+        own_system = [m for m in messages[:lead] if isinstance(m, SystemMessage)]
+        conversation = list(messages[lead:])
         return [self._system_message(own_system), *self.example_turns(conversation), *conversation]
 
     def example_turns(self, conversation: Sequence[BaseMessage]) -> list[BaseMessage]:
@@ -90,14 +95,16 @@ class AlignmentApplier:
         return turns
 
     def _system_message(self, own: Sequence[SystemMessage]) -> SystemMessage:
+        content: str | list[str | dict[str, Any]]
         if all(isinstance(m.content, str) for m in own):
-            text = "\n\n".join([self.system_prompt, *(str(m.content) for m in own if m.content)])
-            return SystemMessage(text, id=ALIGNED_SYSTEM_ID)
-        # Content blocks (e.g. a provider's cache markers) are kept as they are, after ours.
-        blocks: list[str | dict[str, Any]] = [{"type": "text", "text": self.system_prompt}]
-        for message in own:
-            if isinstance(message.content, str):
-                blocks.append({"type": "text", "text": message.content})
-            else:
-                blocks.extend(message.content)
-        return SystemMessage(content=blocks, id=ALIGNED_SYSTEM_ID)
+            content = "\n\n".join([self.system_prompt, *(str(m.content) for m in own if m.content)])
+        else:  # content blocks (e.g. a provider's cache markers) are kept as they are, after ours
+            content = [{"type": "text", "text": self.system_prompt}]
+            for message in own:
+                if isinstance(message.content, str):
+                    content.append({"type": "text", "text": message.content})
+                else:
+                    content.extend(message.content)
+        if own:  # the app's message, with its other fields (name, additional_kwargs) kept
+            return own[0].model_copy(update={"content": content, "id": ALIGNED_SYSTEM_ID})
+        return SystemMessage(content=content, id=ALIGNED_SYSTEM_ID)

@@ -46,14 +46,17 @@ class AlignmentMiddleware(AgentMiddleware):
         return request.override(system_message=system, messages=cast(list[AnyMessage], rest))
 
 
-def alignment_prompt_runnable(applier: AlignmentApplier) -> Runnable[Any, list[BaseMessage]]:
-    """A ``prompt=`` for ``langgraph.prebuilt.create_react_agent``: the agent state's messages,
-    aligned (see :func:`drpo_agents.aligned.alignment_prompt`)."""
+def alignment_prompt_runnable(
+    applier: AlignmentApplier, system_prompt: str | None = None
+) -> Runnable[Any, list[BaseMessage]]:
+    """A ``prompt=`` for ``langgraph.prebuilt.create_react_agent``: the agent state's messages
+    after the app's ``system_prompt`` (if any), aligned (see :func:`drpo_agents.aligned.alignment_prompt`)."""
+    own: list[BaseMessage] = [SystemMessage(system_prompt)] if system_prompt else []
 
     def prompt(state: Any) -> list[BaseMessage]:
         messages = (
             state.get("messages", []) if isinstance(state, Mapping) else getattr(state, "messages", state)
         )
-        return applier.apply(list(messages))
+        return applier.apply([*own, *messages])
 
     return RunnableLambda(prompt, name="drpo_apply_alignment")

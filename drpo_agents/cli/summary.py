@@ -88,6 +88,12 @@ def show_run(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: 
         f"{role} {u.calls} calls/{u.total_tokens:,} tok" for role, u in sorted(artifact.usage.items())
     )
     out.print(f"Usage: {usage}")
+    if artifact.icl_examples and artifact.icl_retrieval is not None:
+        retrieval = artifact.icl_retrieval
+        out.print(
+            f"ICL examples: {len(artifact.icl_examples)}, up to {artifact.icl_k} per request, those with "
+            f"similarity >= {retrieval.min_similarity:.2f} ({retrieval.embeddings})"
+        )
     correlation = artifact.length_reward_correlation()
     if correlation is not None:
         hint = " (high: check the judge for a length bias)" if correlation > 0.5 else ""

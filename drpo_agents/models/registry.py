@@ -110,7 +110,8 @@ def _sandbox_model(text: str, role: Role) -> BaseLanguageModel[Any]:
     seen: set[str] = set()
     for key, value in pairs:
         if key not in sandbox_option_names():
-            raise ConfigError(f"unknown sandbox option {key!r} in {text!r}; valid options: {valid}")
+            hint = f" (the seed goes after a colon: 'sandbox:{value}')" if key == "seed" else ""
+            raise ConfigError(f"unknown sandbox option {key!r} in {text!r}{hint}; valid options: {valid}")
         if key in seen:
             raise ConfigError(f"sandbox option {key!r} is given twice in {text!r}")
         seen.add(key)

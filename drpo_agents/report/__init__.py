@@ -28,6 +28,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.artifact_sources import ArtifactSource, load_artifact
 from drpo_agents.errors import ArtifactError
 from drpo_agents.evaluation import EvaluationReport
 from drpo_agents.report.diffs import diffs_section
@@ -61,7 +62,7 @@ _SCRIPT = files(__package__).joinpath("report.js").read_text(encoding="utf-8")
 
 
 def write_report(
-    artifact: AlignmentArtifact | str | Path,
+    artifact: ArtifactSource,
     path: str | Path,
     *,
     evaluation: EvaluationReport | None = None,
@@ -69,21 +70,21 @@ def write_report(
     """Write the run report as one self-contained HTML file and return its path.
 
     Args:
-        artifact: the artifact, or the path of an ``artifact.json`` (or of a run directory).
+        artifact: the artifact, the path of an ``artifact.json`` or of a run directory, or an
+            artifact dict (see :func:`drpo_agents.artifact_sources.load_artifact`).
         path: where to write the HTML (parent folders are created).
         evaluation: a held-out evaluation to include. Without it, an ``evaluation.json`` next
             to the artifact file (when ``artifact`` is a path) or next to ``path`` is used if
             there is one (``drpo evaluate`` writes it beside the artifact).
 
     Raises:
-        ArtifactError: if ``artifact`` is a path that is not a readable artifact.
+        ArtifactError: if ``artifact`` is not an artifact in any of those forms.
     """
     target = Path(path)
     folders: list[Path] = []
-    if not isinstance(artifact, AlignmentArtifact):
-        source = artifact_path(Path(artifact))
-        artifact = AlignmentArtifact.load(source)
-        folders.append(source.parent)
+    if isinstance(artifact, str | Path):
+        folders.append(artifact_path(Path(artifact)).parent)
+    artifact = load_artifact(artifact)
     folders.append(target.parent)
     warnings: list[str] = []
     if evaluation is None:

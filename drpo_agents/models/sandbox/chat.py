@@ -18,6 +18,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from drpo_agents.errors import ConfigError
 from drpo_agents.prompts import approx_tokens, render_prompt
 
 
@@ -26,6 +27,7 @@ class SandboxChatModel(BaseChatModel):
 
     seed: int = 0
     bound_tool: str | None = Field(None, description="Name of the tool bound for structured output.")
+    tool_forced: bool = Field(False, description="The bound tool must be called (structured output).")
     response_schema: dict[str, Any] | None = Field(
         None, description="JSON schema of the requested reply (a bound tool's parameters, or a JSON mode's)."
     )
@@ -67,7 +69,11 @@ class SandboxChatModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         function = convert_to_openai_tool(tools[0])["function"] if tools else {}
         return self.model_copy(
-            update={"bound_tool": function.get("name"), "response_schema": function.get("parameters")}
+            update={
+                "bound_tool": function.get("name"),
+                "response_schema": function.get("parameters"),
+                "tool_forced": tool_choice not in (None, "auto", "none"),
+            }
         )
 
     def with_response_schema(self, schema: dict[str, Any] | None) -> Self:
@@ -86,6 +92,13 @@ class SandboxChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         reply = self._reply(messages)
+        if self.tool_forced and not isinstance(reply, dict):
+            # A text reply where a tool call was required would parse as None, silently.
+            raise ConfigError(
+                f"the sandbox {self.role_name} cannot fill the {self.bound_tool!r} schema: it answers in text "
+                "(sandbox models only produce DRPO's own structured replies); use a chat model that "
+                "supports structured output"
+            )
         prompt_text = "".join(str(m.content) for m in messages)
         if isinstance(reply, dict) and self.bound_tool:
             digest = hashlib.sha256(json.dumps(reply, sort_keys=True).encode()).hexdigest()[:12]
