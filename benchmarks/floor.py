@@ -33,7 +33,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from typing_extensions import TypedDict
 
-from drpo_agents.cache import SQLiteLLMCache
+from drpo_agents.infra.cache import SQLiteLLMCache
 
 REPLY = "A fixed answer of a few dozen words, " * 6
 SYSTEM = "You are a helpful assistant. Answer precisely, give an example, say what you do not know. " * 4
@@ -153,6 +153,6 @@ async def floor_rows(latency: float = 0.1) -> list[tuple[tuple[str, str, str, st
 
 
 if __name__ == "__main__":
-    from benchmarks.run import to_markdown
+    from benchmarks.table import to_markdown
 
     print(to_markdown([row for row, _ in asyncio.run(floor_rows())]))

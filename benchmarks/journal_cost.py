@@ -30,10 +30,10 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration
 
-from benchmarks.run import to_markdown
+from benchmarks.table import to_markdown
 from drpo_agents import load_training_queries
-from drpo_agents.call_identity import CallIdentity, calling, task_scope
-from drpo_agents.journal import ResponseJournal, journaled_copies
+from drpo_agents.infra.call_identity import CallIdentity, calling, task_scope
+from drpo_agents.infra.journal import ResponseJournal, journaled_copies
 from drpo_agents.models.sandbox import sandbox_models
 
 

@@ -25,12 +25,17 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     (SANDBOX_COMPONENT, ("drpo_agents.models.sandbox", "benchmarks.")),
     (
         "checkpointer (langgraph.checkpoint, aiosqlite)",
-        ("langgraph.checkpoint", "aiosqlite", "drpo_agents.checkpoints"),
+        ("langgraph.checkpoint", "aiosqlite", "drpo_agents.infra.checkpoints"),
     ),
     ("graph scheduling (langgraph pregel, channels)", ("langgraph",)),
     (
         "journal + memo cache",
-        ("drpo_agents.journal", "drpo_agents.cache", "drpo_agents.call_identity", "langchain_core.caches"),
+        (
+            "drpo_agents.infra.journal",
+            "drpo_agents.infra.cache",
+            "drpo_agents.infra.call_identity",
+            "langchain_core.caches",
+        ),
     ),
     (
         "Chroma writes + recall, ICL retrieval",
@@ -53,7 +58,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
             "langchain_core.callbacks",
             "langchain_core.tracers",
             "drpo_agents.tracing",
-            "drpo_agents.trace_values",
+            "drpo_agents.tracing.values",
             "langsmith",
         ),
     ),

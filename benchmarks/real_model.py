@@ -29,9 +29,9 @@ from langchain_core.globals import set_llm_cache
 
 from drpo_agents import DRPOConfig, load_eval_queries, load_training_queries
 from drpo_agents.api import optimize
-from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.errors import DRPOError
 from drpo_agents.evaluation import EvaluationReport, evaluate
+from drpo_agents.infra.cache import SQLiteLLMCache
 
 RESPONDER = "local:smollm2-135m"
 # A small budget that runs in a few minutes per seed on 2 cores (every responder call is real).

@@ -43,10 +43,11 @@ from langchain_core.outputs import ChatResult
 from benchmarks.floor import floor_rows
 from benchmarks.profile_calls import SANDBOX_COMPONENT, cpu_timed, profiled
 from benchmarks.storage import FULL_DEPTHS, SMOKE_DEPTHS, measure_depths, storage_rows
+from benchmarks.table import to_markdown
 from drpo_agents import DRPOConfig, aoptimize, load_training_queries
+from drpo_agents.infra.run_files import TRACE_FILE
 from drpo_agents.memory import ChromaCritiqueMemory, Critique, chroma_client
 from drpo_agents.models.sandbox import sandbox_models
-from drpo_agents.run_files import TRACE_FILE
 from drpo_agents.tracing import JsonlTracer
 
 
@@ -320,7 +321,7 @@ async def main(smoke: bool = False) -> list[tuple[str, str, str, str]]:
         cached_cfg = concurrent_cfg.model_copy(update={"cache": "all"})
         first = await measure_run(cached_cfg, 0.0, run_dir=Path(folder) / "a")
         # The same run again in a new directory but sharing the cache file: every call is a hit.
-        from drpo_agents.cache import SQLiteLLMCache
+        from drpo_agents.infra.cache import SQLiteLLMCache
 
         cache = SQLiteLLMCache(Path(folder) / "a" / "llm_cache.sqlite")
         stored = len(cache)
@@ -340,12 +341,6 @@ async def main(smoke: bool = False) -> list[tuple[str, str, str, str]]:
 
 def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
-
-
-def to_markdown(rows: list[tuple[str, str, str, str]]) -> str:
-    lines = ["| benchmark | measured | target | verdict |", "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return "\n".join(lines)
 
 
 def recall_rows(sizes: Sequence[int], probes: int) -> list[tuple[str, str, str, str]]:

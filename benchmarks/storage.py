@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drpo_agents import DRPOConfig, aoptimize, create_drpo_graph, load_training_queries
-from drpo_agents.checkpoints import open_checkpointer
+from drpo_agents.infra.checkpoints import open_checkpointer
+from drpo_agents.infra.run_files import ARTIFACT_FILE, CHECKPOINT_FILE, TRACE_FILE
 from drpo_agents.models.sandbox import sandbox_models
-from drpo_agents.run_files import ARTIFACT_FILE, CHECKPOINT_FILE, TRACE_FILE
 from drpo_agents.tracing import JsonlTracer
 
 FULL_DEPTHS = (5, 10, 20, 40)
@@ -129,7 +129,7 @@ def _mb(size: int) -> str:
 
 
 if __name__ == "__main__":
-    from benchmarks.run import to_markdown
+    from benchmarks.table import to_markdown
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -1,7 +1,7 @@
 """From training queries to an :class:`AlignmentArtifact` in one call: compile, run, save, resume.
 
 A run directory holds everything a run needs to be inspected or resumed
-(:mod:`drpo_agents.run_files` lists its files).
+(:mod:`drpo_agents.infra.run_files` lists its files).
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ from langgraph.types import Command
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.aspects import AspectCatalog
-from drpo_agents.cache import SQLiteLLMCache
-from drpo_agents.calls import run_sync
-from drpo_agents.checkpoints import check_checkpoint_file, open_checkpointer
 from drpo_agents.config import ConfigLike, DRPOConfig, as_config
 from drpo_agents.datasets import load_seed_icl_examples, normalize_queries
 from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
-from drpo_agents.journal import ResponseJournal
-from drpo_agents.memory import CritiqueMemory, InMemoryCritiqueMemory
-from drpo_agents.retrieval import ICLRetriever
-from drpo_agents.run_files import (
+from drpo_agents.infra.cache import SQLiteLLMCache
+from drpo_agents.infra.calls import run_sync
+from drpo_agents.infra.checkpoints import check_checkpoint_file, open_checkpointer
+from drpo_agents.infra.journal import ResponseJournal
+from drpo_agents.infra.run_files import (
     ARTIFACT_FILE,
     CACHE_FILE,
     CHECKPOINT_FILE,
@@ -38,6 +36,8 @@ from drpo_agents.run_files import (
     CONFIG_FILE,
     JOURNAL_FILE,
 )
+from drpo_agents.memory import CritiqueMemory, InMemoryCritiqueMemory
+from drpo_agents.retrieval import ICLRetriever
 from drpo_agents.run_spec import (
     ChatModel,
     Checkpointer,

@@ -12,7 +12,7 @@ from langchain_core.messages import BaseMessage
 from pydantic import ValidationError
 
 from drpo_agents.errors import ConfigError
-from drpo_agents.json_files import read_json
+from drpo_agents.infra.json_files import read_json
 from drpo_agents.schemas import ICLExample
 
 # A query longer than this is almost certainly a mistake (a whole file pasted in); refuse it

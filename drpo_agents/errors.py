@@ -59,6 +59,14 @@ class ArtifactError(DRPOError):
     """An artifact file cannot be read."""
 
 
+class LocalModelError(ConfigError):
+    """A ``local:`` model cannot be used: llama-cpp-python or the GGUF file is missing."""
+
+
+class LocalGenerationError(DRPOError, RuntimeError):
+    """A call the local model cannot make: a prompt longer than its context, an unusable schema."""
+
+
 class ModelCallError(DRPOError):
     """A model call raised something unexpected (a provider answering an HTML page, a client
     bug): recorded like any failed call, with the original exception as ``__cause__``."""
@@ -77,12 +85,10 @@ def recoverable_errors() -> tuple[type[BaseException], ...]:
     import httpx
     import openai
 
-    from drpo_agents.models.local import LocalGenerationError  # e.g. a prompt longer than the context
-
     return (
         StructuredOutputError,
         ModelCallError,
-        LocalGenerationError,
+        LocalGenerationError,  # e.g. a prompt longer than the local model's context
         openai.APIError,
         httpx.HTTPError,
         TimeoutError,

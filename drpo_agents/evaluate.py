@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents import Judge
-from drpo_agents.calls import CallPlan
 from drpo_agents.evaluation import *  # noqa: F403 (the public names, re-exported)
 from drpo_agents.evaluation import EVAL_ASPECTS
 from drpo_agents.evaluation import __all__ as _evaluation_names
+from drpo_agents.infra.calls import CallPlan
 from drpo_agents.schemas import PairwiseVerdict
 from drpo_agents.structured import StructuredResult
 

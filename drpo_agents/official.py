@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from drpo_agents.artifact import AlignmentArtifact, CandidateRecord, EvaluationRecord, LevelRecord
 from drpo_agents.datasets import load_icl_examples, load_seed_icl_examples
 from drpo_agents.errors import ArtifactError, ConfigError
-from drpo_agents.json_files import read_json
+from drpo_agents.infra.json_files import read_json
 from drpo_agents.schemas import AnswerEvaluation, ICLExample
 
 OFFICIAL_SOURCE = "drpo-official-import"

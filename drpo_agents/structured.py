@@ -26,9 +26,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
 
-from drpo_agents.calls import CallPlan, ModelCall
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.errors import ModelCallError, StructuredOutputError
+from drpo_agents.infra.calls import CallPlan, ModelCall
 from drpo_agents.models.registry import is_openai_client
 from drpo_agents.prompts import render_prompt
 from drpo_agents.structured_methods import (
@@ -139,7 +139,7 @@ def plan_structured(
 ) -> CallPlan[StructuredResult[SchemaT]]:
     """Ask ``model`` for a ``schema`` object, re-asking with the error when the reply is invalid.
 
-    A call plan (see :mod:`drpo_agents.calls`): run it with ``run_plan`` or ``arun_plan``.
+    A call plan (see :mod:`drpo_agents.infra.calls`): run it with ``run_plan`` or ``arun_plan``.
 
     Args:
         model: any LangChain chat model.

@@ -31,9 +31,10 @@ from typing import Any, ClassVar
 from chromadb.api.models.Collection import Collection
 from langchain_core.messages import BaseMessage
 
-from drpo_agents import api, calls
+from drpo_agents import api
+from drpo_agents.infra import calls
+from drpo_agents.infra.run_files import ARTIFACT_FILE, CONFIG_FILE, REPORT_FILE
 from drpo_agents.models.sandbox import SandboxJudge, SandboxResponder, SandboxRewriter
-from drpo_agents.run_files import ARTIFACT_FILE, CONFIG_FILE, REPORT_FILE
 from drpo_agents.search import graph as search_graph
 from drpo_agents.search import review as search_review
 from drpo_agents.tracing import JsonlTracer

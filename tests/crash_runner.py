@@ -25,8 +25,8 @@ from typing import Any
 from langchain_core.load import dumps
 
 from drpo_agents import DRPOConfig, load_training_queries, optimize, resume
-from drpo_agents.call_identity import current_call
-from drpo_agents.journal import ResponseJournal
+from drpo_agents.infra.call_identity import current_call
+from drpo_agents.infra.journal import ResponseJournal
 from drpo_agents.models.sandbox import SandboxJudge, SandboxResponder, SandboxRewriter
 
 CONFIG = DRPOConfig(

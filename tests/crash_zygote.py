@@ -27,8 +27,8 @@ from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, load_training_queries
 from drpo_agents.errors import DRPOError, ReviewRequired
+from drpo_agents.infra.run_files import ARTIFACT_FILE, REPORT_FILE, TRACE_FILE
 from drpo_agents.report import render_report, write_run_report
-from drpo_agents.run_files import ARTIFACT_FILE, REPORT_FILE, TRACE_FILE
 from drpo_agents.tracing import JsonlTracer, read_trace
 
 from .crash_moments import MODEL_CLASSES, install, moments_seen, start_logging

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from drpo_agents.journal import ResponseJournal
+from drpo_agents.infra.journal import ResponseJournal
 from drpo_agents.models.sandbox.chat import SandboxChatModel
 
 from .crash_runner import _append, _cache_key, _key

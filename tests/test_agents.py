@@ -7,8 +7,8 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from drpo_agents.agents import Judge, PromptRewriter, Responder, RewriteCase, count_bullets
 from drpo_agents.agents.responder import COMPLETION_STOP
 from drpo_agents.aspects import AspectCatalog
-from drpo_agents.calls import run_plan
 from drpo_agents.errors import StructuredOutputError
+from drpo_agents.infra.calls import run_plan
 from drpo_agents.retrieval import InMemoryICLRetriever
 from drpo_agents.schemas import AnswerEvaluation, ICLExample
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.run import main, to_markdown
+from benchmarks.run import main
+from benchmarks.table import to_markdown
 
 
 @pytest.mark.slow

@@ -20,10 +20,10 @@ from langgraph.graph import StateGraph
 
 import drpo_agents.api as api
 from drpo_agents import AlignmentArtifact, DRPOConfig, DRPOError, aoptimize, aresume, create_drpo_graph
-from drpo_agents.checkpoints import SQLITE_PAGE_SIZE, compressed_serde, open_checkpointer
 from drpo_agents.datasets import load_training_queries
+from drpo_agents.infra.checkpoints import SQLITE_PAGE_SIZE, compressed_serde, open_checkpointer
+from drpo_agents.infra.run_files import CHECKPOINT_FILE
 from drpo_agents.models.sandbox import sandbox_models
-from drpo_agents.run_files import CHECKPOINT_FILE
 from drpo_agents.search import state
 
 CONFIG = DRPOConfig(beam_size=2, n_actions=2, depth=3, max_depth_increase=0, queries_per_step=2, seed=3)

@@ -349,9 +349,9 @@ def test_the_keyword_type_lists_every_option() -> None:
 def test_the_old_module_still_imports_and_pairwise_judging_is_on_the_judge() -> None:
     from drpo_agents import evaluate as old_module_or_function  # noqa: F401
     from drpo_agents.agents import Judge
-    from drpo_agents.calls import run_plan
     from drpo_agents.evaluate import EvaluationReport as OldReport
     from drpo_agents.evaluate import plan_pairwise
+    from drpo_agents.infra.calls import run_plan
     from drpo_agents.models.sandbox import sandbox_models
 
     assert OldReport is EvaluationReport

@@ -11,7 +11,7 @@ import pytest
 
 from drpo_agents import DRPOConfig, load_training_queries, optimize
 from drpo_agents.datasets import load_eval_queries
-from drpo_agents.run_files import EVALUATION_FILE, EVALUATION_JOURNAL_FILE
+from drpo_agents.infra.run_files import EVALUATION_FILE, EVALUATION_JOURNAL_FILE
 
 from .process_runs import lines, run_module
 

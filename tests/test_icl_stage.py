@@ -10,14 +10,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ConfigError
-from drpo_agents.icl_stage import (
+from drpo_agents.models.sandbox import SandboxRewriter
+from drpo_agents.schemas import ICLExample
+from drpo_agents.search.icl_stage import (
     ICLStageConfig,
     aoptimize_icl_examples,
     create_icl_stage_graph,
     optimize_icl_examples,
 )
-from drpo_agents.models.sandbox import SandboxRewriter
-from drpo_agents.schemas import ICLExample
 
 from .fakes import ScriptedChatModel, last_human, scripted, tag
 
@@ -219,14 +219,14 @@ def test_an_interrupted_stage_resumes_without_redoing_finished_examples() -> Non
 
 def test_the_answer_rewriter_lives_in_agents_and_keeps_its_old_import() -> None:
     from drpo_agents.agents import AnswerRewriter
-    from drpo_agents.icl_stage import AnswerRewriter as OldAnswerRewriter
+    from drpo_agents.search.icl_stage import AnswerRewriter as OldAnswerRewriter
 
     assert OldAnswerRewriter is AnswerRewriter
 
 
 def test_the_state_records_match_the_artifact_records() -> None:
     from drpo_agents.artifact import ICLOptimizationRecord, ICLRoundRecord
-    from drpo_agents.icl_example import ICLExampleRecord, ICLRound
+    from drpo_agents.search.icl_example import ICLExampleRecord, ICLRound
 
     assert set(ICLExampleRecord.__annotations__) == set(ICLOptimizationRecord.model_fields)
     assert set(ICLRound.__annotations__) == set(ICLRoundRecord.model_fields)

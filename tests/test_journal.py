@@ -14,11 +14,11 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 
 from drpo_agents import DRPOConfig, load_training_queries, optimize
-from drpo_agents.cache import SQLiteLLMCache
-from drpo_agents.call_identity import current_call, task_scope
-from drpo_agents.calls import ModelCall, ParallelPlans, arun_plan, plan_node, run_plan
-from drpo_agents.journal import ResponseJournal, journaled_copies
-from drpo_agents.run_files import CACHE_FILE, JOURNAL_FILE
+from drpo_agents.infra.cache import SQLiteLLMCache
+from drpo_agents.infra.call_identity import current_call, task_scope
+from drpo_agents.infra.calls import ModelCall, ParallelPlans, arun_plan, plan_node, run_plan
+from drpo_agents.infra.journal import ResponseJournal, journaled_copies
+from drpo_agents.infra.run_files import CACHE_FILE, JOURNAL_FILE
 
 from .fakes import ScriptedChatModel, scripted
 from .process_runs import lines, run_module
@@ -144,7 +144,7 @@ def test_the_memo_cache_behind_the_journal_still_serves_other_tasks(tmp_path: Pa
 def test_a_response_is_encoded_once_for_the_journal_and_the_memo_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import drpo_agents.journal as journal_module
+    import drpo_agents.infra.journal as journal_module
 
     encoded: list[object] = []
     encode = journal_module.encode_generations

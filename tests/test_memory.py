@@ -9,9 +9,9 @@ import pytest
 from langchain_core.messages import BaseMessage
 
 from drpo_agents import DRPOConfig, create_drpo_graph, load_training_queries, optimize
-from drpo_agents.cache import SQLiteLLMCache
 from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ConfigError
+from drpo_agents.infra.cache import SQLiteLLMCache
 from drpo_agents.memory import (
     ChromaCritiqueMemory,
     ChromaICLRetriever,

@@ -9,8 +9,9 @@ import inspect
 import pytest
 
 import drpo_agents
-from drpo_agents import api, run_files, tracing
+from drpo_agents import api, tracing
 from drpo_agents.cli import CLI_FILE
+from drpo_agents.infra import run_files
 
 
 def test_the_root_exports_only_the_entry_points() -> None:

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from drpo_agents.errors import LocalModelError
 from drpo_agents.models import runtime, runtime_install
-from drpo_agents.models.local import LocalModelError, packaged_gguf
+from drpo_agents.models.local import packaged_gguf
 from drpo_agents.models.registry import resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

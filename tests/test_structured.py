@@ -9,9 +9,9 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from drpo_agents.calls import arun_plan, run_plan
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.errors import StructuredOutputError, recoverable_errors
+from drpo_agents.infra.calls import arun_plan, run_plan
 from drpo_agents.schemas import AnswerEvaluation
 from drpo_agents.structured import extract_json, plan_structured
 

@@ -23,9 +23,9 @@ from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
 from drpo_agents import AlignmentArtifact, DRPOConfig, optimize
-from drpo_agents.calls import run_plan
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, StructuredOutputMethod
 from drpo_agents.errors import DRPOError
+from drpo_agents.infra.calls import run_plan
 from drpo_agents.models.registry import with_output_limit
 from drpo_agents.models.sandbox import sandbox_models
 from drpo_agents.schemas import AnswerEvaluation, PromptProposals

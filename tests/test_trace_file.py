@@ -22,7 +22,7 @@ KILLED_MID_LINE = textwrap.dedent(
     """
     import os, signal, sys
     from langchain_core.runnables import RunnableLambda
-    import drpo_agents.tracing as tracing
+    import drpo_agents.tracing.tracer as tracing
 
     tracer = tracing.JsonlTracer(sys.argv[1])
     echo = RunnableLambda(lambda x: x, name="echo")

@@ -14,8 +14,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 
-from drpo_agents.trace_values import TEXT_KEY, TooLarge, TraceValues, resolve_texts
 from drpo_agents.tracing import REDACTED, JsonlTracer, read_trace
+from drpo_agents.tracing.values import TEXT_KEY, TooLarge, TraceValues, resolve_texts
 
 LONG = "A system prompt long enough to be shared between runs. " * 8  # 448 characters
 

@@ -143,7 +143,7 @@ def test_judge_jury_takes_per_aspect_medians_and_rotates_aspect_order() -> None:
         _fixed_juror({"Safety": 5, "Clarity": 3, "Depth": 1}, seen),
     ]
     judge = Judge(jurors[0], jury=jurors[1:])
-    from drpo_agents.calls import run_plan
+    from drpo_agents.infra.calls import run_plan
 
     verdict = run_plan(judge.plan_verdict("q?", "an answer", ["Safety", "Clarity", "Depth"]))
     assert [(s.aspect, s.score) for s in verdict.evaluation.scores] == [
@@ -168,7 +168,7 @@ def test_a_failed_juror_is_left_out_and_recorded() -> None:
     def broken(messages: list[BaseMessage]) -> str:
         raise ModelCallError("juror unavailable")
 
-    from drpo_agents.calls import run_plan
+    from drpo_agents.infra.calls import run_plan
 
     good = _fixed_juror({"Safety": 4, "Clarity": 4})
     verdict = run_plan(

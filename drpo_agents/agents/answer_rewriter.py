@@ -8,7 +8,7 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents.rewriter import format_evaluation
 from drpo_agents.agents.structured_agent import StructuredAgent
-from drpo_agents.calls import CallPlan
+from drpo_agents.infra.calls import CallPlan
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite
 from drpo_agents.structured import StructuredResult

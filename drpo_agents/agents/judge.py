@@ -12,8 +12,8 @@ from langchain_core.runnables import RunnableConfig
 from drpo_agents.agents.jury import JuryVerdict, combine_jurors
 from drpo_agents.agents.structured_agent import StructuredAgent
 from drpo_agents.aspects import ASPECT_NAME_MAX, AspectCatalog
-from drpo_agents.calls import CallPlan, ParallelPlans, arun_plan, run_plan
 from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.infra.calls import CallPlan, ParallelPlans, arun_plan, run_plan
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection, PairwiseVerdict
 from drpo_agents.structured import StructuredMethods, StructuredResult, provider_schema

@@ -10,8 +10,8 @@ from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
-from drpo_agents.calls import CallPlan, ModelCall, arun_plan, call_config, run_plan
 from drpo_agents.config import ResponderMode
+from drpo_agents.infra.calls import CallPlan, ModelCall, arun_plan, call_config, run_plan
 from drpo_agents.prompts import render_prompt
 from drpo_agents.retrieval import ICLRetriever
 from drpo_agents.schemas import ICLExample
@@ -105,7 +105,7 @@ class Responder:
         examples: list[ICLExample] | None = None,
         config: RunnableConfig | None = None,
     ) -> CallPlan[Response]:
-        """Answer ``query`` under ``system_prompt`` (a call plan; see :mod:`drpo_agents.calls`).
+        """Answer ``query`` under ``system_prompt`` (a call plan; see :mod:`drpo_agents.infra.calls`).
 
         ``examples`` are the ICL examples to show; by default they are retrieved for the query.
         """

@@ -12,8 +12,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents.structured_agent import StructuredAgent
-from drpo_agents.calls import CallPlan, arun_plan, run_plan
 from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.infra.calls import CallPlan, arun_plan, run_plan
 from drpo_agents.prompts import approx_tokens, render_prompt
 from drpo_agents.schemas import (
     AnswerEvaluation,

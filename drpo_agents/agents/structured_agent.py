@@ -10,8 +10,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
-from drpo_agents.calls import CallPlan, call_config
 from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.infra.calls import CallPlan, call_config
 from drpo_agents.prompts import render_prompt
 from drpo_agents.structured import SchemaT, StructuredMethods, StructuredResult, plan_structured
 

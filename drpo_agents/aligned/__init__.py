@@ -19,8 +19,7 @@ from langchain_core.runnables import Runnable
 
 from drpo_agents.aligned.chat_model import AlignedChatModel
 from drpo_agents.aligned.messages import AlignmentApplier
-from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.artifact_sources import ArtifactSource, load_artifact
+from drpo_agents.artifact import AlignmentArtifact, ArtifactSource, load_artifact
 from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.errors import ConfigError
 from drpo_agents.models.registry import model_identity, resolve_model

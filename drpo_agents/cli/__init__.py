@@ -43,7 +43,7 @@ from drpo_agents.cli.errors import (
     exit_of,
     print_error,
 )
-from drpo_agents.run_files import CLI_FILE
+from drpo_agents.infra.run_files import CLI_FILE
 
 __all__ = ["CLI_FILE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NO_CANDIDATE", "EXIT_USAGE", "app", "main"]
 

@@ -11,16 +11,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.artifact_sources import load_artifact
-from drpo_agents.calls import run_sync
+from drpo_agents.artifact import AlignmentArtifact, load_artifact
 from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.cli.build import build_model, build_models, model_specs
 from drpo_agents.cli.errors import EXIT_FAILED, EXIT_USAGE, fail
 from drpo_agents.cli.summary import show_inspection
 from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries
 from drpo_agents.errors import DRPOError
-from drpo_agents.run_files import (
+from drpo_agents.infra.calls import run_sync
+from drpo_agents.infra.run_files import (
     EVALUATION_FILE,
     EVALUATION_JOURNAL_FILE,
     EVALUATION_MARKDOWN_FILE,

@@ -13,7 +13,6 @@ import typer
 from rich.panel import Panel
 
 from drpo_agents.api import aresume, arun_optimization
-from drpo_agents.calls import run_sync
 from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.cli.build import ModelSpecs, build_models, load_config, model_specs
 from drpo_agents.cli.errors import EXIT_FAILED, NoValidCandidate, fail, resumable
@@ -22,8 +21,9 @@ from drpo_agents.cli.summary import progress_bar, show_before_after, show_run
 from drpo_agents.config import CachePolicy, StructuredOutputMethod
 from drpo_agents.datasets import load_icl_examples, load_queries, load_training_queries
 from drpo_agents.errors import DRPOError
+from drpo_agents.infra.calls import run_sync
+from drpo_agents.infra.run_files import CLI_FILE, SHARED_MEMORY_DIR, TRACE_FILE
 from drpo_agents.models.registry import with_output_limit
-from drpo_agents.run_files import CLI_FILE, SHARED_MEMORY_DIR, TRACE_FILE
 from drpo_agents.run_spec import RunResources
 from drpo_agents.tracing import JsonlTracer
 

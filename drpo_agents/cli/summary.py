@@ -17,7 +17,7 @@ from rich.table import Column, Table
 
 from drpo_agents.artifact import AlignmentArtifact, LevelRecord
 from drpo_agents.cli.app import console
-from drpo_agents.run_files import ARTIFACT_FILE
+from drpo_agents.infra.run_files import ARTIFACT_FILE
 
 
 def print_table(title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[str]]) -> None:

@@ -10,8 +10,6 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import TokenUsage
-from drpo_agents.call_identity import task_scope
-from drpo_agents.calls import CallPlan, call_config
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import ConfigError, error_text, recoverable_errors
@@ -33,7 +31,9 @@ from drpo_agents.evaluation.setups import (
     urial_setup,
 )
 from drpo_agents.evaluation.statistics import pairwise_outcome, summarize, verdicts_agree
-from drpo_agents.journal import ResponseJournal, journaled_copies
+from drpo_agents.infra.call_identity import task_scope
+from drpo_agents.infra.calls import CallPlan, call_config
+from drpo_agents.infra.journal import ResponseJournal, journaled_copies
 from drpo_agents.models.registry import model_identity, model_notes, resolve_model, with_output_limit
 from drpo_agents.retrieval import recorded_retriever
 from drpo_agents.structured import StructuredMethods

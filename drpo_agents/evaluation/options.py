@@ -19,8 +19,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.artifact_sources import ArtifactSource, load_artifact
+from drpo_agents.artifact import AlignmentArtifact, ArtifactSource, load_artifact
 from drpo_agents.config import ResponderMode, StructuredOutputMethod
 from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.errors import ConfigError

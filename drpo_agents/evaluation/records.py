@@ -11,7 +11,7 @@ from typing_extensions import TypedDict
 
 from drpo_agents.artifact import TokenUsage
 from drpo_agents.errors import ArtifactError
-from drpo_agents.json_files import read_json, save_json_atomically
+from drpo_agents.infra.json_files import read_json, save_json_atomically
 from drpo_agents.schemas import AspectScore
 
 Winner = Literal["A", "B", "tie"]

@@ -8,10 +8,10 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from drpo_agents.calls import CallPlan, arun_plan, run_plan
 from drpo_agents.evaluation.harness import Harness
 from drpo_agents.evaluation.options import EvaluationKeywords, EvaluationOptions
 from drpo_agents.evaluation.records import EvaluationReport
+from drpo_agents.infra.calls import CallPlan, arun_plan, run_plan
 
 
 async def aevaluate(

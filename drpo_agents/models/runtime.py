@@ -30,12 +30,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from drpo_agents.models.gguf import (
-    REBUILD_COMMAND,
-    LocalModelError,
-    default_threads,
-)
+from drpo_agents.errors import LocalModelError
 
+INSTALL_COMMAND = "drpo install-local"  # builds llama.cpp portably: drpo_agents.models.runtime_install
+REBUILD_COMMAND = f"{INSTALL_COMMAND} --force"
 SKIP_PROBE_ENV = "DRPO_SKIP_RUNTIME_PROBE"
 PROBE_TIMEOUT_S = 120.0  # a 135M model needs ~2 s; a big GGUF on a busy machine much longer
 _LOAD_FAILED = 3  # the probe's exit code when llama.cpp refuses the file (not a crash)
@@ -242,3 +240,31 @@ def _crash_message(number: int, loaded: bool, model_path: Path) -> str:
         f"llama.cpp crashed with {name} while decoding with {model_path.name}: the runtime is broken "
         f"on this machine; rebuild it with: {REBUILD_COMMAND}"
     )
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def env_count(name: str) -> int | None:
+    configured = os.environ.get(name, "").strip()
+    if not configured:
+        return None
+    try:
+        return max(1, int(configured))
+    except ValueError:
+        raise LocalModelError(f"{name} must be a number, got {configured!r}") from None
+
+
+def default_threads() -> int:
+    """Threads for llama.cpp: ``DRPO_LOCAL_THREADS``, else half the CPUs this process may use (1-8).
+
+    Half, like llama.cpp's own default: its threads spin while they wait for each other, so on a
+    busy machine a thread per logical CPU can be many times slower than fewer threads.
+    """
+    configured = env_count("DRPO_LOCAL_THREADS")
+    return configured if configured is not None else max(1, min(8, usable_cpus() // 2))

@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from drpo_agents.models.gguf import (
-    INSTALL_COMMAND,
-    LocalModelError,
-    packaged_gguf,
-)
+from drpo_agents.errors import LocalModelError
+from drpo_agents.models.gguf import packaged_gguf
 from drpo_agents.models.runtime import (
+    INSTALL_COMMAND,
     cache_dir,
     check_runtime,
     digest,

@@ -27,10 +27,10 @@ from collections.abc import Iterable, Sequence
 from importlib.resources import files
 from pathlib import Path
 
-from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.artifact_sources import ArtifactSource, load_artifact
+from drpo_agents.artifact import AlignmentArtifact, ArtifactSource, load_artifact
 from drpo_agents.errors import ArtifactError
 from drpo_agents.evaluation import EvaluationReport
+from drpo_agents.infra.run_files import ARTIFACT_FILE, EVALUATION_FILE, REPORT_FILE, artifact_path
 from drpo_agents.report.diffs import diffs_section
 from drpo_agents.report.draw import esc
 from drpo_agents.report.overview import (
@@ -51,7 +51,6 @@ from drpo_agents.report.results import (
 from drpo_agents.report.tree import tree_section
 from drpo_agents.report.usage import aspects_section, cost_section
 from drpo_agents.report.view import View
-from drpo_agents.run_files import ARTIFACT_FILE, EVALUATION_FILE, REPORT_FILE, artifact_path
 
 __all__ = ["REPORT_FILE", "render_report", "reward_curve_svg", "write_report", "write_run_report"]
 
@@ -71,7 +70,7 @@ def write_report(
 
     Args:
         artifact: the artifact, the path of an ``artifact.json`` or of a run directory, or an
-            artifact dict (see :func:`drpo_agents.artifact_sources.load_artifact`).
+            artifact dict (see :func:`drpo_agents.artifact.load_artifact`).
         path: where to write the HTML (parent folders are created).
         evaluation: a held-out evaluation to include. Without it, an ``evaluation.json`` next
             to the artifact file (when ``artifact`` is a path) or next to ``path`` is used if

@@ -35,13 +35,13 @@ from langgraph.graph import END, START, StateGraph
 
 from drpo_agents.agents import Judge, PromptRewriter, Responder
 from drpo_agents.aspects import AspectCatalog
-from drpo_agents.cache import cached_copies
-from drpo_agents.calls import RoleLimiter, plan_node
 from drpo_agents.config import ConfigLike, as_config
 from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.errors import ConfigError
-from drpo_agents.journal import ResponseJournal, journaled_copies
+from drpo_agents.infra.cache import cached_copies
+from drpo_agents.infra.calls import RoleLimiter, plan_node
+from drpo_agents.infra.journal import ResponseJournal, journaled_copies
 from drpo_agents.memory import CritiqueMemory
 from drpo_agents.memory.base import check_critique_memory
 from drpo_agents.models.registry import (
@@ -101,7 +101,7 @@ def create_drpo_graph(
         jury: further judge models (or strings) that score every answer beside ``judge``; the
             scores are aggregated per aspect by median and the jurors' disagreement recorded.
             Without it, ``config.jury_size > 1`` asks ``judge`` several times instead.
-        journal: the run's response journal (:mod:`drpo_agents.journal`), put in front of every
+        journal: the run's response journal (:mod:`drpo_agents.infra.journal`), put in front of every
             model's cache so a task re-run after a crash replays its finished calls.
 
     Returns:
@@ -243,7 +243,7 @@ def create_drpo_graph(
     if cfg.icl_iters > 0:
         # DRPO's first stage: optimize the ICL answers, then search prompts with them (a
         # subgraph, so it is checkpointed and resumable on its own).
-        from drpo_agents.icl_stage import ICLStageConfig, create_icl_stage_graph
+        from drpo_agents.search.icl_stage import ICLStageConfig, create_icl_stage_graph
 
         icl_stage = create_icl_stage_graph(
             judge_model,

@@ -7,8 +7,8 @@ from functools import partial
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from drpo_agents.agents import RewriteCase as AgentRewriteCase
-from drpo_agents.calls import CallPlan, ModelCall, call_config
 from drpo_agents.errors import error_text, recoverable_errors
+from drpo_agents.infra.calls import CallPlan, ModelCall, call_config
 from drpo_agents.memory import Critique
 from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection, ICLExample
 from drpo_agents.search.context import SearchContext, tagged

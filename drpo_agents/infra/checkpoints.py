@@ -13,7 +13,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 
 from drpo_agents.errors import ConfigError, DRPOError, ServiceUnavailableError
-from drpo_agents.run_files import CHECKPOINT_FILE
+from drpo_agents.infra.run_files import CHECKPOINT_FILE
 from drpo_agents.run_spec import Checkpointer
 
 if TYPE_CHECKING:

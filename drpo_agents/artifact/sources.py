@@ -8,9 +8,9 @@ from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
-from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.artifact.result import AlignmentArtifact
 from drpo_agents.errors import ArtifactError
-from drpo_agents.run_files import ARTIFACT_FILE, artifact_path
+from drpo_agents.infra.run_files import ARTIFACT_FILE, artifact_path
 
 ArtifactSource: TypeAlias = AlignmentArtifact | str | Path | Mapping[str, Any]
 """An artifact, a path to ``artifact.json`` or to a run folder, an artifact dict, or the output of

@@ -1,27 +1,13 @@
 """Local tracing: :class:`JsonlTracer`, the callback that writes a run's JSON-lines trace.
 
-Every node and model call of a run carries a run name (``drpo_respond``, ``drpo_score``, …),
-tags (``drpo``, ``drpo:<role>``) and ``drpo_*`` metadata (run id, level, candidate id, query id,
-role), so any LangChain tracer shows the search as it is. Besides LangSmith
-(``LANGSMITH_TRACING=true``), two offline routes (docs/TRACING.md):
-
-- :class:`JsonlTracer`, a callback writing one JSON line per finished run, e.g. into the run
-  directory: ``optimize(..., callbacks=[JsonlTracer(run_dir / TRACE_FILE)])``. No extra needed.
-  Its values are converted by :mod:`drpo_agents.trace_values`; :mod:`drpo_agents.trace_file`
-  reads a file back (``read_trace``, ``iter_tree``) and repairs a torn last line.
-- :func:`~drpo_agents.otel.instrument_opentelemetry`, which turns every LangChain run into an
-  OpenTelemetry span with OpenInference attributes, exported over OTLP to a local collector such
-  as Phoenix. Needs the ``otel`` extra: ``pip install 'drpo-agents[otel]'``.
-
-Those modules' public names are importable from here too.
+Its values are converted by :mod:`drpo_agents.tracing.values` and scrubbed of secrets by
+:mod:`drpo_agents.tracing.secrets`; :mod:`drpo_agents.tracing.file` reads a file back.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import re
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -34,63 +20,9 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 
-from drpo_agents.otel import OTEL_EXTRA_HINT as OTEL_EXTRA_HINT  # re-exported: their old home
-from drpo_agents.otel import PHOENIX_ENDPOINT as PHOENIX_ENDPOINT
-from drpo_agents.otel import instrument_opentelemetry as instrument_opentelemetry
-from drpo_agents.otel import uninstrument_opentelemetry as uninstrument_opentelemetry
-from drpo_agents.run_files import TRACE_FILE as TRACE_FILE  # re-exported: its old home
-from drpo_agents.trace_file import iter_tree as iter_tree  # re-exported: their old home
-from drpo_agents.trace_file import read_trace as read_trace
-from drpo_agents.trace_file import repair_trace as repair_trace
-from drpo_agents.trace_values import REDACTED as REDACTED  # re-exported: its old home
-from drpo_agents.trace_values import TooLarge, TraceValues, redact_keys
-
-# Environment variables holding secrets: their values are scrubbed from every line.
-_SECRET_ENV = re.compile(r"API_?KEY|SECRET|TOKEN|PASSW(OR)?D|CREDENTIAL", re.I)
-# Well-known key shapes (OpenAI, Anthropic, LangSmith), scrubbed even when not in the environment.
-_KEY_SHAPE = re.compile(r"\b(?:sk-(?:ant-)?|lsv2_)[A-Za-z0-9_\-]{16,}")
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_secret_env(name: str) -> bool:
-    return _SECRET_ENV.search(name) is not None
-
-
-# The environment as last read (its raw items) and the secret values found in it.
-_secrets_seen: dict[str, Any] = {"environment": None, "values": []}
-
-
-def _secret_values() -> list[str]:
-    # Read at every line (a variable set mid-run is scrubbed too), but only secret-named values;
-    # decoding the environment costs more than a line, so it is redone only when it changed
-    # (comparing CPython's raw snapshot of it is cheap).
-    raw = getattr(os.environ, "_data", None)
-    snapshot = tuple(raw.items()) if isinstance(raw, dict) else None
-    if snapshot is not None and snapshot == _secrets_seen["environment"]:
-        return list(_secrets_seen["values"])
-    found = {v for k, v in os.environ.items() if len(v) >= 8 and _is_secret_env(k)}
-    values = sorted(found, key=len, reverse=True)
-    _secrets_seen.update(environment=snapshot, values=values)
-    return list(values)
-
-
-def _scrub_key_shapes(text: str) -> str:
-    # The plain substring test first: the regex costs more than most lines take to build.
-    if "sk-" in text or "lsv2_" in text:
-        return _KEY_SHAPE.sub(REDACTED, text)
-    return text
-
-
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@/\s]*@", re.I)
-
-
-def scrub_secrets(text: str) -> str:
-    """``text`` without secrets: values of secret environment variables, key-shaped strings and
-    the password of any ``scheme://user:password@host`` URL become ``[redacted]``."""
-    for secret in _secret_values():
-        text = text.replace(secret, REDACTED)
-    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
-    return _scrub_key_shapes(text)
+from drpo_agents.tracing.file import repair_trace
+from drpo_agents.tracing.secrets import scrub_json_line
+from drpo_agents.tracing.values import TooLarge, TraceValues, redact_keys
 
 
 def _token_usage(run: Run) -> dict[str, int] | None:
@@ -138,7 +70,7 @@ class JsonlTracer(BaseTracer):
     middle of a line leaves it torn at the end of the file; the next tracer on the file cuts
     it off before appending (see :func:`repair_trace`), and :func:`read_trace` skips it.
 
-    Inputs and outputs are kept compact (:mod:`drpo_agents.trace_values`): model runs record
+    Inputs and outputs are kept compact (:mod:`drpo_agents.tracing.values`): model runs record
     their messages (``{"messages": [[{"type", "content"}, …]]}``) and generations as type and
     content; a text of 200 characters or more is written once per file and referenced after
     that (``{"$text": ID}``; :func:`read_trace` restores it); a LangGraph node run's state
@@ -324,11 +256,7 @@ class JsonlTracer(BaseTracer):
 
     @staticmethod
     def _scrub(line: str) -> str:
-        for secret in _secret_values():
-            # A secret appears JSON-escaped in the line; scrub both spellings.
-            for spelling in {secret, json.dumps(secret, ensure_ascii=False)[1:-1]}:
-                line = line.replace(spelling, REDACTED)
-        return _scrub_key_shapes(line)
+        return scrub_json_line(line)
 
     def __repr__(self) -> str:
         return f"JsonlTracer({str(self.path)!r})"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from drpo_agents.errors import DRPOError
-from drpo_agents.trace_values import resolve_texts
+from drpo_agents.tracing.values import resolve_texts
 
 
 def repair_trace(path: str | Path) -> int:

@@ -3,10 +3,10 @@
 A plan driven for a task (a graph node's ``Send`` payload, an evaluation's answer or comparison)
 runs under a *scope*: the task's name and the SHA-256 of its payload's canonical JSON. Each call
 the plan yields gets a *path*: its ordinal in the plan (``0``, ``1``, ...), with ``i.j.`` in front
-for the ``j``-th sub-plan of a :class:`~drpo_agents.calls.ParallelPlans` yielded as item ``i``.
+for the ``j``-th sub-plan of a :class:`~drpo_agents.infra.calls.ParallelPlans` yielded as item ``i``.
 Scope and path are a function of the task's input and the plan's logic only, so a task re-run
 after a crash names its calls exactly as the first attempt did; the response journal
-(:mod:`drpo_agents.journal`) keys its entries on them. Outside any scope there is no identity.
+(:mod:`drpo_agents.infra.journal`) keys its entries on them. Outside any scope there is no identity.
 """
 
 from __future__ import annotations

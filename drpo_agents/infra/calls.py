@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
 
-from drpo_agents.call_identity import PlanPosition, calling, task_scope
+from drpo_agents.infra.call_identity import PlanPosition, calling, task_scope
 
 T = TypeVar("T")
 Task = TypeVar("Task")  # a node's input: its Send payload
@@ -126,7 +126,7 @@ def _settled(
 def run_plan(plan: CallPlan[T], limiter: RoleLimiter | None = None, scope: str | None = None) -> T:
     """Run ``plan`` with blocking model calls and return its result.
 
-    ``scope`` (see :func:`~drpo_agents.call_identity.task_scope`) names the task the plan runs
+    ``scope`` (see :func:`~drpo_agents.infra.call_identity.task_scope`) names the task the plan runs
     for, so each call gets a stable identity (what the response journal keys on); without it the
     calls have none.
     """
@@ -242,7 +242,7 @@ def plan_node(
     """A LangGraph node running ``plan`` under both ``invoke`` (blocking) and ``ainvoke`` (awaited)."""
 
     # The task's payload names its calls, so a task re-run after a crash replays its journalled
-    # responses (drpo_agents.journal).
+    # responses (drpo_agents.infra.journal).
     def run(task: Task, config: RunnableConfig) -> T:
         return run_plan(plan(task, config), limiter, task_scope(name, task))
 

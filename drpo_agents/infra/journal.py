@@ -1,13 +1,13 @@
 """The per-run response journal: a task re-run after a crash replays its finished model calls instead of paying again.
 
-Every model call made inside a task scope (:mod:`drpo_agents.call_identity`: the node's name and
+Every model call made inside a task scope (:mod:`drpo_agents.infra.call_identity`: the node's name and
 the hash of its payload, plus the call's ordinal in the task's plan) is stored, keyed on that
 identity plus LangChain's cache key (the prompt and the model's "llm string"), and committed
 before the call returns. A graph task that finished its call but was not checkpointed before a
 ``SIGKILL`` runs again on resume, names its calls the same way and gets the stored responses:
 no finished call is paid twice, and the run continues exactly as the first attempt would have.
 
-Unlike the memo cache (:mod:`drpo_agents.cache`, what ``config.cache`` selects), the journal
+Unlike the memo cache (:mod:`drpo_agents.infra.cache`, what ``config.cache`` selects), the journal
 never serves one task's answer to another task, so it is on for every role without changing
 what a fresh run samples. :meth:`ResponseJournal.around` puts it in front of a model's memo
 cache: each model has exactly one LangChain cache, journal first, then memo. Outside any task
@@ -26,8 +26,8 @@ from typing import Any
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.globals import get_llm_cache
 
-from drpo_agents.cache import SQLiteLLMCache, decode_generations, encode_generations, open_store
-from drpo_agents.call_identity import CallIdentity, current_call
+from drpo_agents.infra.cache import SQLiteLLMCache, decode_generations, encode_generations, open_store
+from drpo_agents.infra.call_identity import CallIdentity, current_call
 
 
 def _key(identity: CallIdentity, prompt: str, llm_string: str) -> str:
@@ -63,7 +63,7 @@ class ResponseJournal:
 
     def record(self, identity: CallIdentity, prompt: str, llm_string: str, response: RETURN_VAL_TYPE) -> str:
         """Store (and commit) the response of a finished call; returns its encoding
-        (:func:`~drpo_agents.cache.encode_generations`), for a memo cache to reuse."""
+        (:func:`~drpo_agents.infra.cache.encode_generations`), for a memo cache to reuse."""
         value = encode_generations(response)
         with self._lock, self._connection:
             self._connection.execute(

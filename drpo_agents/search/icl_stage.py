@@ -5,7 +5,7 @@ and scores the answer on them; the rewriter rewrites the *answer* from that crit
 scores the rewrite; up to ``num_iters`` rounds, stopping early once every aspect scores 5.
 
 A rewrite replaces the best answer only when it scores strictly higher, and a failed call keeps
-the best answer so far: see :mod:`drpo_agents.icl_example`, the per-example plan.
+the best answer so far: see :mod:`drpo_agents.search.icl_example`, the per-example plan.
 
 The stage is a LangGraph ``StateGraph`` (:func:`create_icl_stage_graph`): one ``Send`` task per
 example, so examples run in parallel and a checkpointed run resumes only unfinished examples.
@@ -29,12 +29,12 @@ from typing_extensions import TypedDict
 from drpo_agents.agents import AnswerRewriter, Judge
 from drpo_agents.artifact import ICLOptimizationRecord
 from drpo_agents.aspects import AspectCatalog
-from drpo_agents.calls import CallPlan, plan_node
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, DRPOConfig, Role, StructuredOutputMethod
 from drpo_agents.errors import ConfigError
-from drpo_agents.icl_example import ICLExampleRecord, PreparedExample, plan_optimize_example
+from drpo_agents.infra.calls import CallPlan, plan_node
 from drpo_agents.models.registry import default_rewriter, resolve_model, with_output_limit
 from drpo_agents.schemas import ICLExample
+from drpo_agents.search.icl_example import ICLExampleRecord, PreparedExample, plan_optimize_example
 from drpo_agents.search.state import merge_records
 from drpo_agents.structured import StructuredMethods
 from drpo_agents.usage import UsageByRole, merge_usage

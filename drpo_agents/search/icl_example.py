@@ -17,8 +17,8 @@ from langchain_core.runnables import RunnableConfig
 from typing_extensions import TypedDict
 
 from drpo_agents.agents import AnswerRewriter, Judge
-from drpo_agents.calls import CallPlan
 from drpo_agents.errors import error_text, recoverable_errors
+from drpo_agents.infra.calls import CallPlan
 from drpo_agents.schemas import AnswerEvaluation
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 
