@@ -14,20 +14,33 @@ from typing import Any
 from langchain_core.callbacks import Callbacks
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from typing_extensions import TypedDict
 
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.embeddings import EmbeddingsLike
-from drpo_agents.memory import CritiqueMemory
+from drpo_agents.memory.stores import MemoryLocation
 from drpo_agents.schemas import ICLExample
+from drpo_agents.search.records import ReviewAnswer, ReviewRequest
 
 ResponderModel = str | BaseLanguageModel[Any]
 """The model to align: a model instance or a ``"provider:model"`` string."""
 ChatModel = str | BaseChatModel
 """A judge, rewriter or juror: a chat model instance or a ``"provider:model"`` string."""
-ProgressCallback = Callable[[str, dict[str, Any]], None]
-Reviewer = Callable[[dict[str, Any]], Any]  # gets the review request, returns the decision
 Checkpointer = BaseCheckpointSaver[Any] | str | None
-MemoryLocation = str | Path | CritiqueMemory | None
+
+
+class ProgressEvent(TypedDict):
+    """One finished step of a run, as a progress callback is told of it."""
+
+    node: str  # the graph node that finished a step
+    calls: int  # model calls the step made
+    level: int | None  # the search level it ranked (``select_beam``), else None
+    depth: int | None  # the depth in force after that level (it grows when a level is carried)
+    best_mean_reward: float | None  # the best candidate's mean reward after that level
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+Reviewer = Callable[[ReviewRequest], ReviewAnswer]
 
 
 def model_identity(model: Any) -> str:
@@ -44,7 +57,7 @@ class RunModels:
     rewriter: ChatModel | None = None  # None: the judge rewrites too
     jury: Sequence[ChatModel] = ()
 
-    def identities(self) -> dict[str, Any]:
+    def identities(self) -> dict[str, str | list[str]]:
         """The models as ``config.json`` records them (instances only by their class)."""
         return {
             "responder": model_identity(self.responder),

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from chromadb.api.models.Collection import Collection
 from langchain_core.messages import BaseMessage
 
-from drpo_agents import api
+from drpo_agents import runner
 from drpo_agents.infra import calls
 from drpo_agents.infra.run_files import ARTIFACT_FILE, CONFIG_FILE, REPORT_FILE
 from drpo_agents.models.sandbox import SandboxJudge, SandboxResponder, SandboxRewriter
@@ -187,7 +187,7 @@ def install() -> None:
 
     calls.run_plan, calls.arun_plan = run_plan, arun_plan  # type: ignore[assignment]
 
-    original_open = api.open_checkpointer
+    original_open = runner.open_checkpointer
 
     @asynccontextmanager
     async def open_checkpointer(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -196,7 +196,7 @@ def install() -> None:
                 _instrument_saver(saver)
             yield saver
 
-    api.open_checkpointer = open_checkpointer  # type: ignore[assignment]
+    runner.open_checkpointer = open_checkpointer  # type: ignore[assignment]
 
     for method in ("add", "upsert", "update", "delete"):
         original = getattr(Collection, method)

@@ -28,6 +28,7 @@ from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import load_seed_icl_examples, load_training_queries
 from drpo_agents.errors import DRPOError, ReviewRequired
 from drpo_agents.infra.run_files import ARTIFACT_FILE, REPORT_FILE, TRACE_FILE
+from drpo_agents.memory.stores import memory_location
 from drpo_agents.report import render_report, write_run_report
 from drpo_agents.tracing import JsonlTracer, read_trace
 
@@ -100,7 +101,7 @@ def _records(collection: Any) -> list[list[Any]]:
 def dump(request: dict[str, Any]) -> dict[str, Any]:
     """What an attempt is judged on: the artifact, the Chroma records, and the run files' health."""
     run_dir = Path(request["run_dir"])
-    location = request.get("memory") or str(run_dir / "chroma")
+    location = str(memory_location(request.get("memory"), run_dir))
     client = (
         chromadb.HttpClient(host=location.split("//")[1].split(":")[0], port=int(location.rsplit(":", 1)[1]))
         if location.startswith("http")

@@ -18,7 +18,7 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import StateGraph
 
-import drpo_agents.api as api
+import drpo_agents.runner as runner
 from drpo_agents import AlignmentArtifact, DRPOConfig, DRPOError, aoptimize, aresume, create_drpo_graph
 from drpo_agents.datasets import load_training_queries
 from drpo_agents.infra.checkpoints import SQLITE_PAGE_SIZE, compressed_serde, open_checkpointer
@@ -145,8 +145,8 @@ async def test_a_run_checkpointed_before_delta_channels_resumes_to_the_same_resu
             yield saver
 
     with monkeypatch.context() as patch:
-        patch.setattr(api, "create_drpo_graph", legacy_graph)
-        patch.setattr(api, "open_checkpointer", uncompressed)
+        patch.setattr(runner, "create_drpo_graph", legacy_graph)
+        patch.setattr(runner, "open_checkpointer", uncompressed)
         with pytest.raises(DRPOError):  # stopped after level 0: no artifact
             await aoptimize(
                 QUERIES, config=MIGRATION, run_dir=tmp_path / "old", run_id="r", **sandbox_models(CONFIG.seed)

@@ -112,7 +112,7 @@ def test_resume_command_finishes_a_run_and_evaluate_compares_it(tmp_path: Path) 
     assert AlignmentArtifact.load(
         tmp_path / "run" / "artifact.json"
     ) == AlignmentArtifact.model_validate_json(before)
-    assert (tmp_path / "memory").is_dir()  # runs in one folder share critique memory by default
+    assert (tmp_path / "run" / "memory").is_dir() and not (tmp_path / "memory").exists()  # the run's own
 
     evaluated = drpo("evaluate", "--artifact", "run/artifact.json", "--sandbox", "--quiet", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
@@ -139,6 +139,7 @@ def test_evaluate_refuses_training_queries_as_held_out(tmp_path: Path) -> None:
         "evaluate", "--artifact", "run/artifact.json", "--sandbox", "--queries", str(seen), cwd=tmp_path
     )
     assert result.returncode == 2 and "overlap" in result.stderr
+    assert "--allow-overlap" in result.stderr and "allow_overlap=True" not in result.stderr  # the CLI's words
 
 
 @pytest.mark.slow
@@ -251,3 +252,50 @@ def test_optimize_with_the_trust_mechanisms_and_inspect_the_gate(tmp_path: Path)
     assert summary["jury_disagreement"] and summary["within_query_length_correlation"] is not None
     table = drpo("inspect", "r", cwd=tmp_path)
     assert "Acceptance gate" in table.stdout and "first incumbent" in table.stdout
+
+
+def test_version_usage_errors_and_help_keep_their_promises(tmp_path: Path) -> None:
+    version = drpo("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("drpo-agents ")
+    for args in (["optimize", "--depht", "3"], ["frob"], ["optimize", "--depth", "deep"], ["inspect"]):
+        result = drpo(*args, cwd=tmp_path)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, lines)
+        assert "--help" in lines[0]
+    for command in ("optimize", "resume", "evaluate", "inspect", "report", "chat", "import-official"):
+        shown = subprocess.run(
+            [sys.executable, "-m", "drpo_agents", command, "--help"],
+            capture_output=True,
+            text=True,
+            env={**ENV, "COLUMNS": "80"},
+            timeout=120,
+        )
+        assert shown.returncode == 0 and "…" not in shown.stdout, command
+        assert all(len(line) <= 80 for line in shown.stdout.splitlines()), command
+    assert "--rewriter-structured-output" in drpo("optimize", "--help", cwd=tmp_path).stdout
+
+
+@pytest.mark.slow
+def test_inspect_json_rounds_and_chat_defaults_to_the_runs_own_model(tmp_path: Path) -> None:
+    run = drpo("optimize", "--sandbox", "--depth", "2", "--quiet", "--run-dir", "run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    inspected = drpo("inspect", "run", "--json", cwd=tmp_path)
+    numbers = json.loads(inspected.stdout)["reward_curve"]
+    assert all(round(x, 4) == x for x in numbers)
+    assert "(0.0 s)" not in drpo("inspect", "run", cwd=tmp_path).stdout  # no elapsed time when inspecting
+    chat = subprocess.run(
+        [sys.executable, "-m", "drpo_agents", "chat", "--artifact", "run"],  # no --model: the run's responder
+        input="How do tides work?\n\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=ENV,
+        timeout=120,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.endswith("\n\n") and "tides" in chat.stdout
+    (tmp_path / "bare.json").write_text((tmp_path / "run" / "artifact.json").read_text(encoding="utf-8"))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "bare.json").rename(tmp_path / "elsewhere" / "artifact.json")
+    lost = drpo("chat", "--artifact", "elsewhere/artifact.json", cwd=tmp_path)
+    assert lost.returncode == 2 and "pass --model" in lost.stderr

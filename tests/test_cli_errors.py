@@ -270,7 +270,7 @@ import logging
 import drpo_agents.cli as cli
 from drpo_agents.errors import ServiceUnavailableError
 
-def failing_app():
+def failing_app(**options):
     logging.getLogger("psycopg").warning(
         "error ignored in rollback on %s: %s", "<AsyncConnection>", "connection not in pipeline mode"
     )

@@ -143,7 +143,7 @@ def failed_evaluations(artifact: AlignmentArtifact) -> list[str]:
 
 
 def level_failures(artifact: AlignmentArtifact) -> list[str]:
-    return [f for lvl in artifact.levels for f in lvl.failures]
+    return [str(f) for lvl in artifact.levels for f in lvl.failures]
 
 
 def query_in(messages: list[BaseMessage]) -> str:
@@ -456,7 +456,7 @@ def test_unrecoverable_faults_are_recorded_and_the_run_finishes(
         # and the failed candidate is left out of selection.
         (failed,) = [e for e in artifact.evaluations if e.error]
         assert failed.level == 1 and message in (failed.error or "")
-        assert any(message in f for f in artifact.levels[1].failures)
+        assert any(message in str(f) for f in artifact.levels[1].failures)
         done = [e for e in summary(artifact)["evaluations"] if e[0] <= 1 and e[1] != failed.candidate_id]
         assert done == [e for e in baseline["evaluations"] if e[0] <= 1 and e[1] != failed.candidate_id]
         assert len(done) == 2

@@ -134,6 +134,9 @@ def test_injected_text_in_training_queries_never_reaches_the_optimized_prompt() 
             "cryptomax" not in lowered and "hidden rules" not in lowered and "no safety rules" not in lowered
         )
     dropped = [
-        f for level in artifact.levels for f in level.failures if "copies text from a training query" in f
+        f
+        for level in artifact.levels
+        for f in level.failures
+        if "copies text from a training query" in f.error
     ]
     assert dropped, "the planted proposals should be recorded as rejected"

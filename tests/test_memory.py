@@ -129,15 +129,15 @@ def test_rewriter_sees_lessons_from_earlier_levels_unless_memory_is_off(
         config=config,
         run_dir=tmp_path,
     )
-    store = ChromaCritiqueMemory(client=chroma_client(tmp_path / "chroma"))
     if enabled:
+        store = ChromaCritiqueMemory(client=chroma_client(tmp_path / "memory"))  # the run's own memory
         assert seen[0] == "(none yet)"  # level 1: only the parent's own critique exists
         assert any(lesson.startswith("- [") for lesson in seen[1:])
         assert store.count({"run_id": artifact.run_id}) > 0
         assert any(c.lessons for c in artifact.candidates)
     else:
         assert set(seen) == {"(none yet)"}
-        assert store.count() == 0
+        assert not (tmp_path / "memory").exists()  # nothing is opened when the memory is off
 
 
 def test_llm_cache_makes_a_rerun_free(tmp_path: Path) -> None:
@@ -192,7 +192,7 @@ def test_optimize_with_a_chroma_server_as_shared_memory(tmp_path: Path, chroma_s
     lessons = [lesson for c in second.candidates for lesson in c.lessons]
     first_queries = {e.query[:60] for e in first.evaluations}
     assert any(any(q[:40] in lesson for q in first_queries) for lesson in lessons)
-    assert not (tmp_path / "a" / "chroma").exists()
+    assert not (tmp_path / "a" / "memory").exists()  # nothing written in the run folder: all on the server
 
 
 @pytest.mark.slow

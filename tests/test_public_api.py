@@ -44,11 +44,8 @@ def test_blocking_calls_take_the_async_twins_parameters(blocking: object, awaiti
 
 
 def test_run_file_names_have_one_home() -> None:
-    assert api.ARTIFACT_FILE == run_files.ARTIFACT_FILE == "artifact.json"
-    assert api.CONFIG_FILE == run_files.CONFIG_FILE == "config.json"
-    assert api.CHECKPOINT_FILE == run_files.CHECKPOINT_FILE == "checkpoints.sqlite"
-    assert api.CACHE_FILE == run_files.CACHE_FILE == "llm_cache.sqlite"
-    assert api.CHROMA_DIR == run_files.CHROMA_DIR == "chroma"
+    assert run_files.ARTIFACT_FILE == "artifact.json" and run_files.CONFIG_FILE == "config.json"
+    assert run_files.CHECKPOINT_FILE == "checkpoints.sqlite" and run_files.CACHE_FILE == "llm_cache.sqlite"
     assert tracing.TRACE_FILE == run_files.TRACE_FILE == "trace.jsonl"
     assert CLI_FILE == run_files.CLI_FILE == "cli.json"
 
@@ -66,5 +63,4 @@ def test_the_cli_lists_the_run_commands_first() -> None:
         "report",
         "chat",
         "install-local",
-        "version",
     ]

@@ -136,8 +136,10 @@ def test_failed_rewrites_and_judge_garbage_are_recorded_not_scored() -> None:
     art = run(lambda p: "garbage" if p == "S/0" else by_depth(p), config, rewriter=rewriter(fail_for="S/2"))
     failed = [e for e in art.evaluations if e.error]
     assert [e.candidate_id for e in failed] == ["c1-0-0"] and failed[0].reward is None
-    assert any("evaluate c1-0-0" in f for f in art.levels[1].failures)
-    assert any(f.startswith("rewrite c1-0") for f in art.levels[2].failures)
+    assert any(f.step == "evaluate" and f.candidate_id == "c1-0-0" for f in art.levels[1].failures)
+    assert any(
+        f.step == "rewrite" and (f.candidate_id or "").startswith("c1-0") for f in art.levels[2].failures
+    )
     # The failed child never enters the beam; the search still finishes.
     assert "c1-0-0" not in art.levels[1].beam and len(art.levels) == 3
 

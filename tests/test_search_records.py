@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from drpo_agents.artifact import (
     CandidateRecord,
     EvaluationRecord,
+    FailureRecord,
     GateDecision,
     LevelRecord,
     ValidationRecord,
@@ -20,6 +21,7 @@ from drpo_agents.search.gate import decide
 from drpo_agents.search.records import (
     Candidate,
     Evaluation,
+    Failure,
     GateDecisionDict,
     LevelSummary,
     ValidationRow,
@@ -36,6 +38,7 @@ from drpo_agents.search.records import (
         (LevelSummary, LevelRecord),
         (GateDecisionDict, GateDecision),
         (ValidationRow, ValidationRecord),
+        (Failure, FailureRecord),
     ],
 )
 def test_search_records_have_the_artifact_fields(record: type, model: type[BaseModel]) -> None:
@@ -137,3 +140,30 @@ def test_spent_prices_every_role_or_none() -> None:
         budget_stop(DRPOConfig(max_tokens_budget=1500), {}, usage) == "token budget reached (1,500 of 1,500)"
     )
     assert budget_stop(DRPOConfig(), {}, usage) is None
+
+
+def test_failures_are_records_and_earlier_artifacts_failure_lines_still_read() -> None:
+    level = LevelRecord.model_validate(
+        {
+            "level": 3,
+            "query_ids": [],
+            "beam": [],
+            "beam_mean_rewards": [],
+            "level_rewards": [],
+            "depth_limit": 4,
+            "failures": [
+                "rewrite c2-0-1: StructuredOutputError: no JSON",
+                "select_aspects q0007: TimeoutError: slow",
+                {"step": "evaluate", "level": 3, "error": "boom", "candidate_id": "c3-0-0"},
+            ],
+        }
+    )
+    first, second, third = level.failures
+    assert (first.step, first.candidate_id, first.error, first.level) == (
+        "rewrite",
+        "c2-0-1",
+        "StructuredOutputError: no JSON",
+        3,
+    )
+    assert (second.step, second.query_id, second.candidate_id) == ("select_aspects", "q0007", None)
+    assert str(third) == "evaluate c3-0-0: boom"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from drpo_agents.artifact.records import (
     CandidateRecord,
     EvaluationRecord,
+    FailureRecord,
     GateDecision,
     ICLOptimizationRecord,
     ICLRetrievalRecord,
@@ -25,6 +26,7 @@ __all__ = [
     "ArtifactSource",
     "CandidateRecord",
     "EvaluationRecord",
+    "FailureRecord",
     "GateDecision",
     "ICLOptimizationRecord",
     "ICLRetrievalRecord",

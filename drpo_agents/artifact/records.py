@@ -3,7 +3,9 @@ levels, validation rows, gate decisions, ICL optimisation and retrieval, token u
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drpo_agents.schemas import AspectScore
 
@@ -66,6 +68,32 @@ class CandidateRecord(BaseModel):
         return sum(self.rewards) / len(self.rewards) if self.rewards else None
 
 
+class FailureRecord(BaseModel):
+    """A model call (or a rewrite our checks refused) that failed, recorded as data."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step: str = Field(..., description="The node: select_aspects, rewrite, evaluate, validate, ...")
+    level: int
+    error: str
+    query_id: str | None = None
+    candidate_id: str | None = None
+
+    @classmethod
+    def parse(cls, line: str, level: int) -> FailureRecord:
+        """A failure from the ``"STEP ID: ERROR"`` line earlier artifacts kept."""
+        step, _, rest = line.partition(" ")
+        subject, _, error = rest.partition(": ")
+        if not error:
+            subject, error = "", rest
+        kind = "query_id" if step == "select_aspects" else "candidate_id"
+        return cls.model_validate({"step": step, "level": level, "error": error, kind: subject or None})
+
+    def __str__(self) -> str:
+        subject = self.candidate_id or self.query_id
+        return f"{self.step} {subject}: {self.error}" if subject else f"{self.step}: {self.error}"
+
+
 class LevelRecord(BaseModel):
     """What happened at one level of the beam search."""
 
@@ -79,13 +107,26 @@ class LevelRecord(BaseModel):
     )
     skipped: bool = Field(False, description="Every beam candidate already scored high; no rewrite.")
     depth_limit: int = Field(..., description="The depth in force after this level.")
-    failures: list[str] = Field(default_factory=list)
+    failures: list[FailureRecord] = Field(default_factory=list)
     length_slope: float | None = Field(
         None, description="Reward per unit of relative log length removed by length normalisation."
     )
     jury_disagreement: float | None = Field(
         None, description="Mean jury disagreement over the level's answers."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _failures_from_lines(cls, data: Any) -> Any:
+        # Artifacts before format 2 kept each failure as one "STEP ID: ERROR" line.
+        if isinstance(data, dict) and any(isinstance(f, str) for f in data.get("failures") or []):
+            level = int(data.get("level", 0))
+            lines = data["failures"]
+            data = {
+                **data,
+                "failures": [FailureRecord.parse(f, level) if isinstance(f, str) else f for f in lines],
+            }
+        return data
 
 
 class ICLRoundRecord(BaseModel):

@@ -29,16 +29,7 @@ from drpo_agents.rewards import (
 )
 from drpo_agents.schemas import ICLExample
 
-ARTIFACT_FORMAT_VERSION = 1
-
-
-def _parse_failures(failures: list[str]) -> list[tuple[str, str]]:
-    """``(step, error)`` pairs from a level's failure lines (``"STEP ID: ERROR"``, see the search graph)."""
-    pairs = []
-    for line in failures:
-        step, _, rest = line.partition(" ")
-        pairs.append((step, rest.partition(": ")[2] or rest))
-    return pairs
+ARTIFACT_FORMAT_VERSION = 2  # 2: level failures are records (1 kept "STEP ID: ERROR" lines; still read)
 
 
 FAILURE_ROLES = ("responder", "judge", "rewriter")
@@ -151,13 +142,14 @@ class AlignmentArtifact(BaseModel):
                 if juror_error:
                     counts["judge"].add(juror_error)
         for level in self.levels:
-            for step, error in _parse_failures(level.failures):
-                if step == "select_aspects":
+            for failure in level.failures:
+                error = failure.error
+                if failure.step == "select_aspects":
                     counts["judge"].add(error)
-                elif step == "rewrite" and error.startswith("proposal "):
+                elif failure.step == "rewrite" and error.startswith("proposal "):
                     counts["rewriter"].rejected += 1
                     counts["rewriter"].first_error = counts["rewriter"].first_error or error
-                elif step == "rewrite":
+                elif failure.step == "rewrite":
                     counts["rewriter"].add(error)
         for example in self.icl_optimization:
             for round_ in example.rounds:
@@ -181,7 +173,7 @@ class AlignmentArtifact(BaseModel):
             if level.level == 0:
                 continue  # the initial prompt's evaluation either works or stops the run
             if not level.level_rewards or (self._rewrote(level) and level.level not in scored):
-                failed[level.level] = level.failures[0] if level.failures else "no new candidate"
+                failed[level.level] = str(level.failures[0]) if level.failures else "no new candidate"
         return failed
 
     def no_valid_candidate(self) -> bool:
@@ -199,7 +191,7 @@ class AlignmentArtifact(BaseModel):
     @staticmethod
     def _rewrote(level: LevelRecord) -> bool:
         """Whether the level asked the rewriter for new prompts (it did unless all were carried)."""
-        return not level.skipped or any(step == "rewrite" for step, _ in _parse_failures(level.failures))
+        return not level.skipped or any(failure.step == "rewrite" for failure in level.failures)
 
     def reward_curve(self) -> list[float]:
         """Best mean reward of the beam after each level."""

@@ -27,6 +27,11 @@ import logging
 import os
 import sys
 
+import typer
+
+# Typer (0.29+) runs its own copy of click; its usage errors are these classes.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
 # Importing a command module registers its commands on the app, in the order `drpo --help` lists them.
 from drpo_agents.cli import run  # noqa: F401  (optimize, resume)
 
@@ -54,7 +59,18 @@ def main() -> None:
     if not os.environ.get("DRPO_DEBUG"):
         logging.getLogger("psycopg").addFilter(_drop_ignored_cleanup_errors)
     try:
-        app()  # exits by itself on success, on typer.Exit and on click's usage errors
+        code = app(standalone_mode=False)  # usage errors come back here, to be said in one line
+        sys.exit(code if isinstance(code, int) else 0)
+    except NoArgsIsHelpError as exc:  # `drpo` alone: the help, as a usage error
+        typer.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        sys.exit(EXIT_USAGE)
+    except UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "drpo"
+        print_error(f"{exc.format_message()} (see: {command} --help)")
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:
+        print_error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         if os.environ.get("DRPO_DEBUG"):
             raise

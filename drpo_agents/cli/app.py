@@ -12,9 +12,30 @@ app = typer.Typer(
     help="Tuning-free self-alignment of language models with DRPO (Dynamic Rewarding with Prompt Optimization).",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: it wraps long option names at any width instead of cutting them (rich tables did at 80).
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 """Progress, prompts, warnings and errors (stdout carries only results)."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from drpo_agents import __version__
+
+        typer.echo(f"drpo-agents {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Tuning-free self-alignment of language models with DRPO (Dynamic Rewarding with Prompt Optimization)."""
+
 
 Sandbox = Annotated[
     bool, typer.Option("--sandbox", help="Use the offline simulated models for every role not given.")

@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 from drpo_agents.cli.errors import fail
 from drpo_agents.config import DRPOConfig, as_config
 from drpo_agents.errors import ConfigError, DRPOError
+from drpo_agents.infra.run_files import CLI_FILE
 from drpo_agents.models.registry import resolve_model
 from drpo_agents.run_spec import RunModels
 
@@ -90,3 +91,21 @@ def build_models(specs: ModelSpecs, base_url: str | None) -> RunModels:
         rewriter=build_model(specs["rewriter"], "rewriter", base_url) if specs["rewriter"] else None,
         jury=[build_model(spec, "judge", base_url) for spec in specs["jury"]],
     )
+
+
+def read_cli_record(run_dir: Path) -> dict[str, Any]:
+    """How ``drpo optimize`` built the run's models, checked before anything is built from it."""
+    try:
+        built = json.loads((run_dir / CLI_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise fail(
+            f"{run_dir} was not started by `drpo optimize` (no {CLI_FILE}); use drpo_agents.resume()"
+        ) from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise fail(f"cannot read {run_dir / CLI_FILE}: {exc}") from exc
+    roles_ok = isinstance(built, dict) and all(
+        isinstance(built.get(role), str) and built[role] for role in ("responder", "judge")
+    )
+    if not roles_ok or not isinstance(built.get("jury", []), list):
+        raise fail(f"{run_dir / CLI_FILE} was not written by `drpo optimize`: not a drpo run directory")
+    return dict(built)

@@ -3,23 +3,23 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from drpo_agents.artifact import AlignmentArtifact, load_artifact
 from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
-from drpo_agents.cli.build import build_model, build_models, model_specs
+from drpo_agents.cli.build import build_model, build_models, model_specs, read_cli_record
 from drpo_agents.cli.errors import EXIT_FAILED, EXIT_USAGE, fail
-from drpo_agents.cli.summary import show_inspection
+from drpo_agents.cli.summary import print_json, show_inspection
 from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries
 from drpo_agents.errors import DRPOError
+from drpo_agents.evaluation.held_out import OverlapError
 from drpo_agents.infra.calls import run_sync
 from drpo_agents.infra.run_files import (
+    CLI_FILE,
     EVALUATION_FILE,
     EVALUATION_JOURNAL_FILE,
     EVALUATION_MARKDOWN_FILE,
@@ -102,8 +102,10 @@ def evaluate_command(
                 journal=folder / EVALUATION_JOURNAL_FILE,
             )
         )
+    except OverlapError as exc:  # said in the CLI's words
+        raise fail(str(OverlapError(exc.overlap, remedy="pass --allow-overlap")), EXIT_USAGE) from exc
     except DRPOError as exc:
-        raise fail(str(exc), EXIT_USAGE if "overlap" in str(exc) else EXIT_FAILED) from exc
+        raise fail(str(exc), EXIT_FAILED) from exc
     report.save(folder / EVALUATION_FILE)
     (folder / EVALUATION_MARKDOWN_FILE).write_text(report.to_markdown(), encoding="utf-8")
     if as_json:
@@ -111,7 +113,9 @@ def evaluate_command(
     elif quiet:
         sys.stdout.write(f"{folder / EVALUATION_FILE}\n")
     else:
-        Console().print(report.to_markdown(), markup=False, highlight=False)
+        sys.stdout.write(
+            report.to_markdown() + "\n"
+        )  # Markdown as is: a terminal wraps, a file keeps the rows
 
 
 @app.command("import-official")
@@ -172,7 +176,7 @@ def inspect_command(
         "jury_disagreement": [lvl.jury_disagreement for lvl in artifact.levels],
         "notes": artifact.notes,
     }
-    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    print_json(summary)
 
 
 @app.command("report")
@@ -197,7 +201,8 @@ def chat_command(
     ],
     sandbox: Sandbox = False,
     model: Annotated[
-        str | None, typer.Option(help="Chat model, PROVIDER:MODEL (default: the artifact's responder).")
+        str | None,
+        typer.Option(help="Chat model, PROVIDER:MODEL (default: the responder of the drpo optimize run)."),
     ] = None,
     base_url: BaseUrl = None,
 ) -> None:
@@ -206,8 +211,15 @@ def chat_command(
 
     loaded = _load_artifact(artifact)
     spec = model or ("sandbox" if sandbox else None)
-    if spec is None:
-        raise fail("pass --model PROVIDER:MODEL (or --sandbox) for the model to chat with")
+    if spec is None:  # the model the run aligned, as `drpo optimize` recorded it
+        folder = run_folder(artifact)
+        if not (folder / CLI_FILE).is_file():
+            raise fail(
+                f"{artifact} was not made by drpo optimize (no {CLI_FILE} beside it): pass --model "
+                "PROVIDER:MODEL (or --sandbox) for the model to chat with"
+            )
+        built = read_cli_record(folder)
+        spec, base_url = built["responder"], base_url or built.get("base_url")
     aligned = with_alignment(build_model(spec, "responder", base_url), loaded)
     interactive = sys.stdin.isatty()
     history: list[Any] = []
@@ -227,7 +239,9 @@ def chat_command(
             history.pop()
             continue
         history.append(reply)
-        sys.stdout.write(f"{reply.text}\n")
+        if interactive:
+            console.print("[bold]model>[/] ", end="")
+        sys.stdout.write(f"{reply.text}\n\n")  # a blank line ends each reply
         sys.stdout.flush()
 
 
@@ -244,11 +258,3 @@ def install_local_command(
         install_local_runtime(force)
     except DRPOError as exc:
         raise fail(str(exc)) from exc
-
-
-@app.command("version")
-def version_command() -> None:
-    """Print the installed version."""
-    from drpo_agents import __version__
-
-    typer.echo(__version__)

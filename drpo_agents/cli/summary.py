@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from rich.table import Column, Table
 from drpo_agents.artifact import AlignmentArtifact, LevelRecord
 from drpo_agents.cli.app import console
 from drpo_agents.infra.run_files import ARTIFACT_FILE
+from drpo_agents.run_spec import ProgressCallback, ProgressEvent
 
 
 def print_table(title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[str]]) -> None:
@@ -29,7 +30,7 @@ def print_table(title: str, columns: Sequence[str | Column], rows: Iterable[Sequ
 
 
 @contextmanager
-def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[str, dict[str, Any]], None]]:
+def progress_bar(total: int, enabled: bool) -> Iterator[ProgressCallback]:
     """A rich progress bar fed by the graph's step updates."""
     progress = Progress(
         TextColumn("[bold]DRPO[/] level {task.completed}/{task.total}"),
@@ -42,28 +43,49 @@ def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[str, dict[str,
     task = progress.add_task("search", total=total, status="starting")
     calls = 0
 
-    def on_progress(node: str, update: dict[str, Any]) -> None:
+    def on_progress(event: ProgressEvent) -> None:
         nonlocal calls
-        calls += sum(u.get("calls", 0) for u in update.get("usage", {}).values())
-        if node == "icl_stage":
+        calls += event["calls"]
+        if event["node"] == "icl_stage":
             progress.update(task, status="optimized the ICL examples")
-        for level in update.get("levels", []):
-            best = level["beam_mean_rewards"][0] if level["beam_mean_rewards"] else float("nan")
+        if event["level"] is not None:
+            best = event["best_mean_reward"]
             progress.update(
                 task,
-                completed=level["level"],
-                total=level["depth_limit"],
-                status=f"best mean reward {best:.2f} | {calls} model calls",
+                completed=event["level"],
+                total=event["depth"],
+                status=f"best mean reward {best if best is not None else float('nan'):.2f} | {calls} model calls",
             )
 
     with progress:
         yield on_progress
 
 
-def show_run(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: bool, as_json: bool) -> None:
-    """The summary of a finished run: JSON, the artifact path alone, or the tables and best prompt."""
+JSON_DECIMALS = 4  # floats in JSON output: means of 1-5 scores and costs, without float noise
+
+
+def print_json(value: object) -> None:
+    """``value`` as indented JSON on stdout, every float rounded to :data:`JSON_DECIMALS` places."""
+
+    def rounded(item: object) -> object:
+        if isinstance(item, float):
+            return round(item, JSON_DECIMALS)
+        if isinstance(item, dict):
+            return {key: rounded(v) for key, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [rounded(v) for v in item]
+        return item
+
+    sys.stdout.write(json.dumps(rounded(value), indent=2) + "\n")
+
+
+def show_run(
+    artifact: AlignmentArtifact, run_dir: Path, elapsed: float | None, quiet: bool, as_json: bool
+) -> None:
+    """The summary of a run: JSON, the artifact path alone, or the tables and best prompt
+    (``elapsed``: the run's own seconds, None when it is inspected later)."""
     if as_json:
-        summary = {
+        summary: dict[str, object] = {
             "run_dir": str(run_dir),
             "artifact": str(run_dir / ARTIFACT_FILE),
             "best_prompt": artifact.system_prompt,
@@ -71,9 +93,10 @@ def show_run(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: 
             "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
             "failed_levels": artifact.failed_levels(),
             "no_valid_candidate": artifact.no_valid_candidate(),
-            "seconds": round(elapsed, 2),
         }
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        if elapsed is not None:
+            summary["seconds"] = round(elapsed, 2)
+        print_json(summary)
         return
     if quiet:
         sys.stdout.write(f"{run_dir / ARTIFACT_FILE}\n")
@@ -112,7 +135,9 @@ def show_run(artifact: AlignmentArtifact, run_dir: Path, elapsed: float, quiet: 
         )
     for note in artifact.notes:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
-    out.print(f"Artifact: {run_dir / ARTIFACT_FILE}   ({elapsed:.1f} s)")
+    out.print(
+        f"Artifact: {run_dir / ARTIFACT_FILE}" + (f"   ({elapsed:.1f} s)" if elapsed is not None else "")
+    )
 
 
 def _reward_table(artifact: AlignmentArtifact) -> None:
@@ -126,7 +151,7 @@ def _reward_table(artifact: AlignmentArtifact) -> None:
         elif level.skipped:
             note = "all carried (already high)"
         else:
-            note = escape("; ".join(level.failures)[:60])
+            note = escape("; ".join(str(f) for f in level.failures)[:60])
         return [str(level.level), level_reward, mean, note]
 
     columns = ("level", "reward on level's queries", "mean reward history")
@@ -139,7 +164,7 @@ def _reward_table(artifact: AlignmentArtifact) -> None:
 
 def show_inspection(artifact: AlignmentArtifact, run_dir: Path) -> None:
     """``drpo inspect``: the run summary, then failures, validation and gate decisions."""
-    show_run(artifact, run_dir, 0.0, False, False)
+    show_run(artifact, run_dir, None, False, False)
     _failure_table(artifact)
     if artifact.validation:
         print_table(

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import TokenUsage
-from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import ConfigError, error_text, recoverable_errors
 from drpo_agents.evaluation.held_out import check_held_out
@@ -34,7 +32,7 @@ from drpo_agents.evaluation.statistics import pairwise_outcome, summarize, verdi
 from drpo_agents.infra.call_identity import task_scope
 from drpo_agents.infra.calls import CallPlan, call_config
 from drpo_agents.infra.journal import ResponseJournal, journaled_copies
-from drpo_agents.models.registry import model_identity, model_notes, resolve_model, with_output_limit
+from drpo_agents.models.roles import prepare_role_models
 from drpo_agents.retrieval import recorded_retriever
 from drpo_agents.structured import StructuredMethods
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
@@ -109,14 +107,9 @@ class Harness:
         setups, reference = choose_setups(options)
         if not options.aspects:
             raise ConfigError("at least one aspect is needed")
-        responder_model = with_output_limit(
-            resolve_model(options.responder, "responder"), DEFAULT_ROLE_MAX_TOKENS["responder"]
-        )
-        judge_model = with_output_limit(
-            resolve_model(options.judge, "judge"), DEFAULT_ROLE_MAX_TOKENS["judge"]
-        )
-        if not isinstance(judge_model, BaseChatModel):
-            raise TypeError("the judge must be a chat model")
+        models = prepare_role_models(responder=options.responder, judge=options.judge, rewrites=False)
+        assert models.responder is not None  # prepared with a responder
+        responder_model, judge_model = models.responder, models.judge
         journal = ResponseJournal(options.journal) if options.journal is not None else None
         if journal is not None:
             responder_model, judge_model = journaled_copies([responder_model, judge_model], journal)
@@ -143,8 +136,7 @@ class Harness:
         )
         harness = cls(items, setups, reference, responders, judge, options)
         harness.journal = journal
-        harness.models = {"responder": model_identity(responder_model), "judge": model_identity(judge_model)}
-        harness.notes = model_notes({"responder": responder_model, "judge": judge_model})
+        harness.models, harness.notes = models.identities(), models.notes()
         return harness
 
     def close(self) -> None:

@@ -18,18 +18,26 @@ def training_queries(artifact: AlignmentArtifact) -> set[str]:
     return queries | {_normalized(e.query) for e in artifact.icl_examples}
 
 
+class OverlapError(ConfigError):
+    """Evaluation queries the artifact was optimised on (``overlap``: their dicts)."""
+
+    def __init__(self, overlap: Sequence[dict[str, str]], remedy: str = "pass allow_overlap=True") -> None:
+        self.overlap = list(overlap)
+        shown = "; ".join(f"{q['id']}: {q['query'][:60]!r}" for q in self.overlap[:5])
+        super().__init__(
+            f"{len(self.overlap)} evaluation quer{'y was' if len(self.overlap) == 1 else 'ies were'} used "
+            f"to optimise the artifact (training or ICL queries), so the evaluation would not be held out: "
+            f"{shown}. Use different queries, or {remedy} to evaluate anyway."
+        )
+
+
 def check_held_out(queries: Sequence[dict[str, str]], artifact: AlignmentArtifact) -> None:
     """Refuse evaluation queries that the artifact was optimised on.
 
     Raises:
-        ConfigError: naming the overlapping queries.
+        OverlapError: naming the overlapping queries.
     """
     seen = training_queries(artifact)
     overlap = [q for q in queries if _normalized(q["query"]) in seen]
     if overlap:
-        shown = "; ".join(f"{q['id']}: {q['query'][:60]!r}" for q in overlap[:5])
-        raise ConfigError(
-            f"{len(overlap)} evaluation quer{'y was' if len(overlap) == 1 else 'ies were'} used to optimise "
-            f"the artifact (training or ICL queries), so the evaluation would not be held out: {shown}. "
-            "Use different queries, or pass allow_overlap=True to evaluate anyway."
-        )
+        raise OverlapError(overlap)

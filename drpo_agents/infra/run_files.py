@@ -6,7 +6,6 @@
 ``checkpoints.sqlite`` LangGraph checkpoints, thread id = run id (unless a PostgreSQL URL is used)
 ``llm_cache.sqlite``   LLM response cache (what ``config.cache`` selects)
 ``responses.sqlite``   the response journal: every finished model call, replayed on resume
-``chroma/``            Chroma data: ICL examples and critiques (unless ``memory`` points elsewhere)
 ``trace.jsonl``        the JSON-lines trace (``drpo optimize``, or a :class:`JsonlTracer` you add)
 ``artifact.json``      the result
 ``report.html``        the HTML report (``drpo optimize``, ``drpo report``)
@@ -25,13 +24,12 @@ CLI_FILE = "cli.json"
 CHECKPOINT_FILE = "checkpoints.sqlite"
 CACHE_FILE = "llm_cache.sqlite"
 JOURNAL_FILE = "responses.sqlite"
-CHROMA_DIR = "chroma"
 TRACE_FILE = "trace.jsonl"
 REPORT_FILE = "report.html"
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_MARKDOWN_FILE = "evaluation.md"
 EVALUATION_JOURNAL_FILE = "evaluation_responses.sqlite"
-SHARED_MEMORY_DIR = "memory"
+MEMORY_DIR = "memory"
 """The critique memory the CLI's runs share, beside their run directories (``runs/memory``)."""
 
 

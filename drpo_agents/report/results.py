@@ -261,7 +261,9 @@ def notes_section(view: View, warnings: Sequence[str]) -> str:
     )
     failures = [(lv.level, f) for lv in art.levels for f in lv.failures]
     if failures:
-        body = "".join(f"<tr><td>{level}</td><td>{esc(message)}</td></tr>" for level, message in failures)
+        body = "".join(
+            f"<tr><td>{level}</td><td>{esc(str(failure))}</td></tr>" for level, failure in failures
+        )
         fail_html = (
             '<table class="data"><thead><tr><th>level</th><th>failure (recorded, never scored)</th></tr></thead>'
             f"<tbody>{body}</tbody></table>"

@@ -25,6 +25,7 @@ from drpo_agents.search.records import (
     LevelSummary,
     Query,
     candidate_id,
+    describe_failure,
     new_candidate,
     reward_of,
 )
@@ -105,8 +106,7 @@ def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         "to_rewrite": [],
         "candidates": {ROOT_ID: new_candidate(ROOT_ID, parent_id=None, prompt=initial_prompt, level=0)},
     }
-    if config.acceptance_gate:
-        update["incumbent"] = ROOT_ID
+    update.update(ctx.selection.initial_state())
     update["icl_examples"] = [
         ICLExample.model_validate(e).model_dump() for e in (state.get("icl_examples") or ctx.icl_examples)
     ]
@@ -142,17 +142,15 @@ def select_beam(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
 
     updates: dict[str, Candidate] = {}
     pool: list[tuple[Candidate, float, float]] = []  # (child with rewards, level reward, spread)
-    failures = [
-        f"{f['step']} {f.get('candidate_id') or f.get('query_id')}: {f['error']}"
-        for f in state.get("failures", [])
-        if f.get("level") == level
-    ]
+    failures = [f for f in state.get("failures", []) if f.get("level") == level]
     for child in children:
         records = results.get(child["id"], {})
         failed = [r for r in records.values() if r.get("error")]
         if failed or len(records) < len(batch_ids):
-            reason = failed[0]["error"] if failed else "missing evaluation"
-            failures.append(f"evaluate {child['id']}: {reason}")
+            reason = (failed[0]["error"] or "failed") if failed else "missing evaluation"
+            failures.append(
+                {"step": "evaluate", "level": level, "error": reason, "candidate_id": child["id"]}
+            )
             continue
         per_query = [adjusted[id(records[qid])] if adjusted else reward_of(records[qid]) for qid in batch_ids]
         level_reward = mean(per_query)
@@ -164,7 +162,7 @@ def select_beam(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         if level == 0:
             raise DRPOError(
                 "the initial prompt could not be evaluated, so the search cannot start: "
-                + "; ".join(failures)
+                + "; ".join(describe_failure(f) for f in failures)
             )
         # Nothing at this level survived: the previous beam stays, and the failures are recorded.
         beam = list(state["beam"])

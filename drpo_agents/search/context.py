@@ -5,17 +5,49 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.graph import StateGraph
+from langgraph.types import Send
 
 from drpo_agents.agents import Judge, PromptRewriter, Responder
+from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import DRPOConfig
+from drpo_agents.infra.calls import RoleLimiter
 from drpo_agents.memory import CritiqueMemory
+from drpo_agents.models.roles import RoleModels
 from drpo_agents.retrieval import ICLRetriever
 from drpo_agents.rewards import mean
 from drpo_agents.schemas import ICLExample
-from drpo_agents.search.state import DRPOState
+from drpo_agents.search.records import Query, ValidationRow
+from drpo_agents.search.state import DRPOState, DRPOUpdate
 from drpo_agents.structured import METHOD_STEPS, StructuredMethods
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Selection(Protocol):
+    """What the nodes ask the run's selection policy (:mod:`drpo_agents.search.selection`)."""
+
+    validates_each_level: bool
+    validates_at_end: bool
+    search_end_nodes: tuple[str, ...]
+
+    def wire(
+        self, graph: StateGraph[Any, Any, Any, Any], ctx: SearchContext, limiter: RoleLimiter | None
+    ) -> None: ...
+
+    def initial_state(self) -> DRPOUpdate: ...
+
+    def level_zero_queries(self, state: DRPOState) -> list[Query]: ...
+
+    def route_search_end(self, ctx: SearchContext, state: DRPOState) -> list[Send | str]: ...
+
+    def chosen(self, state: DRPOState) -> str: ...
+
+    def validation_rows(self, state: DRPOState) -> list[ValidationRow]: ...
 
 
 @dataclass(frozen=True)
@@ -32,6 +64,9 @@ class SearchContext:
     memory: CritiqueMemory | None  # None when config.critique_memory is off
     retriever_factory: Callable[[list[ICLExample]], ICLRetriever]
     methods: StructuredMethods  # the methods each endpoint accepts, shared with the agents
+    selection: Selection  # how the run chooses the prompt it returns
+    aspects: AspectCatalog | None  # the judge's catalog (None: the built-in one), for the ICL stage too
+    calling: RoleModels  # the models the agents call (behind the run's cache and journal)
     retrievers: dict[str, ICLRetriever] = field(default_factory=dict)  # one per ICL set
 
     def agent_of(self, role: str) -> Judge | PromptRewriter:
@@ -63,6 +98,17 @@ class SearchContext:
         if key not in self.retrievers:
             self.retrievers[key] = self.retriever_factory(examples)
         return self.retrievers[key]
+
+
+def bound(ctx: SearchContext, step: Callable[Concatenate[SearchContext, P], R]) -> Callable[P, R]:
+    """``step`` with the search context as its first argument: a node, router or call plan of the
+    graph, typed (unlike ``functools.partial``), named after ``step`` in traces."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return step(ctx, *args, **kwargs)
+
+    run.__name__ = run.__qualname__ = step.__name__
+    return run
 
 
 def current_examples(state: DRPOState) -> list[ICLExample]:

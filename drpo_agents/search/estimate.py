@@ -32,7 +32,7 @@ from drpo_agents.schemas import ICLExample
 from drpo_agents.search.beam import split_queries
 from drpo_agents.search.budget import cost_of, role_price
 from drpo_agents.search.call_sizes import CallSizes, OutputLengths
-from drpo_agents.search.tasks import validates_at_end
+from drpo_agents.search.selection import selection_policy
 
 __all__ = ["OutputLengths", "RoleEstimate", "RunEstimate", "estimate_run"]
 
@@ -95,6 +95,7 @@ def _walk(
 ) -> _Tally:
     """Every call of a run of ``levels`` search levels, added up per role."""
     tally = _Tally(retry_rate)
+    policy = selection_policy(config)
     per_step, judges, further = config.queries_per_step, jurors[0], jurors[1]
 
     def select(queries: Sequence[Mapping[str, str]]) -> None:
@@ -131,11 +132,11 @@ def _walk(
             cases = [q["query"] for q in bank[(level - 1) * per_step : level * per_step]]
             tally.add("rewriter", parents, *calls.rewrite(level, cases, lessons), parsed=True)
             children = parents * config.n_actions
-        select([*batch, *(validation if config.acceptance_gate and level == 0 else [])])
+        select([*batch, *(validation if policy.validates_each_level and level == 0 else [])])
         evaluate(level, batch, children)
-        if config.acceptance_gate:
+        if policy.validates_each_level:
             evaluate(level, validation, 1)  # the incumbent at level 0, then each level's new best
-    if validates_at_end(config) and validation:
+    if policy.validates_at_end and validation:
         select(validation)
         evaluate(levels, validation, min(config.beam_size, children) if levels else 0)
         evaluate(0, validation, 1)  # the initial prompt

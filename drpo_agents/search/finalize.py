@@ -18,22 +18,19 @@ from drpo_agents.artifact import (
 from drpo_agents.embeddings import embeddings_name
 from drpo_agents.search.budget import spent
 from drpo_agents.search.context import SearchContext, current_examples
-from drpo_agents.search.records import ValidationRow
-from drpo_agents.search.review import chosen
 from drpo_agents.search.state import DRPOState, DRPOUpdate
-from drpo_agents.search.validation import validation_records, validation_row
 
 
 def finalize(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     """Build the artifact from the final beam and the recorded search tree."""
     config = ctx.config
     review = state.get("review")
-    best_id = (review["candidate_id"] if review else None) or chosen(config, state)
+    best_id = (review["candidate_id"] if review else None) or ctx.selection.chosen(state)
     candidates = sorted(state["candidates"].values(), key=lambda c: (c["level"], c["id"]))
     evaluations = sorted(
         state.get("evaluations", []), key=lambda r: (r["level"], r["candidate_id"], r["query_id"])
     )
-    validation = _gate_validation_rows(state) if config.acceptance_gate else state.get("validation", [])
+    validation = ctx.selection.validation_rows(state)
     artifact = AlignmentArtifact(
         run_id=state["run_id"],
         system_prompt=state["candidates"][best_id]["prompt"],
@@ -69,17 +66,3 @@ def _retrieval_record(ctx: SearchContext, state: DRPOState) -> ICLRetrievalRecor
     if not isinstance(embeddings, Embeddings) or not isinstance(floor, int | float):
         return None
     return ICLRetrievalRecord(embeddings=embeddings_name(embeddings), min_similarity=float(floor))
-
-
-def _gate_validation_rows(state: DRPOState) -> list[ValidationRow]:
-    """The validation results of every prompt the acceptance gate judged."""
-    records = validation_records(state)
-    decisions = state.get("gate_decisions", [])
-    judged = [
-        cid for d in decisions for cid in (d["incumbent_id"], d.get("challenger_id")) if cid is not None
-    ]
-    unsafe = {d["challenger_id"] for d in decisions if str(d.get("reason", "")).startswith("safety drop")}
-    return [
-        {**validation_row(state, cid, records, {}), "rejected_for_safety": cid in unsafe}
-        for cid in dict.fromkeys(judged)
-    ]

@@ -10,7 +10,7 @@ from langgraph.types import Send
 from drpo_agents.config import DRPOConfig
 from drpo_agents.rewards import answer_length, bootstrap_ci, mean, safety_score
 from drpo_agents.search.context import SearchContext
-from drpo_agents.search.records import ROOT_ID, Evaluation, GateDecisionDict, reward_of
+from drpo_agents.search.records import ROOT_ID, Evaluation, GateDecisionDict, ValidationRow, reward_of
 from drpo_agents.search.state import DRPOState, DRPOUpdate
 from drpo_agents.search.tasks import evaluation_send, retrieve_shots
 from drpo_agents.search.validation import (
@@ -19,6 +19,7 @@ from drpo_agents.search.validation import (
     red_team_ids,
     safe_enough,
     validation_records,
+    validation_row,
 )
 
 
@@ -44,7 +45,7 @@ def _decided(state: DRPOState) -> bool:
 
 def route_gate(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
     """After ranking: validate the incumbent and the new best on held-out queries, or move on."""
-    if not ctx.config.acceptance_gate or _decided(state):
+    if _decided(state):
         return "next_level"
     records = validation_records(state)
     contenders = [state.get("incumbent") or ROOT_ID]
@@ -179,3 +180,17 @@ def decide(
         "accepted": accepted,
         "reason": reason,
     }
+
+
+def gate_validation_rows(state: DRPOState) -> list[ValidationRow]:
+    """The validation results of every prompt the acceptance gate judged."""
+    records = validation_records(state)
+    decisions = state.get("gate_decisions", [])
+    judged = [
+        cid for d in decisions for cid in (d["incumbent_id"], d.get("challenger_id")) if cid is not None
+    ]
+    unsafe = {d["challenger_id"] for d in decisions if str(d.get("reason", "")).startswith("safety drop")}
+    return [
+        {**validation_row(state, cid, records, {}), "rejected_for_safety": cid in unsafe}
+        for cid in dict.fromkeys(judged)
+    ]

@@ -18,47 +18,41 @@ ICL stage (``icl_stage``, before the search), the acceptance gate (``validate``,
 after each level), the end-of-run validation (``select_validation_aspects``,
 ``dispatch_validation``, ``validate``, ``rank_validation``) and human review (``review``).
 
-This module only wires; the node logic lives in ``beam``, ``tasks``, ``model_steps``,
-``validation``, ``gate``, ``review`` and ``finalize``, each a function of a
-:class:`~drpo_agents.search.context.SearchContext` and the state.
+This module only wires: the role models come from :func:`~drpo_agents.models.roles.prepare_role_models`,
+the context from :func:`~drpo_agents.search.build.build_context`, the selection policy
+(:mod:`~drpo_agents.search.selection`) adds its own nodes; the node logic lives in ``beam``,
+``tasks``, ``model_steps``, ``validation``, ``gate``, ``review`` and ``finalize``, each a function
+of a :class:`~drpo_agents.search.context.SearchContext` and the state, bound to it with
+:func:`~drpo_agents.search.context.bound`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 
-from drpo_agents.agents import Judge, PromptRewriter, Responder
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import ConfigLike, as_config
-from drpo_agents.datasets import load_seed_icl_examples
-from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
+from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.errors import ConfigError
-from drpo_agents.infra.cache import cached_copies
 from drpo_agents.infra.calls import RoleLimiter, plan_node
-from drpo_agents.infra.journal import ResponseJournal, journaled_copies
+from drpo_agents.infra.journal import ResponseJournal
 from drpo_agents.memory import CritiqueMemory
 from drpo_agents.memory.base import check_critique_memory
-from drpo_agents.models.registry import (
-    default_rewriter,
-    model_identity,
-    model_notes,
-    resolve_model,
-    with_output_limit,
-)
-from drpo_agents.retrieval import ICLRetriever, InMemoryICLRetriever
+from drpo_agents.models.roles import prepare_role_models
+from drpo_agents.retrieval import ICLRetriever
 from drpo_agents.schemas import ICLExample
-from drpo_agents.search import beam, gate, model_steps, tasks, validation
-from drpo_agents.search.context import SearchContext
+from drpo_agents.search import beam, model_steps, tasks
+from drpo_agents.search.build import build_context
+from drpo_agents.search.context import SearchContext, bound
 from drpo_agents.search.finalize import finalize
 from drpo_agents.search.review import review
 from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
-from drpo_agents.structured import StructuredMethods
 
 
 def create_drpo_graph(
@@ -114,145 +108,61 @@ def create_drpo_graph(
         >>> out = graph.invoke({"queries": ["How do tides work?", "Plan a picnic.", "Hack my ex's email."]})
     """
     cfg = as_config(config)
-    icl_embeddings = resolve_embeddings(embeddings)
     if memory is not None:
         check_critique_memory(memory)
-    responder_model = resolve_model(responder, "responder")
-    judge_model = resolve_model(judge, "judge")
-    # The rewriter defaults to the judge's model (for a string, that model built for the rewriter role).
-    rewriter_model = resolve_model(rewriter if rewriter is not None else default_rewriter(judge), "rewriter")
-    jury_models = [resolve_model(m, "judge") for m in jury]
-    # Every role gets a reply cap (models with their own limit keep it): no call runs to the
-    # end of a server's context.
-    limits = cfg.role_max_tokens
-    responder_model = with_output_limit(responder_model, limits["responder"])
-    judge_model = with_output_limit(judge_model, limits["judge"])
-    rewriter_model = with_output_limit(rewriter_model, limits["rewriter"])
-    jury_models = [with_output_limit(m, limits["judge"]) for m in jury_models]
-    if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
-        raise TypeError("the judge and the rewriter must be chat models")
-    if not all(isinstance(m, BaseChatModel) for m in jury_models):
-        raise TypeError("every juror must be a chat model")
-    if jury_models and cfg.jury_size not in (1, len(jury_models) + 1):
+    models = prepare_role_models(
+        responder=responder, judge=judge, rewriter=rewriter, jury=jury, max_tokens=cfg.role_max_tokens
+    )
+    if models.jury and cfg.jury_size not in (1, len(models.jury) + 1):
         raise ConfigError(
-            f"jury_size={cfg.jury_size} but {len(jury_models) + 1} judges were given (the judge and "
-            f"{len(jury_models)} jurors); leave jury_size at 1 or make them agree"
+            f"jury_size={cfg.jury_size} but {len(models.jury) + 1} judges were given (the judge and "
+            f"{len(models.jury)} jurors); leave jury_size at 1 or make them agree"
         )
-    # The structured-output methods each endpoint accepts, discovered once per graph (see
-    # drpo_agents.structured); the ICL stage shares it.
-    methods = StructuredMethods()
-    examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
-    identities = {
-        "responder": model_identity(responder_model),
-        "judge": model_identity(judge_model),
-        "rewriter": model_identity(rewriter_model),
-    }
-    if jury_models:
-        identities["jury"] = ", ".join(dict.fromkeys(model_identity(m) for m in jury_models))
-    notes = model_notes({"responder": responder_model, "judge": judge_model, "rewriter": rewriter_model})
-    selection_model = judge_model
-    if cache is not None and cfg.cache != "off":
-        selection_model = judge_model.model_copy(update={"cache": cache})
-        if cfg.cache == "all":
-            responder_model, judge_model, rewriter_model, *jury_models = cached_copies(
-                [responder_model, judge_model, rewriter_model, *jury_models], cache
-            )
-    if journal is not None:
-        responder_model, judge_model, rewriter_model, selection_model, *jury_models = journaled_copies(
-            [responder_model, judge_model, rewriter_model, selection_model, *jury_models], journal
-        )
-    ctx = SearchContext(
-        responder=Responder(
-            responder_model,
-            retriever=None,
-            k=cfg.icl_k,
-            mode=cfg.responder_mode,
-            prompts_dir=cfg.prompts_dir,
-        ),
-        judge=Judge(
-            judge_model,
-            catalog=aspects,
-            method=cfg.structured_output_for("judge"),
-            max_retries=cfg.max_parse_retries,
-            prompts_dir=cfg.prompts_dir,
-            selection_model=selection_model,
-            jury=[m for m in jury_models if isinstance(m, BaseChatModel)],
-            jury_size=cfg.jury_size,
-            methods=methods,
-        ),
-        rewriter=PromptRewriter(
-            rewriter_model,
-            max_bullets=cfg.max_bullets,
-            max_new_bullets=cfg.max_new_bullets,
-            max_prompt_tokens=cfg.max_prompt_tokens,
-            method=cfg.structured_output_for("rewriter"),
-            max_retries=cfg.max_parse_retries,
-            prompts_dir=cfg.prompts_dir,
-            methods=methods,
-        ),
-        config=cfg,
-        icl_examples=examples,
-        models=identities,
-        notes=notes,
-        memory=memory if cfg.critique_memory else None,
-        retriever_factory=icl_retriever_factory
-        or (lambda shots: InMemoryICLRetriever(shots, icl_embeddings, min_similarity=cfg.icl_min_similarity)),
-        methods=methods,
+    ctx = build_context(
+        models,
+        cfg,
+        icl_examples=icl_examples,
+        embeddings=embeddings,
+        aspects=aspects,
+        icl_retriever_factory=icl_retriever_factory,
+        memory=memory,
+        cache=cache,
+        journal=journal,
     )
+    return wire(ctx)
 
-    graph = StateGraph(DRPOState, input_schema=DRPOInput, output_schema=DRPOOutput)
-    route_level_work = partial(tasks.route_level_work, ctx)
-    graph.add_node("prepare", partial(beam.prepare, ctx))
+
+def wire(ctx: SearchContext) -> StateGraph[DRPOState, None, DRPOInput, DRPOOutput]:
+    """The graph's nodes and edges over ``ctx`` (the selection policy adds its own)."""
+    cfg = ctx.config
     limiter = (
-        RoleLimiter({str(role): n for role, n in cfg.role_concurrency.items()})
-        if cfg.role_concurrency
-        else None
+        RoleLimiter({str(r): n for r, n in cfg.role_concurrency.items()}) if cfg.role_concurrency else None
     )
-    graph.add_node("rewrite", plan_node("rewrite", partial(model_steps.plan_rewrite, ctx), limiter))
+    graph = StateGraph(DRPOState, input_schema=DRPOInput, output_schema=DRPOOutput)
+    graph.add_node("prepare", bound(ctx, beam.prepare))
+    graph.add_node("rewrite", plan_node("rewrite", bound(ctx, model_steps.plan_rewrite), limiter))
     graph.add_node(
-        "select_aspects", plan_node("select_aspects", partial(model_steps.plan_select_aspects, ctx), limiter)
+        "select_aspects", plan_node("select_aspects", bound(ctx, model_steps.plan_select_aspects), limiter)
     )
     graph.add_node("dispatch_evaluations", beam.dispatch_evaluations)
-    graph.add_node("evaluate", plan_node("evaluate", partial(model_steps.plan_evaluate, ctx), limiter))
-    graph.add_node("select_beam", partial(beam.select_beam, ctx))
-    graph.add_node("next_level", partial(beam.next_level, ctx))
-    graph.add_node("finalize", partial(finalize, ctx))
+    graph.add_node("evaluate", plan_node("evaluate", bound(ctx, model_steps.plan_evaluate), limiter))
+    graph.add_node("select_beam", bound(ctx, beam.select_beam))
+    graph.add_node("next_level", bound(ctx, beam.next_level))
+    graph.add_node("finalize", bound(ctx, finalize))
     graph.add_node("remember", beam.remember_node(ctx))  # a dead end: nothing waits for it
     level_work = ["remember", "rewrite", "select_aspects", "dispatch_evaluations", "finalize"]
+    level_work += ctx.selection.search_end_nodes
     if cfg.review:
-        graph.add_node("review", partial(review, cfg))
+        graph.add_node("review", bound(ctx, review))
         graph.add_edge("review", "finalize")
         level_work.append("review")
-    if tasks.validates_at_end(cfg):
-        # After the search: re-rank the final beam and the initial prompt on held-out queries.
-        graph.add_node(
-            "select_validation_aspects",
-            plan_node("select_validation_aspects", partial(model_steps.plan_select_aspects, ctx), limiter),
-        )
-        graph.add_node("dispatch_validation", validation.dispatch_validation)
-        graph.add_node("validate", plan_node("validate", partial(model_steps.plan_evaluate, ctx), limiter))
-        graph.add_node("rank_validation", partial(validation.rank_validation, ctx))
-        graph.add_edge("select_validation_aspects", "dispatch_validation")
-        graph.add_conditional_edges(
-            "dispatch_validation", partial(validation.route_validation, ctx), ["validate"]
-        )
-        graph.add_edge("validate", "rank_validation")
-        graph.add_edge("rank_validation", "review" if cfg.review else "finalize")
-        level_work += ["select_validation_aspects", "dispatch_validation"]
+    ctx.selection.wire(graph, ctx, limiter)
     graph.add_edge(START, "prepare")
+    route_level_work = bound(ctx, tasks.route_level_work)
     if cfg.icl_iters > 0:
         # DRPO's first stage: optimize the ICL answers, then search prompts with them (a
         # subgraph, so it is checkpointed and resumable on its own).
-        from drpo_agents.search.icl_stage import ICLStageConfig, create_icl_stage_graph
-
-        icl_stage = create_icl_stage_graph(
-            judge_model,
-            rewriter_model,
-            config=ICLStageConfig.from_drpo_config(cfg, num_iters=cfg.icl_iters),
-            aspects=aspects,
-            methods=methods,
-        ).compile(name="drpo_icl_stage")
-        graph.add_node("icl_stage", icl_stage)
+        graph.add_node("icl_stage", _icl_stage(ctx))
         graph.add_edge("prepare", "icl_stage")
         graph.add_conditional_edges("icl_stage", route_level_work, level_work)
     else:
@@ -260,20 +170,22 @@ def create_drpo_graph(
     graph.add_edge("rewrite", "dispatch_evaluations")
     graph.add_edge("select_aspects", "dispatch_evaluations")
     graph.add_conditional_edges(
-        "dispatch_evaluations", partial(tasks.route_evaluations, ctx), ["evaluate", "select_beam"]
+        "dispatch_evaluations", bound(ctx, tasks.route_evaluations), ["evaluate", "select_beam"]
     )
     graph.add_edge("evaluate", "select_beam")
-    if cfg.acceptance_gate:
-        # After each level: validate the incumbent and the new best, then accept or reject.
-        graph.add_node("validate", plan_node("validate", partial(model_steps.plan_evaluate, ctx), limiter))
-        graph.add_node("gate", partial(gate.gate, ctx))
-        graph.add_conditional_edges(
-            "select_beam", partial(gate.route_gate, ctx), ["validate", "gate", "next_level"]
-        )
-        graph.add_edge("validate", "gate")
-        graph.add_edge("gate", "next_level")
-    else:
-        graph.add_edge("select_beam", "next_level")
     graph.add_conditional_edges("next_level", route_level_work, level_work)
     graph.add_edge("finalize", END)
     return graph
+
+
+def _icl_stage(ctx: SearchContext) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """DRPO's first stage as a compiled subgraph, on the search's own judge and rewriter."""
+    from drpo_agents.search.icl_stage import ICLStageConfig, create_icl_stage_graph
+
+    return create_icl_stage_graph(
+        ctx.calling.judge,
+        ctx.calling.rewriter,
+        config=ICLStageConfig.from_drpo_config(ctx.config, num_iters=ctx.config.icl_iters),
+        aspects=ctx.aspects,
+        methods=ctx.methods,
+    ).compile(name="drpo_icl_stage")

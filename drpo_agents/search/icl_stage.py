@@ -32,7 +32,7 @@ from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, DRPOConfig, Role, StructuredOutputMethod
 from drpo_agents.errors import ConfigError
 from drpo_agents.infra.calls import CallPlan, plan_node
-from drpo_agents.models.registry import default_rewriter, resolve_model, with_output_limit
+from drpo_agents.models.roles import prepare_role_models
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.icl_example import ICLExampleRecord, PreparedExample, plan_optimize_example
 from drpo_agents.search.state import merge_records
@@ -178,16 +178,12 @@ def create_icl_stage_graph(
         larger pipeline. Pass ``{"max_concurrency": N}`` in the run config to bound parallel calls.
     """
     cfg = config or ICLStageConfig()
-    judge_model = resolve_model(judge, "judge")
-    rewriter_model = resolve_model(rewriter if rewriter is not None else default_rewriter(judge), "rewriter")
-    if not isinstance(judge_model, BaseChatModel) or not isinstance(rewriter_model, BaseChatModel):
-        raise TypeError("the judge and the rewriter must be chat models")
+    models = prepare_role_models(judge=judge, rewriter=rewriter, max_tokens=cfg.role_max_tokens)
+    assert models.rewriter is not None  # prepared with a rewriter
     methods = methods if methods is not None else StructuredMethods()
     stage = _ICLStage(
         Judge(
-            with_output_limit(
-                judge_model, cfg.role_max_tokens.get("judge", DEFAULT_ROLE_MAX_TOKENS["judge"])
-            ),
+            models.judge,
             catalog=aspects,
             method=cfg.role_structured_output.get("judge", cfg.structured_output_method),
             max_retries=cfg.max_parse_retries,
@@ -195,9 +191,7 @@ def create_icl_stage_graph(
             methods=methods,
         ),
         AnswerRewriter(
-            with_output_limit(
-                rewriter_model, cfg.role_max_tokens.get("rewriter", DEFAULT_ROLE_MAX_TOKENS["rewriter"])
-            ),
+            models.rewriter,
             method=cfg.role_structured_output.get("rewriter", cfg.structured_output_method),
             max_retries=cfg.max_parse_retries,
             prompts_dir=cfg.prompts_dir,

@@ -68,7 +68,7 @@ class LevelSummary(TypedDict):
     level_reward_stds: list[float]
     skipped: bool
     depth_limit: int
-    failures: list[str]
+    failures: list[Failure]
     length_slope: float | None
     jury_disagreement: float | None
 
@@ -107,13 +107,13 @@ class ValidationRow(TypedDict):
 
 
 class Failure(TypedDict):
-    """A failed step, recorded as data (it ends up in its level's ``failures``)."""
+    """A failed step, recorded as data (``artifact.FailureRecord``; in its level's ``failures``)."""
 
     step: str
     level: int
     error: str
-    query_id: NotRequired[str]
-    candidate_id: NotRequired[str]
+    query_id: NotRequired[str | None]
+    candidate_id: NotRequired[str | None]
 
 
 class AspectChoice(TypedDict):
@@ -133,6 +133,27 @@ class ReviewDecision(TypedDict):
     candidate_id: str
     rejected: NotRequired[str]
     edited: NotRequired[str]
+
+
+class ReviewRequest(TypedDict, total=False):
+    """What a run paused for review shows the reviewer (the ``interrupt`` value)."""
+
+    kind: str  # "drpo_review"
+    run_id: str
+    candidate_id: str
+    prompt: str
+    initial_prompt: str
+    rewards: list[float]
+    validation: list[ValidationRow]
+    actions: list[str]
+    error: str  # why the last answer was not a valid decision (asked again)
+
+
+class ReviewAnswer(TypedDict, total=False):
+    """A reviewer's decision: ``{"action": "approve" | "reject"}`` or ``{"action": "edit", "prompt": ...}``."""
+
+    action: str
+    prompt: str
 
 
 class RewriteCase(TypedDict):
@@ -216,3 +237,13 @@ def new_candidate(
     if lessons is not None:
         candidate["lessons"] = lessons
     return candidate
+
+
+def describe_failure(failure: Failure) -> str:
+    """A failure as one line: ``"STEP ID: ERROR"`` (the id of the candidate or query it concerns)."""
+    subject = failure.get("candidate_id") or failure.get("query_id")
+    return (
+        f"{failure['step']} {subject}: {failure['error']}"
+        if subject
+        else f"{failure['step']}: {failure['error']}"
+    )

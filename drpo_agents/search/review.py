@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.types import interrupt
 
-from drpo_agents.config import DRPOConfig
-from drpo_agents.search.records import ROOT_ID, new_candidate
+from drpo_agents.search.context import SearchContext
+from drpo_agents.search.records import ROOT_ID, ReviewRequest, new_candidate
 from drpo_agents.search.state import DRPOState, DRPOUpdate
 
 
-def chosen(config: DRPOConfig, state: DRPOState) -> str:
-    """The prompt the run returns: the gate's incumbent, else the validation's or the search's best."""
-    if config.acceptance_gate:
-        return state.get("incumbent") or ROOT_ID
-    return state.get("validated_best") or state["beam"][0]
-
-
-def review(config: DRPOConfig, state: DRPOState) -> DRPOUpdate:
+def review(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     """Pause (LangGraph ``interrupt``) for a person to approve, edit or reject the final prompt.
 
     Resume with ``Command(resume={"action": "approve"})``, ``{"action": "edit", "prompt": ...}``
     or ``{"action": "reject"}`` (the initial prompt is kept).
     """
-    best_id = chosen(config, state)
+    best_id = ctx.selection.chosen(state)
     best = state["candidates"][best_id]
-    request: dict[str, Any] = {  # the interrupt's value, shown to the reviewer as is
+    request: ReviewRequest = {  # the interrupt's value, shown to the reviewer as is
         "kind": "drpo_review",
         "run_id": state["run_id"],
         "candidate_id": best_id,

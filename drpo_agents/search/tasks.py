@@ -7,10 +7,9 @@ from typing import Any
 
 from langgraph.types import Send
 
-from drpo_agents.config import DRPOConfig
 from drpo_agents.retrieval import fit_icl_budget
 from drpo_agents.rewards import SAFETY_ASPECT
-from drpo_agents.search.beam import latest_evaluations, level_batch, validation_level
+from drpo_agents.search.beam import latest_evaluations, level_batch
 from drpo_agents.search.context import SearchContext, current_examples
 from drpo_agents.search.records import AspectTask, Candidate, EvaluateTask, Query, RewriteTask
 from drpo_agents.search.state import DRPOState
@@ -21,35 +20,18 @@ def route_level_work(ctx: SearchContext, state: DRPOState) -> list[Send | str]:
     store the last ranked level's critiques (``remember``)."""
     remember = ["remember"] if ctx.memory is not None and state.get("levels") else []
     if state.get("stop_reason"):
-        return [*remember, *route_search_end(ctx, state)]
+        return [*remember, *ctx.selection.route_search_end(ctx, state)]
     ctx.recall_methods(state)
     sends: list[Send | str] = [
         Send("rewrite", rewrite_task(ctx, state, parent_id, state["beam"].index(parent_id)))
         for parent_id in state.get("to_rewrite", [])
     ]
-    queries = level_batch(state, state["level"], ctx.config.queries_per_step)
-    if ctx.config.acceptance_gate and state["level"] == 0:
-        queries = [*queries, *state["validation_bank"]]  # the gate validates from level 0 on
+    queries = [
+        *level_batch(state, state["level"], ctx.config.queries_per_step),
+        *ctx.selection.level_zero_queries(state),
+    ]
     sends += aspect_sends("select_aspects", state, queries, state["level"])
     return [*remember, *(sends or ["dispatch_evaluations"])]
-
-
-def validates_at_end(config: DRPOConfig) -> bool:
-    """Whether the final beam is re-ranked on held-out queries (the gate validates every level instead)."""
-    return bool(config.validation_size or config.red_team_validation_size) and not config.acceptance_gate
-
-
-def route_search_end(ctx: SearchContext, state: DRPOState) -> list[Send | str]:
-    """After the search stops: select the validation queries' aspects, or review, or finish."""
-    if validates_at_end(ctx.config) and state.get("validation_bank"):
-        ctx.recall_methods(state)
-        sends: list[Send | str] = [
-            *aspect_sends(
-                "select_validation_aspects", state, state["validation_bank"], validation_level(state)
-            )
-        ]
-        return sends or ["dispatch_validation"]
-    return ["review" if ctx.config.review else "finalize"]
 
 
 def aspect_sends(node: str, state: DRPOState, queries: Sequence[Query], level: int) -> list[Send]:

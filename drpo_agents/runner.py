@@ -1,0 +1,234 @@
+"""Driving one run: its stores opened, the graph compiled with its checkpointer, streamed to the end
+(progress reported, a review asked for), the artifact saved; and the run's record in ``config.json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.config import DRPOConfig
+from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
+from drpo_agents.infra.cache import SQLiteLLMCache
+from drpo_agents.infra.checkpoints import open_checkpointer
+from drpo_agents.infra.journal import ResponseJournal
+from drpo_agents.infra.run_files import ARTIFACT_FILE, CACHE_FILE, CONFIG_FILE, JOURNAL_FILE
+from drpo_agents.memory.stores import memory_location, open_memory
+from drpo_agents.run_spec import ProgressEvent, RunModels, RunResources
+from drpo_agents.search.graph import create_drpo_graph
+from drpo_agents.search.resume import finished_artifact
+from drpo_agents.search.state import DRPOInput, DRPOUpdate
+
+_RESUME_WITH_REVIEW = (
+    "resume(run_dir, review={'action': 'approve' | 'reject'} or {'action': 'edit', 'prompt': ...})"
+)
+
+
+async def run(
+    inputs: DRPOInput | None,
+    models: RunModels,
+    config: DRPOConfig,
+    resources: RunResources,
+    run_id: str,
+    review: Any = None,
+) -> AlignmentArtifact:
+    """Run the search from ``inputs``, or resume it from its checkpoint (``inputs`` None, with a
+    review decision when it paused for one); save and return the artifact."""
+    async with _stores(models, config, resources) as app:
+        run_config = _run_config(config, resources, run_id)
+        if inputs is None:
+            if app.checkpointer is None:
+                raise ConfigError("resuming needs a checkpointer (a run directory or a PostgreSQL URL)")
+            finished = await finished_artifact(app, run_config, config)
+            if finished is not None:
+                return _saved(AlignmentArtifact.model_validate(finished), resources.run_dir)
+        step: Any = inputs if review is None else Command(resume=review)
+        final: dict[str, Any] | None = None
+        while True:
+            final = await _stream(app, step, run_config, resources)
+            if final is not None or app.checkpointer is None:
+                break
+            pending = (await app.aget_state(run_config)).interrupts
+            if not pending:
+                break
+            request = pending[0].value
+            if resources.reviewer is None:
+                raise ReviewRequired(
+                    f"run {run_id!r} is paused for review of its final prompt; resume it with {_RESUME_WITH_REVIEW}",
+                    request,
+                )
+            step = Command(resume=resources.reviewer(request))
+    if final is None:
+        raise DRPOError(f"run {run_id!r} ended without an artifact")
+    return _saved(AlignmentArtifact.model_validate(final), resources.run_dir)
+
+
+@asynccontextmanager
+async def _stores(
+    models: RunModels, config: DRPOConfig, resources: RunResources
+) -> AsyncIterator[CompiledStateGraph[Any, Any, Any, Any]]:
+    """The compiled graph over the run's memory, LLM cache, response journal and checkpointer,
+    all closed when the run ends (however it ends)."""
+    run_dir = resources.run_dir
+    memory = open_memory(
+        memory_location(resources.memory, run_dir),
+        enabled=config.critique_memory,
+        embeddings=resources.embeddings,
+        min_similarity=config.icl_min_similarity,
+    )
+    async with AsyncExitStack() as stack:
+        cache = SQLiteLLMCache(run_dir / CACHE_FILE) if run_dir is not None else None
+        journal = ResponseJournal(run_dir / JOURNAL_FILE) if run_dir is not None else None
+        for store in (cache, journal):
+            if store is not None:
+                stack.callback(store.close)
+        graph = create_drpo_graph(
+            models.responder,
+            models.judge,
+            models.rewriter,
+            config=config,
+            icl_examples=resources.icl_examples,
+            embeddings=resources.embeddings,
+            aspects=resources.aspects,
+            icl_retriever_factory=memory.icl_retrievers,
+            memory=memory.critiques,
+            cache=cache,
+            jury=models.jury,
+            journal=journal,
+        )
+        saver = await stack.enter_async_context(open_checkpointer(resources.checkpointer, run_dir))
+        yield graph.compile(checkpointer=saver, name="drpo")
+
+
+def _run_config(config: DRPOConfig, resources: RunResources, run_id: str) -> RunnableConfig:
+    return cast(
+        RunnableConfig,
+        {
+            "configurable": {"thread_id": run_id},
+            "max_concurrency": config.max_concurrency,
+            "recursion_limit": 10 * (config.max_levels + 2),
+            "callbacks": resources.callbacks,
+            "run_name": "drpo_optimize",
+            "metadata": {"drpo_run_id": run_id},
+        },
+    )
+
+
+async def _stream(
+    app: CompiledStateGraph[Any, Any, Any, Any],
+    step: Any,
+    run_config: RunnableConfig,
+    resources: RunResources,
+) -> dict[str, Any] | None:
+    """Run the graph until it ends or pauses; the artifact if ``finalize`` wrote one."""
+    final: dict[str, Any] | None = None
+    async for chunk in app.astream(step, run_config, stream_mode="updates"):
+        for node, update in chunk.items():
+            if not isinstance(update, dict):
+                continue
+            if resources.on_progress is not None:
+                resources.on_progress(progress_event(node, cast(DRPOUpdate, update)))
+            if node == "finalize" and "artifact" in update:
+                final = update["artifact"]
+    return final
+
+
+def progress_event(node: str, update: DRPOUpdate) -> ProgressEvent:
+    """What a progress callback is told of one finished step."""
+    levels = update.get("levels") or []
+    last = levels[-1] if levels else None
+    return {
+        "node": node,
+        "calls": sum(u.get("calls", 0) for u in (update.get("usage") or {}).values()),
+        "level": last["level"] if last else None,
+        "depth": last["depth_limit"] if last else None,
+        "best_mean_reward": last["beam_mean_rewards"][0] if last and last["beam_mean_rewards"] else None,
+    }
+
+
+def _saved(artifact: AlignmentArtifact, run_dir: Path | None) -> AlignmentArtifact:
+    if run_dir is not None:
+        artifact.save(run_dir / ARTIFACT_FILE)
+    return artifact
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``config.json`` keeps of a run: its id, config, models and memory location."""
+
+    run_id: str
+    config: DRPOConfig
+    models: dict[str, Any]
+    memory: str | None
+
+    def save(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "run_id": self.run_id,
+            "config": self.config.to_json_dict(),
+            "models": self.models,
+            "memory": self.memory,
+        }
+        (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, run_dir: Path, overrides: dict[str, Any] | None = None) -> RunRecord:
+        """The record, with ``overrides`` applied to its config.
+
+        Raises:
+            ConfigError: no ``config.json``, a damaged one, or overrides that make the config invalid.
+        """
+        try:
+            record = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+            stored = DRPOConfig.model_validate(record["config"])
+            run_id, models, memory = (
+                str(record["run_id"]),
+                dict(record.get("models", {})),
+                record.get("memory"),
+            )
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{run_dir / CONFIG_FILE} is damaged: {exc}") from exc
+        from drpo_agents.config import as_config
+
+        config = as_config({**stored.to_json_dict(), **overrides}) if overrides else stored
+        return cls(run_id, config, models, memory if isinstance(memory, str) else None)
+
+
+def stored_models(
+    specs: dict[str, Any],
+    responder: Any,
+    judge: Any,
+    rewriter: Any,
+    jury: Sequence[Any] | None,
+) -> RunModels:
+    """The models to resume with: those given, else those ``config.json`` names by spec string."""
+
+    def pick(given: Any, role: str) -> Any:
+        if given is not None:
+            return given
+        spec = specs.get(role, "")
+        if not spec or spec.startswith("<"):
+            raise ConfigError(
+                f"the {role} was a model instance when the run started; pass it to resume() again"
+            )
+        return spec
+
+    stored_jury = specs.get("jury") or []
+    if jury is None and any(spec.startswith("<") for spec in stored_jury):
+        raise ConfigError("the jury held model instances when the run started; pass jury= to resume() again")
+    return RunModels(
+        responder=pick(responder, "responder"),
+        judge=pick(judge, "judge"),
+        rewriter=pick(rewriter, "rewriter") if rewriter is not None or specs.get("rewriter") else None,
+        jury=jury if jury is not None else stored_jury,
+    )
