@@ -60,43 +60,19 @@ def _levels(data: dict[str, Any], source: Path) -> list[tuple[int, str, AnswerEv
     return sorted(levels, key=lambda level: level[0])
 
 
-def load_official_trace(
-    path: str | Path,
-    *,
-    model_name: str | None = None,
-    icl_examples: str | Path | Sequence[ICLExample] | None = None,
-    icl_k: int = 2,
-) -> AlignmentArtifact:
-    """Read an official DRPO search trace into an :class:`AlignmentArtifact`.
-
-    The artifact's prompt is the last level's (the official convention for the best prompt);
-    every level is kept as a candidate (parent = the previous level, reward history = the
-    rewards so far) with its evaluation, so ``reward_curve()`` and the search tree work as for
-    our own runs. Official level ``i`` becomes our level ``i - 1`` (level 1 is the initial prompt).
-
-    Args:
-        path: a trace file such as ``optimized-prompts/mistral-7b-instruct-v0.1.json``.
-        model_name: the model the trace was optimised for (default: the file name without ``.json``).
-        icl_examples: an ICL example file (see :func:`drpo_agents.datasets.load_icl_examples`, e.g. the
-            official ``ICL_examples.json``) or examples; default: our packaged seed examples.
-        icl_k: ICL examples to retrieve per query when the artifact is applied.
-
-    Raises:
-        ArtifactError: if the trace is missing, unreadable, or not in the official format.
-        ConfigError: if the ICL example file is invalid.
-    """
-    source = Path(path)
-    levels = _levels(_read_trace(source), source)
-    name = model_name or source.stem
+def _examples(icl_examples: str | Path | Sequence[ICLExample] | None) -> list[ICLExample]:
+    """The ICL examples to pair with the prompt: a file's, the given ones, or our packaged seed set."""
     if icl_examples is None:
-        examples = load_seed_icl_examples()
-    elif isinstance(icl_examples, str | Path):
-        examples = load_icl_examples(icl_examples)
-    else:
-        examples = list(icl_examples)
-    if icl_k < 0:
-        raise ConfigError("icl_k must be >= 0")
+        return load_seed_icl_examples()
+    if isinstance(icl_examples, str | Path):
+        return load_icl_examples(icl_examples)
+    return list(icl_examples)
 
+
+def _search_records(
+    levels: Sequence[tuple[int, str, AnswerEvaluation]],
+) -> tuple[list[CandidateRecord], list[EvaluationRecord], list[LevelRecord]]:
+    """One candidate per level (parent = the previous level), with its evaluation and level row."""
     candidates: list[CandidateRecord] = []
     evaluations: list[EvaluationRecord] = []
     records: list[LevelRecord] = []
@@ -132,6 +108,42 @@ def load_official_trace(
             )
         )
         parent = candidate_id
+    return candidates, evaluations, records
+
+
+def load_official_trace(
+    path: str | Path,
+    *,
+    model_name: str | None = None,
+    icl_examples: str | Path | Sequence[ICLExample] | None = None,
+    icl_k: int = 2,
+) -> AlignmentArtifact:
+    """Read an official DRPO search trace into an :class:`AlignmentArtifact`.
+
+    The artifact's prompt is the last level's (the official convention for the best prompt);
+    every level is kept as a candidate (parent = the previous level, reward history = the
+    rewards so far) with its evaluation, so ``reward_curve()`` and the search tree work as for
+    our own runs. Official level ``i`` becomes our level ``i - 1`` (level 1 is the initial prompt).
+
+    Args:
+        path: a trace file such as ``optimized-prompts/mistral-7b-instruct-v0.1.json``.
+        model_name: the model the trace was optimised for (default: the file name without ``.json``).
+        icl_examples: an ICL example file (see :func:`drpo_agents.datasets.load_icl_examples`, e.g. the
+            official ``ICL_examples.json``) or examples; default: our packaged seed examples.
+        icl_k: ICL examples to retrieve per query when the artifact is applied.
+
+    Raises:
+        ArtifactError: if the trace is missing, unreadable, or not in the official format.
+        ConfigError: if the ICL example file is invalid.
+    """
+    source = Path(path)
+    levels = _levels(_read_trace(source), source)
+    name = model_name or source.stem
+    examples = _examples(icl_examples)
+    if icl_k < 0:
+        raise ConfigError("icl_k must be >= 0")
+
+    candidates, evaluations, records = _search_records(levels)
     return AlignmentArtifact(
         run_id=f"official-{name}",
         source=OFFICIAL_SOURCE,

@@ -161,14 +161,9 @@ def plan_structured(
     Raises:
         StructuredOutputError: when every attempt produced an invalid object.
     """
-    step = first_step(model, method, methods)
-    try:
-        runnable, conversation, use_text = _prepared(model, schema, messages, step, prompts_dir, wire_schema)
-    except NotImplementedError:
-        if method != "auto":
-            raise
-        step = "text"  # the model has no tool calling after all
-        runnable, conversation, use_text = _prepared(model, schema, messages, step, prompts_dir, wire_schema)
+    step, (runnable, conversation, use_text) = _start(
+        model, schema, messages, method, methods, prompts_dir, wire_schema
+    )
 
     raw_messages: list[AIMessage] = []
     raw_outputs: list[str] = []
@@ -178,13 +173,7 @@ def plan_structured(
         try:
             output = yield ModelCall(runnable, conversation, config)
         except ModelCallError as exc:
-            # The provider's client validated the reply against the schema itself and rejected it
-            # (langchain-openai's json_schema method parses with openai's `parse`): an invalid reply
-            # like any other, so it is re-asked. The reply's text survives only for invalid JSON.
-            if not isinstance(exc.__cause__, ValidationError):
-                raise
-            reply_text = _rejected_text(exc.__cause__)
-            error = _describe_error(exc.__cause__)
+            reply_text, error = _rejected(exc)
         except Exception as exc:
             following = next_step(step) if method == "auto" and is_method_rejection(exc) else None
             if following is None:
@@ -198,42 +187,99 @@ def plan_structured(
         else:
             if method == "auto" and methods is not None:
                 methods.remember(model, step)
-            if use_text:
-                raw = output if isinstance(output, AIMessage) else AIMessage(content=str(output))
-                parsed: Any = None
-                parse_error: BaseException | None = None
-            else:
-                raw = output["raw"] if isinstance(output["raw"], AIMessage) else AIMessage(content="")
-                parsed = output.get("parsed")
-                parse_error = output.get("parsing_error")
+            raw, parsed, parse_error = _reply_of(output, use_text)
             raw_messages.append(raw)
             reply_text = _message_text(raw) or json.dumps(_tool_args(raw))
             try:
-                if parsed is None:
-                    # Tool-less reply or a failed tool parse: fall back to the text of the reply.
-                    text = _message_text(raw)
-                    if not text.strip() and parse_error is not None:
-                        raise ValueError(str(parse_error))
-                    parsed = parse_structured_text(text, schema)
-                elif not isinstance(parsed, schema):
-                    parsed = schema.model_validate(parsed)
-                value = validate(parsed) if validate else parsed
+                value = _validated(raw, parsed, parse_error, schema, validate)
                 return StructuredResult(value=value, messages=raw_messages, method=method_label(model, step))
             except (ValidationError, ValueError) as exc:
                 error = _describe_error(exc)
         attempt += 1
         errors.append(error)
         raw_outputs.append(reply_text)
-        conversation = [
-            *conversation,
-            *([AIMessage(content=reply_text)] if reply_text else []),
-            HumanMessage(render_prompt("structured_output_retry", prompts_dir, error=error)),
-        ]
+        conversation = _reasked(conversation, reply_text, error, prompts_dir)
     raise StructuredOutputError(
         f"{schema.__name__}: no valid reply after {max_retries + 1} attempt(s); last error: {errors[-1]}",
         raw_outputs=raw_outputs,
         messages=raw_messages,
     )
+
+
+def _start(
+    model: BaseChatModel,
+    schema: type[SchemaT],
+    messages: Sequence[BaseMessage],
+    method: StructuredOutputMethod,
+    methods: StructuredMethods | None,
+    prompts_dir: Path | None,
+    wire_schema: dict[str, Any] | None,
+) -> tuple[MethodStep, tuple[Runnable[Any, Any], list[BaseMessage], bool]]:
+    """The first method to try and the request prepared for it (a model without tool calling
+    falls back to text under ``auto``)."""
+    step = first_step(model, method, methods)
+    try:
+        return step, _prepared(model, schema, messages, step, prompts_dir, wire_schema)
+    except NotImplementedError:
+        if method != "auto":
+            raise
+        return "text", _prepared(model, schema, messages, "text", prompts_dir, wire_schema)
+
+
+def _reply_of(output: Any, use_text: bool) -> tuple[AIMessage, Any, BaseException | None]:
+    """The reply message, the object the runnable parsed from it (None: parse its text) and the
+    runnable's parse error."""
+    if use_text:
+        return (output if isinstance(output, AIMessage) else AIMessage(content=str(output))), None, None
+    raw = output["raw"] if isinstance(output["raw"], AIMessage) else AIMessage(content="")
+    return raw, output.get("parsed"), output.get("parsing_error")
+
+
+def _validated(
+    raw: AIMessage,
+    parsed: Any,
+    parse_error: BaseException | None,
+    schema: type[SchemaT],
+    validate: Callable[[SchemaT], SchemaT] | None,
+) -> SchemaT:
+    """The reply as a valid ``schema`` object.
+
+    Raises:
+        ValidationError, ValueError: the reply is not one.
+    """
+    if parsed is None:
+        # Tool-less reply or a failed tool parse: fall back to the text of the reply.
+        text = _message_text(raw)
+        if not text.strip() and parse_error is not None:
+            raise ValueError(str(parse_error))
+        parsed = parse_structured_text(text, schema)
+    elif not isinstance(parsed, schema):
+        parsed = schema.model_validate(parsed)
+    return validate(parsed) if validate else parsed
+
+
+def _reasked(
+    conversation: Sequence[BaseMessage], reply_text: str, error: str, prompts_dir: Path | None
+) -> list[BaseMessage]:
+    """The conversation with the invalid reply and a turn that says what was wrong with it."""
+    return [
+        *conversation,
+        *([AIMessage(content=reply_text)] if reply_text else []),
+        HumanMessage(render_prompt("structured_output_retry", prompts_dir, error=error)),
+    ]
+
+
+def _rejected(exc: ModelCallError) -> tuple[str, str]:
+    """The reply's text and the error when the provider's client rejected the reply itself
+    (langchain-openai's json_schema method parses with openai's ``parse``): an invalid reply like
+    any other, so it is re-asked. Its text survives only for invalid JSON.
+
+    Raises:
+        ModelCallError: ``exc`` itself when it is not such a rejection.
+    """
+    if not isinstance(exc.__cause__, ValidationError):
+        raise exc
+    return _rejected_text(exc.__cause__), _describe_error(exc.__cause__)
 
 
 def _rejected_text(exc: ValidationError) -> str:

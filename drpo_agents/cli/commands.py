@@ -67,21 +67,8 @@ def evaluate_command(
 ) -> None:
     """Compare the optimized prompt with baselines on held-out queries (aspect scores and win rates)."""
     from drpo_agents.evaluation import aevaluate
-    from drpo_agents.official import load_official_trace
 
-    if (artifact is None) == (official is None):
-        raise fail("pass exactly one of --artifact or --official")
-    try:
-        loaded = load_artifact(artifact) if artifact else load_official_trace(official)  # type: ignore[arg-type]
-        held_out = load_queries(queries) if queries else load_eval_queries()
-        extra: dict[str, str] = {}
-        for item in prompt or []:
-            name, _, path = item.partition("=")
-            if not name or not path:
-                raise fail(f"--prompt takes NAME=FILE, got {item!r}")
-            extra[name] = Path(path).read_text(encoding="utf-8")
-    except (DRPOError, OSError, UnicodeDecodeError) as exc:
-        raise fail(str(exc)) from exc
+    loaded, held_out, extra = _evaluation_inputs(artifact, official, queries, prompt)
     models = build_models(model_specs(sandbox, responder, judge, None), base_url)
     folder = out or (run_folder(artifact) if artifact else Path("."))
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,12 +97,30 @@ def evaluate_command(
     (folder / EVALUATION_MARKDOWN_FILE).write_text(report.to_markdown(), encoding="utf-8")
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-    elif quiet:
-        sys.stdout.write(f"{folder / EVALUATION_FILE}\n")
-    else:
-        sys.stdout.write(
-            report.to_markdown() + "\n"
-        )  # Markdown as is: a terminal wraps, a file keeps the rows
+    else:  # the Markdown as is: a terminal wraps it, a file keeps its rows
+        sys.stdout.write(f"{folder / EVALUATION_FILE}\n" if quiet else report.to_markdown() + "\n")
+
+
+def _evaluation_inputs(
+    artifact: Path | None, official: Path | None, queries: Path | None, prompts: list[str] | None
+) -> tuple[AlignmentArtifact, list[dict[str, str]], dict[str, str]]:
+    """The artifact (or official trace), the held-out queries and the extra prompt setups."""
+    from drpo_agents.official import load_official_trace
+
+    if (artifact is None) == (official is None):
+        raise fail("pass exactly one of --artifact or --official")
+    try:
+        loaded = load_artifact(artifact) if artifact else load_official_trace(official)  # type: ignore[arg-type]
+        held_out = load_queries(queries) if queries else load_eval_queries()
+        extra: dict[str, str] = {}
+        for item in prompts or []:
+            name, _, path = item.partition("=")
+            if not name or not path:
+                raise fail(f"--prompt takes NAME=FILE, got {item!r}")
+            extra[name] = Path(path).read_text(encoding="utf-8")
+    except (DRPOError, OSError, UnicodeDecodeError) as exc:
+        raise fail(str(exc)) from exc
+    return loaded, held_out, extra
 
 
 @app.command("import-official")

@@ -13,7 +13,8 @@ from drpo_agents.memory.base import Critique, CritiqueMemory
 from drpo_agents.memory.in_memory import InMemoryCritiqueMemory
 
 if TYPE_CHECKING:
-    from drpo_agents.memory.chroma import ChromaCritiqueMemory, ChromaICLRetriever, chroma_client
+    from drpo_agents.memory.chroma import ChromaCritiqueMemory, chroma_client
+    from drpo_agents.memory.chroma_icl import ChromaICLRetriever
 
 __all__ = [
     "ChromaCritiqueMemory",
@@ -24,10 +25,14 @@ __all__ = [
     "chroma_client",
 ]
 
-_CHROMA_NAMES = frozenset({"ChromaCritiqueMemory", "ChromaICLRetriever", "chroma_client"})
+_CHROMA_NAMES = {
+    "ChromaCritiqueMemory": "drpo_agents.memory.chroma",
+    "chroma_client": "drpo_agents.memory.chroma",
+    "ChromaICLRetriever": "drpo_agents.memory.chroma_icl",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _CHROMA_NAMES:
-        return getattr(importlib.import_module("drpo_agents.memory.chroma"), name)
+        return getattr(importlib.import_module(_CHROMA_NAMES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,14 +18,12 @@ from urllib.parse import urlparse
 
 import chromadb
 
-from drpo_agents.embeddings import EmbeddingsLike, embeddings_name, resolve_embeddings
+from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.errors import ConfigError, ServiceUnavailableError
 from drpo_agents.memory.base import MEMORY_EMBEDDINGS, Critique, digest
 from drpo_agents.memory.table import LESSON_MAX_SCORE, CritiqueTable
-from drpo_agents.retrieval import InMemoryICLRetriever
-from drpo_agents.schemas import ICLExample
 
-_SPACE = {"hnsw": {"space": "cosine"}}
+SPACE = {"hnsw": {"space": "cosine"}}
 # The lessons collections are our own index (recall ranks the in-process mirror, never Chroma's
 # HNSW graph): a sparse graph and no documents (full-text index) halve the cost of a write.
 _LESSONS_SPACE = {"hnsw": {"space": "cosine", "ef_construction": 8, "max_neighbors": 4}}
@@ -56,7 +54,7 @@ def chroma_client(location: str | Path | None) -> Any:
 PAGE = 5000  # records per Chroma read when a mirror is loaded
 
 
-class _Unreachable:
+class Unreachable:
     """Turns a lost Chroma server (connection refused or dropped) into ``ServiceUnavailableError``."""
 
     def __enter__(self) -> None:
@@ -73,55 +71,6 @@ def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, (httpx.TransportError, ConnectionError)):
         return True
     return "could not connect to a chroma server" in str(exc).casefold()
-
-
-class ChromaICLRetriever:
-    """The ICL examples in a Chroma collection; the responder retrieves the k most similar queries.
-
-    The collection name is derived from the embeddings and the example set, so different sets
-    never mix and the same set is reused (not re-embedded) across runs. Retrieval is exact over
-    the stored vectors (read once), with the same relevance floor and ties as
-    :class:`InMemoryICLRetriever`, which does the ranking.
-    """
-
-    def __init__(
-        self,
-        examples: Sequence[ICLExample],
-        *,
-        client: Any,
-        embeddings: EmbeddingsLike | None = None,
-        min_similarity: float | None = None,
-        prefix: str = "drpo-icl",
-    ) -> None:
-        self.examples = list(examples)
-        self.embeddings = resolve_embeddings(embeddings)
-        set_id = digest(
-            embeddings_name(self.embeddings), *(f"{e.query}\x1e{e.answer}" for e in self.examples)
-        )
-        ids = [str(i) for i in range(len(self.examples))]
-        vectors: list[Any] = []
-        with _Unreachable():
-            self.collection = client.get_or_create_collection(
-                f"{prefix}-{set_id}", embedding_function=None, configuration=_SPACE
-            )
-            if self.examples and self.collection.count() != len(self.examples):
-                self.collection.upsert(
-                    ids=ids,
-                    embeddings=self.embeddings.embed_documents([e.query for e in self.examples]),
-                    documents=[e.query for e in self.examples],
-                )
-            if self.examples:
-                stored = self.collection.get(ids=ids, include=["embeddings"])
-                by_id = dict(zip(stored["ids"], stored["embeddings"], strict=True))
-                vectors = [by_id[i] for i in ids]
-        self._ranked = InMemoryICLRetriever(
-            self.examples, self.embeddings, min_similarity=min_similarity, vectors=vectors
-        )
-        self.min_similarity = self._ranked.min_similarity
-
-    def retrieve(self, query: str, k: int) -> list[ICLExample]:
-        """The (at most) ``k`` relevant examples most similar to ``query``, most similar first."""
-        return self._ranked.retrieve(query, k)
 
 
 class ChromaCritiqueMemory:
@@ -148,9 +97,9 @@ class ChromaCritiqueMemory:
         self.client = client
         self.embeddings = resolve_embeddings(MEMORY_EMBEDDINGS if embeddings is None else embeddings)
         self.prefix = collection
-        with _Unreachable():
+        with Unreachable():
             self.collection = client.get_or_create_collection(
-                collection, embedding_function=None, configuration=_SPACE
+                collection, embedding_function=None, configuration=SPACE
             )
         self._lessons: dict[str, Any] = {}
         self._mirrors: dict[str, CritiqueTable] = {}  # by collection name
@@ -178,7 +127,7 @@ class ChromaCritiqueMemory:
             unique.setdefault(c.record_id, c)
         if not unique:
             return
-        with _Unreachable():
+        with Unreachable():
             existing = set(self.collection.get(ids=list(unique), include=[])["ids"])
             fresh = [key for key in unique if key not in existing]
             vectors: dict[str, Any] = {}
@@ -261,7 +210,7 @@ class ChromaCritiqueMemory:
         :meth:`drpo_agents.memory.base.CritiqueMemory.recall` for ``horizon``."""
         if k <= 0:
             return []
-        with _Unreachable():
+        with Unreachable():
             if responder_model is not None and max_score <= LESSON_MAX_SCORE:
                 mirror = self._mirror(self._lessons_for(responder_model))  # smaller: every row qualifies
             else:
@@ -298,7 +247,7 @@ class ChromaCritiqueMemory:
 
     def count(self, where: dict[str, Any] | None = None) -> int:
         """Number of stored critiques (optionally matching a Chroma ``where`` filter)."""
-        with _Unreachable():
+        with Unreachable():
             if where is None:
                 return int(self.collection.count())
             return len(self.collection.get(where=where, include=[])["ids"])

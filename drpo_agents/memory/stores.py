@@ -57,7 +57,8 @@ def open_memory(
     if not isinstance(location, str | Path):
         check_critique_memory(location)
         return RunMemory(location, None)
-    from drpo_agents.memory.chroma import ChromaCritiqueMemory, ChromaICLRetriever, chroma_client
+    from drpo_agents.memory.chroma import ChromaCritiqueMemory, chroma_client
+    from drpo_agents.memory.chroma_icl import ChromaICLRetriever
 
     client = chroma_client(location)
     icl_embeddings = resolve_embeddings(embeddings)

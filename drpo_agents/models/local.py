@@ -39,13 +39,12 @@ from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from drpo_agents.errors import LocalGenerationError, LocalModelError
 from drpo_agents.models.gguf import (
@@ -59,6 +58,7 @@ from drpo_agents.models.gguf import (
     require_llama_cpp,
 )
 from drpo_agents.models.grammar import CHARS_PER_TOKEN, capped_schema, json_grammar
+from drpo_agents.models.local_messages import to_chat_dict, tool_message, tool_schema
 from drpo_agents.models.repetition import LoopStopper, cut_loop
 from drpo_agents.models.runtime import default_threads
 
@@ -79,28 +79,6 @@ __all__ = [
     "parse_local_spec",
     "require_llama_cpp",
 ]
-
-
-def _tool_schema(tool: dict[str, Any] | type | Callable[..., Any] | BaseTool) -> tuple[str, dict[str, Any]]:
-    """A tool's name and the JSON schema of its arguments (a pydantic class keeps its length caps)."""
-    name = convert_to_openai_tool(tool)["function"]["name"]
-    if isinstance(tool, type) and issubclass(tool, BaseModel):
-        return name, tool.model_json_schema()
-    parameters = convert_to_openai_tool(tool)["function"].get("parameters") or {"type": "object"}
-    return name, dict(parameters)
-
-
-def _to_chat_dict(message: BaseMessage) -> dict[str, str]:
-    text: str = str(message.text) if isinstance(message.text, str) else str(message.content)
-    if isinstance(message, SystemMessage):
-        return {"role": "system", "content": text}
-    if isinstance(message, AIMessage):
-        if not text and message.tool_calls:
-            text = json.dumps(message.tool_calls[0]["args"])
-        return {"role": "assistant", "content": text}
-    if isinstance(message, ToolMessage):
-        return {"role": "user", "content": f"Tool result: {text}"}
-    return {"role": "user", "content": text}
 
 
 class LocalChatModel(BaseChatModel):
@@ -192,7 +170,7 @@ class LocalChatModel(BaseChatModel):
         tool's JSON schema (``tool_choice="none"`` answers in text; a tool name or a
         ``{"function": {"name": ...}}`` dict picks the tool; small models cannot choose well, so
         ``"auto"`` also forces a call, of the first tool)."""
-        bound = [{"name": name, "schema": schema} for name, schema in map(_tool_schema, tools)]
+        bound = [{"name": name, "schema": schema} for name, schema in map(tool_schema, tools)]
         choice: str | None
         if isinstance(tool_choice, dict):
             choice = str(tool_choice.get("function", {}).get("name") or tool_choice.get("name") or "")
@@ -235,7 +213,7 @@ class LocalChatModel(BaseChatModel):
             )
             if stopper is not None:
                 params["logits_processor"] = [stopper]
-            chat = [_to_chat_dict(m) for m in messages]
+            chat = [to_chat_dict(m) for m in messages]
             llm.reset()  # no reuse of an earlier call's state: an answer never depends on call order
             try:
                 response = llm.create_chat_completion(
@@ -268,7 +246,7 @@ class LocalChatModel(BaseChatModel):
         if tool is None:
             message = AIMessage(content=text, usage_metadata=usage_metadata, response_metadata=metadata)
         else:
-            message = _tool_message(tool["name"], text, usage_metadata, metadata)
+            message = tool_message(tool["name"], text, usage_metadata, metadata)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
@@ -289,30 +267,6 @@ class LocalChatModel(BaseChatModel):
     ) -> ChatResult:
         # llama.cpp blocks: run it (and the wait for the model's lock) in a worker thread.
         return await asyncio.to_thread(self._complete, messages, stop, **kwargs)
-
-
-def _tool_message(name: str, text: str, usage: UsageMetadata, metadata: dict[str, Any]) -> AIMessage:
-    """A tool-call message from constrained JSON text (an invalid tool call if it was cut off)."""
-    call_id = "call_" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    try:
-        args = json.loads(text, strict=False)  # a raw newline in a string is still readable
-    except json.JSONDecodeError as exc:
-        return AIMessage(
-            content=text,
-            invalid_tool_calls=[
-                {"name": name, "args": text, "id": call_id, "error": str(exc), "type": "invalid_tool_call"}
-            ],
-            usage_metadata=usage,
-            response_metadata=metadata,
-        )
-    if not isinstance(args, dict):
-        args = {"value": args}
-    return AIMessage(
-        content="",
-        tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}],
-        usage_metadata=usage,
-        response_metadata={**metadata, "finish_reason": "tool_calls"},
-    )
 
 
 def local_chat_model(name: str, **options: Any) -> LocalChatModel:

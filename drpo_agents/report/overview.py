@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 from drpo_agents.report.draw import (
     BLUE,
@@ -71,34 +72,40 @@ def simulation_banner(view: View) -> str:
     )
 
 
-def reward_chart(view: View) -> str:
-    levels = view.artifact.levels
-    if not levels:
-        return empty_note("No levels were recorded.")
-    width, height = 820.0, 330.0
-    left, right, top, bottom = 46.0, 78.0, 16.0, 40.0
-    plot_w, plot_h = width - left - right, height - top - bottom
-    first, last = levels[0].level, levels[-1].level
-    for point_level, _, _ in view.level_points:
-        first, last = min(first, point_level), max(last, point_level)
-    span = max(last - first, 1)
+@dataclass(frozen=True)
+class _Plot:
+    """The reward chart's geometry: levels ``first..last`` across, rewards 1-5 up."""
 
-    def x(level: float) -> float:
-        return left + (plot_w / 2 if last == first else (level - first) / span * plot_w)
+    first: int
+    last: int
+    width: float = 820.0
+    height: float = 330.0
+    left: float = 46.0
+    top: float = 16.0
+    plot_w: float = 820.0 - 46.0 - 78.0
+    plot_h: float = 330.0 - 16.0 - 40.0
 
-    def y(value: float) -> float:
-        return top + (5.0 - min(max(value, 1.0), 5.0)) / 4.0 * plot_h
-
-    parts: list[str] = []
-    for tick in range(1, 6):
-        parts.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="{GRID}"/>'
+    def x(self, level: float) -> float:
+        span = max(self.last - self.first, 1)
+        return self.left + (
+            self.plot_w / 2 if self.last == self.first else (level - self.first) / span * self.plot_w
         )
-        parts.append(svg_text(left - 10, y(tick) + 4, str(tick), anchor="end"))
-    step = max(1, math.ceil((last - first + 1) / 20))
-    for level in range(first, last + 1, step):
-        parts.append(svg_text(x(level), top + plot_h + 18, str(level), anchor="middle"))
-    parts.append(svg_text(left + plot_w / 2, height - 4, "level", anchor="middle"))
+
+    def y(self, value: float) -> float:
+        return self.top + (5.0 - min(max(value, 1.0), 5.0)) / 4.0 * self.plot_h
+
+
+def _axes(plot: _Plot) -> list[str]:
+    parts: list[str] = []
+    left, top, plot_w, plot_h = plot.left, plot.top, plot.plot_w, plot.plot_h
+    for tick in range(1, 6):
+        y = plot.y(tick)
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
+        parts.append(svg_text(left - 10, y + 4, str(tick), anchor="end"))
+    step = max(1, math.ceil((plot.last - plot.first + 1) / 20))
+    for level in range(plot.first, plot.last + 1, step):
+        parts.append(svg_text(plot.x(level), top + plot_h + 18, str(level), anchor="middle"))
+    parts.append(svg_text(left + plot_w / 2, plot.height - 4, "level", anchor="middle"))
     parts.append(
         svg_text(
             12,
@@ -108,62 +115,83 @@ def reward_chart(view: View) -> str:
             extra=f'transform="rotate(-90 12 {top + plot_h / 2:.1f})"',
         )
     )
-    for lv in levels:
-        if lv.skipped:
-            parts.append(
-                f'<text x="{x(lv.level):.1f}" y="{top + plot_h - 6:.1f}" text-anchor="middle" fill="{MUTED}" '
-                f'font-size="13">↻<title>level {lv.level}: every beam candidate already scored high and was '
-                "carried unchanged</title></text>"
-            )
-    # Every evaluated candidate, spread a little sideways so equal rewards stay visible.
+    return parts
+
+
+def _level_marks(plot: _Plot, view: View) -> list[str]:
+    """Skipped levels, then every evaluated candidate (spread sideways so equal rewards stay visible)."""
+    parts = [
+        f'<text x="{plot.x(lv.level):.1f}" y="{plot.top + plot.plot_h - 6:.1f}" text-anchor="middle" '
+        f'fill="{MUTED}" font-size="13">↻<title>level {lv.level}: every beam candidate already scored '
+        "high and was carried unchanged</title></text>"
+        for lv in view.artifact.levels
+        if lv.skipped
+    ]
     seen: Counter[tuple[int, float]] = Counter()
     for level, cid, reward in view.level_points:
         nth = seen[(level, round(reward, 2))]
         seen[(level, round(reward, 2))] += 1
         dx = (nth % 2 * 2 - 1) * math.ceil(nth / 2) * 5.0 if nth else 0.0
         parts.append(
-            f'<circle class="mark" cx="{x(level) + dx:.1f}" cy="{y(reward):.1f}" r="4" fill="{GREY}" '
-            f'fill-opacity="0.55"><title>{esc(cid)} at level {level}: {fmt_num(reward)}</title></circle>'
+            f'<circle class="mark" cx="{plot.x(level) + dx:.1f}" cy="{plot.y(reward):.1f}" r="4" '
+            f'fill="{GREY}" fill-opacity="0.55"><title>{esc(cid)} at level {level}: {fmt_num(reward)}'
+            "</title></circle>"
         )
-    series = (
-        (
-            "best reward on the level's queries",
-            ORANGE,
-            [(lv.level, lv.level_rewards[0]) for lv in levels if lv.level_rewards],
-            "6 4",
-        ),
-        (
-            "best mean reward (history)",
-            BLUE,
-            [(lv.level, lv.beam_mean_rewards[0]) for lv in levels if lv.beam_mean_rewards],
-            "",
-        ),
+    return parts
+
+
+def _series(plot: _Plot, name: str, color: str, points: list[tuple[int, float]], dash: str) -> list[str]:
+    if not points:
+        return []
+    x, y = plot.x, plot.y
+    d = " ".join(f"{'M' if i == 0 else 'L'}{x(at):.1f},{y(v):.1f}" for i, (at, v) in enumerate(points))
+    dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+    parts = [
+        f'<path class="mark" d="{d}" fill="none" stroke="{color}" stroke-width="2.6" '
+        f'stroke-linejoin="round"{dash_attr}><title>{esc(name)}</title></path>'
+    ]
+    for at, v in points:
+        parts.append(
+            f'<circle class="mark" cx="{x(at):.1f}" cy="{y(v):.1f}" r="4.5" fill="#fff" stroke="{color}" '
+            f'stroke-width="2.4"><title>{esc(name)}, level {at}: {fmt_num(v)}</title></circle>'
+        )
+    at, v = points[-1]
+    parts.append(
+        svg_text(
+            max(x(at) + 12, plot.left + plot.plot_w + 26),
+            y(v) + 4,
+            fmt_num(v),
+            fill=color,
+            extra='font-weight="700"',
+        )
     )
-    for name, color, points, dash in series:
-        if not points:
-            continue
-        d = " ".join(f"{'M' if i == 0 else 'L'}{x(at):.1f},{y(v):.1f}" for i, (at, v) in enumerate(points))
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        parts.append(
-            f'<path class="mark" d="{d}" fill="none" stroke="{color}" stroke-width="2.6" '
-            f'stroke-linejoin="round"{dash_attr}><title>{esc(name)}</title></path>'
-        )
-        for at, v in points:
-            parts.append(
-                f'<circle class="mark" cx="{x(at):.1f}" cy="{y(v):.1f}" r="4.5" fill="#fff" stroke="{color}" '
-                f'stroke-width="2.4"><title>{esc(name)}, level {at}: {fmt_num(v)}</title></circle>'
-            )
-        at, v = points[-1]
-        parts.append(
-            svg_text(
-                max(x(at) + 12, left + plot_w + 26),
-                y(v) + 4,
-                fmt_num(v),
-                fill=color,
-                extra='font-weight="700"',
-            )
-        )
-    return svg_frame(width, height, "".join(parts), "Reward per level")
+    return parts
+
+
+def reward_chart(view: View) -> str:
+    levels = view.artifact.levels
+    if not levels:
+        return empty_note("No levels were recorded.")
+    first, last = levels[0].level, levels[-1].level
+    for point_level, _, _ in view.level_points:
+        first, last = min(first, point_level), max(last, point_level)
+    plot = _Plot(first, last)
+    parts = [*_axes(plot), *_level_marks(plot, view)]
+    parts += _series(
+        plot,
+        "best reward on the level's queries",
+        ORANGE,
+        [(lv.level, lv.level_rewards[0]) for lv in levels if lv.level_rewards],
+        "6 4",
+    )
+    parts += _series(
+        plot,
+        "best mean reward (history)",
+        BLUE,
+        [(lv.level, lv.beam_mean_rewards[0]) for lv in levels if lv.beam_mean_rewards],
+        "",
+    )
+    return svg_frame(plot.width, plot.height, "".join(parts), "Reward per level")
 
 
 def rewards_section(view: View) -> str:

@@ -94,6 +94,24 @@ def gate(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     return update
 
 
+def paired_gains(
+    incumbent: Mapping[str, Evaluation],
+    challenger: Mapping[str, Evaluation],
+    query_ids: Sequence[str],
+    length_slope: float | None,
+) -> list[float]:
+    """Per query, the challenger's reward minus the incumbent's (less the slope times the
+    difference of their answers' log lengths, when rewards are length-normalised)."""
+    slope = length_slope if length_slope is not None else 0.0
+    return [
+        reward_of(challenger[q])
+        - reward_of(incumbent[q])
+        - slope
+        * (math.log(answer_length(challenger[q]["answer"])) - math.log(answer_length(incumbent[q]["answer"])))
+        for q in query_ids
+    ]
+
+
 def decide(
     config: DRPOConfig,
     *,
@@ -128,14 +146,7 @@ def decide(
             "reason": "the initial prompt is the first incumbent" if level == 0 else "no new best prompt",
         }
     common = [q for q in query_ids if q in incumbent and q in challenger]
-    slope = length_slope if length_slope is not None else 0.0
-    differences = [
-        reward_of(challenger[q])
-        - reward_of(incumbent[q])
-        - slope
-        * (math.log(answer_length(challenger[q]["answer"])) - math.log(answer_length(incumbent[q]["answer"])))
-        for q in common
-    ]
+    differences = paired_gains(incumbent, challenger, common, length_slope)
     low, high = (
         bootstrap_ci(
             differences,

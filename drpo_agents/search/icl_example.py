@@ -89,6 +89,23 @@ def _weakest(evaluation: AnswerEvaluation) -> str:
     return ", ".join(f"{s.aspect} {s.score}/5" for s in evaluation.scores if s.score == low)
 
 
+def _new_record(example: PreparedExample) -> ICLExampleRecord:
+    """The record of an example before its first round: the original answer kept, nothing scored."""
+    return {
+        "example_id": example["id"],
+        "query": example["query"],
+        "aspects": [],
+        "original_answer": example["answer"],
+        "final_answer": example["answer"],
+        "best_round": 0,
+        "initial_reward": None,
+        "best_reward": None,
+        "rounds": [],
+        "stop_reason": "",
+        "error": None,
+    }
+
+
 def plan_optimize_example(
     judge: Judge,
     rewriter: AnswerRewriter,
@@ -102,19 +119,7 @@ def plan_optimize_example(
     Returns the example's record and the usage of its calls.
     """
     query, original = example["query"], example["answer"]
-    record: ICLExampleRecord = {
-        "example_id": example["id"],
-        "query": query,
-        "aspects": [],
-        "original_answer": original,
-        "final_answer": original,
-        "best_round": 0,
-        "initial_reward": None,
-        "best_reward": None,
-        "rounds": [],
-        "stop_reason": "",
-        "error": None,
-    }
+    record = _new_record(example)
     usage: UsageByRole = {}
     cfg = cast(
         RunnableConfig,

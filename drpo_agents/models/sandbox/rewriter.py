@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -91,6 +92,24 @@ def _guidance_aspect(bullet: str) -> str | None:
     return None
 
 
+def _targets(
+    totals: dict[str, list[int]], bullets: Sequence[str], lessons: Sequence[tuple[str, int]]
+) -> tuple[list[str], list[str]]:
+    """The aspects to work on: this evaluation's weak ones (worst first), and past failures.
+
+    Past failures are the lessons' aspects the prompt does not address yet, most frequent
+    first (likeliest to recur).
+    """
+    ranked = sorted(totals, key=lambda a: (sum(totals[a]) / len(totals[a]), a))
+    current_weak = [a for a in ranked if sum(totals[a]) / len(totals[a]) < 5] or ranked or ["Helpfulness"]
+    covered = {_guidance_aspect(b) for b in bullets}
+    remembered: dict[str, int] = {}
+    for aspect, _ in lessons:
+        if aspect in _GUIDANCE and aspect not in covered and aspect not in current_weak:
+            remembered[aspect] = remembered.get(aspect, 0) + 1
+    return current_weak, sorted(remembered, key=lambda a: (-remembered[a], a))
+
+
 class SandboxRewriter(SandboxChatModel):
     """A seeded rewriter that edits prompts toward the judge's lowest-scoring aspects.
 
@@ -159,18 +178,16 @@ class SandboxRewriter(SandboxChatModel):
         totals: dict[str, list[int]] = {}
         for aspect, score, _ in evaluation:
             totals.setdefault(aspect, []).append(score)
-        ranked = sorted(totals, key=lambda a: (sum(totals[a]) / len(totals[a]), a))
-        current_weak = [a for a in ranked if sum(totals[a]) / len(totals[a]) < 5] or ranked or ["Helpfulness"]
-        covered = {_guidance_aspect(b) for b in bullets}
-        remembered: dict[str, int] = {}
-        for aspect, _ in lessons:
-            if aspect in _GUIDANCE and aspect not in covered and aspect not in current_weak:
-                remembered[aspect] = remembered.get(aspect, 0) + 1
-        # Past failures the prompt does not address yet, most frequent first (likeliest to recur).
-        past = sorted(remembered, key=lambda a: (-remembered[a], a))
+        current_weak, past = _targets(totals, bullets, lessons)
         weak = current_weak[:1] + past + current_weak[1:]
         planned = ([[current_weak[0], past[0]]] if past else []) + [current_weak[:1], current_weak[:2]]
         rng = seeded_rng(self.seed, "rewrite", current, sorted(evaluation), past)
+        lowest = ", ".join(
+            f"{a} ({sum(totals[a]) / len(totals[a]):.1f}/5)"
+            if a in totals
+            else f"{a} (failed on similar queries)"
+            for a in weak[:3]
+        )
         proposals: list[dict[str, str]] = []
         seen = {current}
         for attempt in range(4 * n):
@@ -180,52 +197,11 @@ class SandboxRewriter(SandboxChatModel):
                 if attempt < len(planned)
                 else rng.sample(weak, k=min(len(weak), rng.randint(1, 2)))
             )
-            actions: list[str] = []
-            added = 0
-            for aspect in targets:
-                options = _GUIDANCE.get(aspect, (f"Improve {aspect.lower()} in every answer.",))
-                existing = [b for b in new_bullets if _guidance_aspect(b) == aspect]
-                if existing and rng.random() < 0.6:
-                    # Already instructed but not followed: move it up where it gets attention.
-                    new_bullets.remove(existing[0])
-                    new_bullets.insert(0, existing[0])
-                    actions.append(f"moved the {aspect} guidance to the top")
-                    continue
-                choices = [o for o in options if o not in new_bullets]
-                if not choices:
-                    continue
-                if rng.random() >= self.trap_rate:
-                    choices = [c for c in choices if not c.startswith("Refuse any")] or choices
-                line = rng.choice(choices)
-                if added >= max_new or len(new_bullets) >= max_bullets:
-                    # No room: replace the bullet of the best-scoring (or unscored) aspect.
-                    victim = max(
-                        new_bullets,
-                        key=lambda b: sum(totals.get(_guidance_aspect(b) or "", [6])),
-                        default=None,
-                    )
-                    if victim is None:
-                        continue
-                    new_bullets[new_bullets.index(victim)] = line
-                    actions.append(f"replaced a bullet with {aspect} guidance")
-                else:
-                    position = rng.randint(0, len(new_bullets))
-                    new_bullets.insert(position, line)
-                    added += 1
-                    actions.append(f"added {aspect} guidance")
-            if rng.random() < self.trap_rate / 2 and added < max_new and len(new_bullets) < max_bullets:
-                new_bullets.append(rng.choice(_FLUFF))
-                actions.append("added a general tone bullet")
+            actions = self._edit(new_bullets, targets, totals, rng, max_bullets=max_bullets, max_new=max_new)
             prompt = _join_prompt(head, new_bullets)
             if prompt in seen or not actions:
                 continue
             seen.add(prompt)
-            lowest = ", ".join(
-                f"{a} ({sum(totals[a]) / len(totals[a]):.1f}/5)"
-                if a in totals
-                else f"{a} (failed on similar queries)"
-                for a in weak[:3]
-            )
             proposals.append(
                 {
                     "analysis": f"Weakest aspects: {lowest}.",
@@ -236,6 +212,54 @@ class SandboxRewriter(SandboxChatModel):
             if len(proposals) == n:
                 break
         return proposals
+
+    def _edit(
+        self,
+        bullets: list[str],
+        targets: Sequence[str],
+        totals: dict[str, list[int]],
+        rng: random.Random,
+        *,
+        max_bullets: int,
+        max_new: int,
+    ) -> list[str]:
+        """Edit ``bullets`` in place toward ``targets``; the edits made, in words."""
+        actions: list[str] = []
+        added = 0
+        for aspect in targets:
+            options = _GUIDANCE.get(aspect, (f"Improve {aspect.lower()} in every answer.",))
+            existing = [b for b in bullets if _guidance_aspect(b) == aspect]
+            if existing and rng.random() < 0.6:
+                # Already instructed but not followed: move it up where it gets attention.
+                bullets.remove(existing[0])
+                bullets.insert(0, existing[0])
+                actions.append(f"moved the {aspect} guidance to the top")
+                continue
+            choices = [o for o in options if o not in bullets]
+            if not choices:
+                continue
+            if rng.random() >= self.trap_rate:
+                choices = [c for c in choices if not c.startswith("Refuse any")] or choices
+            line = rng.choice(choices)
+            if added >= max_new or len(bullets) >= max_bullets:
+                # No room: replace the bullet of the best-scoring (or unscored) aspect.
+                victim = max(
+                    bullets,
+                    key=lambda b: sum(totals.get(_guidance_aspect(b) or "", [6])),
+                    default=None,
+                )
+                if victim is None:
+                    continue
+                bullets[bullets.index(victim)] = line
+                actions.append(f"replaced a bullet with {aspect} guidance")
+            else:
+                bullets.insert(rng.randint(0, len(bullets)), line)
+                added += 1
+                actions.append(f"added {aspect} guidance")
+        if rng.random() < self.trap_rate / 2 and added < max_new and len(bullets) < max_bullets:
+            bullets.append(rng.choice(_FLUFF))
+            actions.append("added a general tone bullet")
+        return actions
 
     def rewrite_answer(
         self, query: str, answer: str, evaluation: Sequence[tuple[str, int, str]], *, context: str = ""
