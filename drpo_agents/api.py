@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -133,7 +133,7 @@ async def aresume(
     checkpointer: Checkpointer = None,
     callbacks: Callbacks = None,
     on_progress: ProgressCallback | None = None,
-    config_overrides: dict[str, Any] | None = None,
+    config_overrides: Mapping[str, object] | None = None,
     reviewer: Reviewer | None = None,
     review: Any = None,
     jury: Sequence[ChatModel] | None = None,

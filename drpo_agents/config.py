@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drpo_agents.errors import ConfigError
+from drpo_agents.json_types import JsonObject
 
 ResponderMode = Literal["auto", "chat", "completion"]
 StructuredOutputMethod = Literal["auto", "function_calling", "json_schema", "json_mode", "text"]
@@ -227,7 +228,7 @@ class DRPOConfig(BaseModel):
         """Upper bound on the number of levels a run can take (depth plus every extension)."""
         return self.depth + self.max_depth_increase
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def to_json_dict(self) -> JsonObject:
         """A JSON-ready copy (paths as strings), as stored in artifacts and run directories."""
         return self.model_dump(mode="json")
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from drpo_agents.errors import ConfigError
 from drpo_agents.infra.json_files import read_json
+from drpo_agents.json_types import JsonObject
 from drpo_agents.schemas import ICLExample
 
 # A query longer than this is almost certainly a mistake (a whole file pasted in); refuse it
@@ -91,7 +92,7 @@ def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
     return normalized
 
 
-def _read_jsonl(text: str, source: str) -> list[dict[str, Any]]:
+def _read_jsonl(text: str, source: str) -> list[JsonObject]:
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from drpo_agents.json_types import JsonObject
+
 
 def error_text(exc: BaseException) -> str:
     """How a failure is recorded in artifacts and reports: ``"TypeName: message"``."""
@@ -46,7 +48,7 @@ class ReviewRequired(DRPOError):
         request: what to review (candidate id, prompt, initial prompt, rewards).
     """
 
-    def __init__(self, message: str, request: dict[str, Any]) -> None:
+    def __init__(self, message: str, request: JsonObject) -> None:
         super().__init__(message)
         self.request = request
 

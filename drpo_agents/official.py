@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,20 +19,21 @@ from drpo_agents.artifact import AlignmentArtifact, CandidateRecord, EvaluationR
 from drpo_agents.datasets import load_icl_examples, load_seed_icl_examples
 from drpo_agents.errors import ArtifactError, ConfigError
 from drpo_agents.infra.json_files import read_json
+from drpo_agents.json_types import JsonObject
 from drpo_agents.schemas import AnswerEvaluation, ICLExample
 
 OFFICIAL_SOURCE = "drpo-official-import"
 _LEVEL_KEY = re.compile(r"^\s*level\s*(\d+)\s*$", re.IGNORECASE)
 
 
-def _read_trace(source: Path) -> dict[str, Any]:
+def _read_trace(source: Path) -> JsonObject:
     data = read_json(source, "official DRPO trace", ArtifactError)
     if not isinstance(data, dict) or not data:
         raise ArtifactError(f'{source}: expected a JSON object of {{"level i": {{...}}}} entries')
     return data
 
 
-def _levels(data: dict[str, Any], source: Path) -> list[tuple[int, str, AnswerEvaluation]]:
+def _levels(data: JsonObject, source: Path) -> list[tuple[int, str, AnswerEvaluation]]:
     """(official level number, prompt, evaluation), sorted numerically (level 10 after level 9)."""
     levels: list[tuple[int, str, AnswerEvaluation]] = []
     for key, entry in data.items():

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from drpo_agents.infra.cache import SQLiteLLMCache
 from drpo_agents.infra.checkpoints import open_checkpointer
 from drpo_agents.infra.journal import ResponseJournal
 from drpo_agents.infra.run_files import ARTIFACT_FILE, CACHE_FILE, CONFIG_FILE, JOURNAL_FILE
+from drpo_agents.json_types import JsonObject
 from drpo_agents.memory.stores import memory_location, open_memory
 from drpo_agents.run_spec import ProgressEvent, RunModels, RunResources
 from drpo_agents.search.graph import create_drpo_graph
@@ -51,7 +52,7 @@ async def run(
             if finished is not None:
                 return _saved(AlignmentArtifact.model_validate(finished), resources.run_dir)
         step: Any = inputs if review is None else Command(resume=review)
-        final: dict[str, Any] | None = None
+        final: JsonObject | None = None
         while True:
             final = await _stream(app, step, run_config, resources)
             if final is not None or app.checkpointer is None:
@@ -127,9 +128,9 @@ async def _stream(
     step: Any,
     run_config: RunnableConfig,
     resources: RunResources,
-) -> dict[str, Any] | None:
+) -> JsonObject | None:
     """Run the graph until it ends or pauses; the artifact if ``finalize`` wrote one."""
-    final: dict[str, Any] | None = None
+    final: JsonObject | None = None
     async for chunk in app.astream(step, run_config, stream_mode="updates"):
         for node, update in chunk.items():
             if not isinstance(update, dict):
@@ -166,7 +167,7 @@ class RunRecord:
 
     run_id: str
     config: DRPOConfig
-    models: dict[str, Any]
+    models: dict[str, str | list[str]]  # RunModels.identities()
     memory: str | None
 
     def save(self, run_dir: Path) -> None:
@@ -180,7 +181,7 @@ class RunRecord:
         (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, run_dir: Path, overrides: dict[str, Any] | None = None) -> RunRecord:
+    def load(cls, run_dir: Path, overrides: Mapping[str, object] | None = None) -> RunRecord:
         """The record, with ``overrides`` applied to its config.
 
         Raises:
@@ -205,7 +206,7 @@ class RunRecord:
 
 
 def stored_models(
-    specs: dict[str, Any],
+    specs: Mapping[str, str | list[str]],
     responder: Any,
     judge: Any,
     rewriter: Any,
@@ -217,13 +218,14 @@ def stored_models(
         if given is not None:
             return given
         spec = specs.get(role, "")
-        if not spec or spec.startswith("<"):
+        if not isinstance(spec, str) or not spec or spec.startswith("<"):
             raise ConfigError(
                 f"the {role} was a model instance when the run started; pass it to resume() again"
             )
         return spec
 
-    stored_jury = specs.get("jury") or []
+    stored = specs.get("jury")
+    stored_jury = list(stored) if isinstance(stored, list) else []
     if jury is None and any(spec.startswith("<") for spec in stored_jury):
         raise ConfigError("the jury held model instances when the run started; pass jury= to resume() again")
     return RunModels(

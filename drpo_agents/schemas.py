@@ -13,6 +13,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from drpo_agents.json_types import JsonSchema
+
 # Length caps keep constrained decoding of small models finite; they are far above what
 # a sensible answer needs (the reference data's longest reasoning is ~900 characters).
 _SHORT_TEXT = 2_000
@@ -194,7 +196,7 @@ def new_prompt_rule(limits: ProposalLimits) -> str:
     return _NEW_PROMPT_RULE.format(max_bullets=limits.max_bullets, max_new_bullets=limits.max_new_bullets)
 
 
-def read_proposal_limits(schema: dict[str, Any]) -> ProposalLimits | None:
+def read_proposal_limits(schema: JsonSchema) -> ProposalLimits | None:
     """The limits :func:`drpo_agents.agents.rewriter.proposals_schema` put in ``schema`` (as sent, or as a tool's
     parameters), or None when it carries none (e.g. the bare :class:`PromptProposals` schema)."""
     proposals = schema.get("properties", {}).get("proposals", {})

@@ -4,8 +4,7 @@ Four methods (``DRPOConfig.structured_output_method``): ``json_schema`` and ``fu
 go through ``with_structured_output``; ``json_mode`` asks for a JSON object (``response_format``
 ``json_object``) with the schema in the prompt; ``text`` puts the schema in the prompt and parses
 the reply with a tolerant parser that accepts fenced or embedded JSON. An invalid answer is sent
-back with the error and re-asked, up to ``max_retries`` times; after that a
-:class:`StructuredOutputError` says what went wrong.
+back with the error and re-asked, at most ``max_retries`` times, then :class:`StructuredOutputError`.
 
 ``auto`` (the default) discovers per model what its endpoint accepts and falls back from one
 method to the next when the endpoint refuses one: see :mod:`drpo_agents.structured_methods`,
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.errors import ModelCallError, StructuredOutputError
 from drpo_agents.infra.calls import CallPlan, ModelCall
+from drpo_agents.json_types import JsonSchema
 from drpo_agents.models.registry import is_openai_client
 from drpo_agents.prompts import render_prompt
 from drpo_agents.structured_methods import (
@@ -110,7 +110,7 @@ def _prepared(
     messages: Sequence[BaseMessage],
     step: MethodStep,
     prompts_dir: Path | None,
-    wire: dict[str, Any] | None,
+    wire: JsonSchema | None,
 ) -> tuple[Runnable[Any, Any], list[BaseMessage], bool]:
     """The runnable, the conversation and whether replies are plain messages (parsed here)."""
     as_text = step == "text" or (step == "json_mode" and is_openai_client(model))
@@ -135,7 +135,7 @@ def plan_structured(
     config: RunnableConfig | None = None,
     prompts_dir: Path | None = None,
     methods: StructuredMethods | None = None,
-    wire_schema: dict[str, Any] | None = None,
+    wire_schema: JsonSchema | None = None,
 ) -> CallPlan[StructuredResult[SchemaT]]:
     """Ask ``model`` for a ``schema`` object, re-asking with the error when the reply is invalid.
 
@@ -213,7 +213,7 @@ def _start(
     method: StructuredOutputMethod,
     methods: StructuredMethods | None,
     prompts_dir: Path | None,
-    wire_schema: dict[str, Any] | None,
+    wire_schema: JsonSchema | None,
 ) -> tuple[MethodStep, tuple[Runnable[Any, Any], list[BaseMessage], bool]]:
     """The first method to try and the request prepared for it (a model without tool calling
     falls back to text under ``auto``)."""

@@ -25,8 +25,10 @@ from typing import Any, Literal, cast, get_args
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel
+from typing_extensions import TypedDict
 
 from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.json_types import JsonObject, JsonSchema
 from drpo_agents.models.registry import custom_openai_endpoint, is_openai_client, model_identity
 
 # What ``auto`` tries on an OpenAI-compatible endpoint, in order, moving on when one is rejected.
@@ -90,14 +92,14 @@ _GRAMMAR_SMALL = 16
 _ENUM_RANGE = 10
 
 
-def _small_int_range(node: dict[str, Any]) -> list[int] | None:
+def _small_int_range(node: JsonSchema) -> list[int] | None:
     low, high = node.get("minimum"), node.get("maximum")
     if node.get("type") != "integer" or not isinstance(low, int) or not isinstance(high, int):
         return None
     return list(range(low, high + 1)) if 0 <= high - low <= _ENUM_RANGE else None
 
 
-def provider_schema(schema: type[BaseModel]) -> dict[str, Any]:
+def provider_schema(schema: type[BaseModel]) -> JsonSchema:
     """``schema``'s JSON schema as sent to a provider, shaped for grammar-constrained decoding.
 
     References are inlined; string length caps go (llama.cpp's grammar compiler turns
@@ -110,7 +112,7 @@ def provider_schema(schema: type[BaseModel]) -> dict[str, Any]:
 
 # Building a JSON schema from a pydantic class takes milliseconds; the judge sends one per score.
 @functools.lru_cache(maxsize=64)
-def _shaped_schema(schema: type[BaseModel]) -> dict[str, Any]:
+def _shaped_schema(schema: type[BaseModel]) -> JsonSchema:
     from langchain_core.utils.json_schema import dereference_refs
 
     result = copy.deepcopy(dereference_refs(schema.model_json_schema()))
@@ -158,7 +160,7 @@ _STRUCTURED_LOCK = threading.Lock()
 
 
 def structured_runnable(
-    model: BaseChatModel, schema: type[BaseModel], step: MethodStep, wire: dict[str, Any] | None
+    model: BaseChatModel, schema: type[BaseModel], step: MethodStep, wire: JsonSchema | None
 ) -> Runnable[Any, Any]:
     """``model`` bound to produce ``schema`` by ``step`` (sending ``wire`` if given), cached."""
     key = (id(model), schema, step, json.dumps(wire, sort_keys=True) if wire else "")
@@ -175,21 +177,19 @@ def structured_runnable(
 
 
 def _build_runnable(
-    model: BaseChatModel, schema: type[BaseModel], step: MethodStep, wire: dict[str, Any] | None
+    model: BaseChatModel, schema: type[BaseModel], step: MethodStep, wire: JsonSchema | None
 ) -> Runnable[Any, Any]:
     sent = wire if wire is not None else provider_schema(schema)
     if step == "json_mode" and is_openai_client(model):
         # Our own json_mode: langchain-openai's sends no schema at all. llama.cpp's server also
         # reads a "schema" beside "json_object" and forces schema-valid JSON with it.
-        response_format: dict[str, Any] = {"type": "json_object"}
+        response_format: JsonObject = {"type": "json_object"}
         if custom_openai_endpoint(model):
             response_format["schema"] = sent
         return model.bind(response_format=response_format)
     # A model that caps a schema itself (the in-process llama.cpp model) gets the pydantic
     # class with its limits; every other model gets the schema without them.
-    target: dict[str, Any] | type[BaseModel] = (
-        schema if getattr(model, "caps_structured_schema", False) else sent
-    )
+    target: JsonSchema | type[BaseModel] = schema if getattr(model, "caps_structured_schema", False) else sent
     if step in ("provider", "function_calling") and _default_structured_output(model):
         return ToolCallStructured.of(model, target)
     kwargs: dict[str, Any] = {"include_raw": True}
@@ -205,7 +205,15 @@ def _default_structured_output(model: BaseChatModel) -> bool:
     )
 
 
-class ToolCallStructured(Runnable[Any, dict[str, Any]]):
+class StructuredReply(TypedDict):
+    """What ``with_structured_output(schema, include_raw=True)`` returns."""
+
+    raw: Any  # the model's message
+    parsed: Any  # the schema's instance (or tool arguments); None when parsing failed
+    parsing_error: Exception | None
+
+
+class ToolCallStructured(Runnable[Any, StructuredReply]):
     """``with_structured_output(schema, include_raw=True)`` of a model that keeps LangChain's
     default (forced tool calling), without its five nested runnables.
 
@@ -219,7 +227,7 @@ class ToolCallStructured(Runnable[Any, dict[str, Any]]):
         self.parser = parser
 
     @classmethod
-    def of(cls, model: BaseChatModel, schema: dict[str, Any] | type[BaseModel]) -> ToolCallStructured:
+    def of(cls, model: BaseChatModel, schema: JsonSchema | type[BaseModel]) -> ToolCallStructured:
         """``model`` forced to call the tool ``schema``, as ``with_structured_output`` binds it."""
         from langchain_core.output_parsers.openai_tools import (
             JsonOutputKeyToolsParser,
@@ -241,7 +249,7 @@ class ToolCallStructured(Runnable[Any, dict[str, Any]]):
             )
         return cls(bound, parser)
 
-    def _parsed(self, raw: Any) -> dict[str, Any]:
+    def _parsed(self, raw: Any) -> StructuredReply:
         from langchain_core.outputs import ChatGeneration
 
         try:
@@ -253,12 +261,12 @@ class ToolCallStructured(Runnable[Any, dict[str, Any]]):
         except Exception as exc:  # as with_structured_output's fallback: the error is returned
             return {"raw": raw, "parsed": None, "parsing_error": exc}
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> StructuredReply:
         return self._parsed(self.bound.invoke(input, config, **kwargs))
 
     async def ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> StructuredReply:
         return self._parsed(await self.bound.ainvoke(input, config, **kwargs))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
@@ -14,12 +13,13 @@ from drpo_agents.agents.structured_agent import StructuredAgent
 from drpo_agents.aspects import ASPECT_NAME_MAX, AspectCatalog
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.infra.calls import CallPlan, ParallelPlans, arun_plan, run_plan
+from drpo_agents.json_types import JsonSchema
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection, PairwiseVerdict
 from drpo_agents.structured import StructuredMethods, StructuredResult, provider_schema
 
 
-def scoring_schema(aspects: Sequence[str]) -> dict[str, Any]:
+def scoring_schema(aspects: Sequence[str]) -> JsonSchema:
     """The schema sent for scoring ``aspects``: each score names one of them, and there are at
     least as many scores. A server that decodes under a grammar (llama.cpp, Ollama, vLLM) then
     cannot invent aspect names or leave one out; replies are still validated locally."""

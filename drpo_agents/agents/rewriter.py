@@ -14,6 +14,7 @@ from langchain_core.runnables import RunnableConfig
 from drpo_agents.agents.structured_agent import StructuredAgent
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.infra.calls import CallPlan, arun_plan, run_plan
+from drpo_agents.json_types import JsonSchema
 from drpo_agents.prompts import approx_tokens, render_prompt
 from drpo_agents.schemas import (
     AnswerEvaluation,
@@ -32,7 +33,7 @@ _COPIED_RUN = 8
 _QUOTED = re.compile(r"(?:^|(?<=[\s(:]))[\"\u201c\u2018']([^\"\u201d\u2019']{3,200})[\"\u201d\u2019']")
 
 
-def proposals_schema(limits: ProposalLimits) -> dict[str, Any]:
+def proposals_schema(limits: ProposalLimits) -> JsonSchema:
     """The schema sent for a rewrite: at most ``limits.count`` proposals, and the bullet budget
     in each ``new_prompt``'s description. A grammar-decoding server then stops at the count, a
     model sees the budget beside the field, and the sandbox rewriter reads both from here

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -12,6 +12,7 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.config import StructuredOutputMethod
 from drpo_agents.infra.calls import CallPlan, call_config
+from drpo_agents.json_types import JsonSchema
 from drpo_agents.prompts import render_prompt
 from drpo_agents.structured import SchemaT, StructuredMethods, StructuredResult, plan_structured
 
@@ -54,7 +55,7 @@ class StructuredAgent:
         config: RunnableConfig | None,
         validate: Callable[[SchemaT], SchemaT] | None = None,
         model: BaseChatModel | None = None,
-        wire_schema: dict[str, Any] | None = None,
+        wire_schema: JsonSchema | None = None,
     ) -> CallPlan[StructuredResult[SchemaT]]:
         """Ask ``model`` (default: the agent's) for a ``schema`` object: the system message from
         ``system_template``, then ``prompt``; traced as this agent's ``step`` (a call plan)."""

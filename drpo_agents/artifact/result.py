@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,6 +20,7 @@ from drpo_agents.artifact.records import (
 )
 from drpo_agents.errors import ArtifactError
 from drpo_agents.infra.json_files import read_json, save_json_atomically
+from drpo_agents.json_types import JsonObject
 from drpo_agents.rewards import (
     length_adjusted_rewards,
     length_slope,
@@ -59,7 +59,7 @@ class AlignmentArtifact(BaseModel):
     candidates: list[CandidateRecord] = Field(default_factory=list)
     evaluations: list[EvaluationRecord] = Field(default_factory=list)
     levels: list[LevelRecord] = Field(default_factory=list)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict, description="The run's DRPOConfig, as JSON.")
     models: dict[str, str] = Field(default_factory=dict, description="Role -> model identity.")
     usage: dict[str, TokenUsage] = Field(default_factory=dict, description="Role -> calls and tokens.")
     structured_output_methods: dict[str, str] = Field(
@@ -71,7 +71,7 @@ class AlignmentArtifact(BaseModel):
     validation: list[ValidationRecord] = Field(
         default_factory=list, description="Final re-ranking on held-out training queries, if configured."
     )
-    review: dict[str, Any] | None = Field(
+    review: JsonObject | None = Field(
         None, description="A reviewer's decision on the final prompt (approve, edit or reject), if reviewed."
     )
     search_best_candidate_id: str | None = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -11,6 +12,7 @@ from drpo_agents.cli.errors import fail
 from drpo_agents.config import DRPOConfig, as_config
 from drpo_agents.errors import ConfigError, DRPOError
 from drpo_agents.infra.run_files import CLI_FILE
+from drpo_agents.json_types import JsonObject
 from drpo_agents.models.registry import resolve_model
 from drpo_agents.run_spec import RunModels
 
@@ -24,9 +26,15 @@ class ModelSpecs(TypedDict):
     jury: list[str]
 
 
-def load_config(path: Path | None, overrides: dict[str, Any]) -> DRPOConfig:
+class CLIRecord(ModelSpecs):
+    """What ``cli.json`` holds: the models as named, and the ``--base-url`` they were reached by."""
+
+    base_url: str | None
+
+
+def load_config(path: Path | None, overrides: Mapping[str, object]) -> DRPOConfig:
     """The config file's fields (if any) with every flag that was given on top."""
-    base: dict[str, Any] = {}
+    base: JsonObject = {}
     if path is not None:
         try:
             base = json.loads(path.read_text(encoding="utf-8"))
@@ -93,7 +101,7 @@ def build_models(specs: ModelSpecs, base_url: str | None) -> RunModels:
     )
 
 
-def read_cli_record(run_dir: Path) -> dict[str, Any]:
+def read_cli_record(run_dir: Path) -> CLIRecord:
     """How ``drpo optimize`` built the run's models, checked before anything is built from it."""
     try:
         built = json.loads((run_dir / CLI_FILE).read_text(encoding="utf-8"))
@@ -108,4 +116,10 @@ def read_cli_record(run_dir: Path) -> dict[str, Any]:
     )
     if not roles_ok or not isinstance(built.get("jury", []), list):
         raise fail(f"{run_dir / CLI_FILE} was not written by `drpo optimize`: not a drpo run directory")
-    return dict(built)
+    return CLIRecord(
+        responder=built["responder"],
+        judge=built["judge"],
+        rewriter=built.get("rewriter"),
+        jury=[str(spec) for spec in built.get("jury") or []],
+        base_url=built.get("base_url"),
+    )

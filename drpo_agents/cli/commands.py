@@ -224,7 +224,7 @@ def chat_command(
                 "PROVIDER:MODEL (or --sandbox) for the model to chat with"
             )
         built = read_cli_record(folder)
-        spec, base_url = built["responder"], base_url or built.get("base_url")
+        spec, base_url = built["responder"], base_url or built["base_url"]
     aligned = with_alignment(build_model(spec, "responder", base_url), loaded)
     interactive = sys.stdin.isatty()
     history: list[Any] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -139,7 +139,7 @@ class OptimizeOptions:
     quiet: bool
     as_json: bool
 
-    def config_fields(self) -> dict[str, Any]:
+    def config_fields(self) -> dict[str, object]:
         """The ``DRPOConfig`` fields the flags set (None: left to the config file or the default)."""
         roles = {"judge": self.judge_structured_output, "rewriter": self.rewriter_structured_output}
         return {

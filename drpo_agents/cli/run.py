@@ -14,7 +14,7 @@ from rich.panel import Panel
 
 from drpo_agents.api import aresume, arun_optimization
 from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
-from drpo_agents.cli.build import ModelSpecs, build_models, load_config, model_specs, read_cli_record
+from drpo_agents.cli.build import build_models, load_config, model_specs, read_cli_record
 from drpo_agents.cli.errors import EXIT_FAILED, NoValidCandidate, fail, resumable
 from drpo_agents.cli.estimate import show_estimate
 from drpo_agents.cli.options import (
@@ -159,13 +159,7 @@ def resume_command(
     if not run_dir.is_dir():
         raise fail(f"no run directory {run_dir}")
     built = read_cli_record(run_dir)
-    specs: ModelSpecs = {
-        "responder": built["responder"],
-        "judge": built["judge"],
-        "rewriter": built.get("rewriter"),
-        "jury": built.get("jury") or [],
-    }
-    models = build_models(specs, built.get("base_url"))
+    models = build_models(built, built["base_url"])
     started = time.perf_counter()
     total = RunRecord.load(run_dir).config.depth  # the run's own depth, not the default
     with resumable(run_dir, checkpointer):

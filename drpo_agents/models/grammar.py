@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drpo_agents.errors import LocalGenerationError
+from drpo_agents.json_types import JsonSchema
 from drpo_agents.models.gguf import require_llama_cpp
 
 _DEFAULT_STRING_CAP = 200  # strings the schema leaves uncapped (e.g. aspect names)
@@ -25,7 +26,7 @@ _SEPARATOR = 4  # quotes, colon, comma, a space around them
 CHARS_PER_TOKEN = 3  # budget for English text (~4 characters a token), with a margin
 
 
-def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+def _resolve(node: JsonSchema, defs: JsonSchema) -> JsonSchema:
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         target = defs.get(ref.split("/")[-1], {})
@@ -33,7 +34,7 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _walk(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
+def _walk(node: Any, visit: Callable[[JsonSchema], None]) -> None:
     """Call ``visit`` on every string and array node of a schema, ``$defs`` included."""
     if isinstance(node, dict):
         if node.get("type") in ("string", "array"):
@@ -45,7 +46,7 @@ def _walk(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
             _walk(item, visit)
 
 
-def _worst_case_chars(node: Any, defs: dict[str, Any], depth: int = 0) -> int:
+def _worst_case_chars(node: Any, defs: JsonSchema, depth: int = 0) -> int:
     """An upper bound on the characters of a JSON value the (capped) schema allows, escapes aside."""
     if depth > 20 or not isinstance(node, dict):
         return 64
@@ -75,7 +76,7 @@ def _worst_case_chars(node: Any, defs: dict[str, Any], depth: int = 0) -> int:
     return 8  # boolean, null
 
 
-def capped_schema(schema: dict[str, Any], budget_chars: int) -> dict[str, Any]:
+def capped_schema(schema: JsonSchema, budget_chars: int) -> JsonSchema:
     """A copy of ``schema`` whose longest allowed JSON is at most about ``budget_chars`` characters.
 
     Strings get a cap (at most :data:`_MAX_STRING_CAP`, about the most llama.cpp's grammar parser
@@ -87,10 +88,10 @@ def capped_schema(schema: dict[str, Any], budget_chars: int) -> dict[str, Any]:
     """
     result = copy.deepcopy(schema)
     defs = result.get("$defs", {})
-    strings: list[tuple[dict[str, Any], int, int]] = []  # node, schema's own cap, floor
-    nested_arrays: list[dict[str, Any]] = []
+    strings: list[tuple[JsonSchema, int, int]] = []  # node, schema's own cap, floor
+    nested_arrays: list[JsonSchema] = []
 
-    def visit(node: dict[str, Any]) -> None:
+    def visit(node: JsonSchema) -> None:
         if node["type"] == "string":
             if any(key in node for key in ("enum", "const", "pattern", "format")):
                 return
@@ -126,7 +127,7 @@ def capped_schema(schema: dict[str, Any], budget_chars: int) -> dict[str, Any]:
     return result
 
 
-def json_grammar(llm: Any, schema: dict[str, Any]) -> Any:
+def json_grammar(llm: Any, schema: JsonSchema) -> Any:
     """A llama.cpp grammar forcing JSON valid under ``schema``, checked before use.
 
     llama.cpp crashes the process when it samples with a grammar it could not parse, so the

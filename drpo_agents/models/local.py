@@ -47,6 +47,7 @@ from langchain_core.tools import BaseTool
 from pydantic import Field
 
 from drpo_agents.errors import LocalGenerationError, LocalModelError
+from drpo_agents.json_types import JsonSchema
 from drpo_agents.models.gguf import (
     CONTEXTS_ENV,
     INSTALL_HINT,
@@ -119,7 +120,7 @@ class LocalChatModel(BaseChatModel):
         description="Contexts (loaded copies) serving concurrent calls; None: usable CPUs // n_threads "
         "or DRPO_LOCAL_CONTEXTS. Answers do not depend on it.",
     )
-    tools: list[dict[str, Any]] | None = Field(
+    tools: list[JsonSchema] | None = Field(
         None, description="Bound tools as {'name', 'schema'}; replies are forced tool calls."
     )
     tool_choice: str | None = None
@@ -182,7 +183,7 @@ class LocalChatModel(BaseChatModel):
 
     # -- calling llama.cpp ------------------------------------------------------------------
 
-    def _selected_tool(self) -> dict[str, Any] | None:
+    def _selected_tool(self) -> JsonSchema | None:
         if not self.tools or self.tool_choice == "none":
             return None
         for tool in self.tools:

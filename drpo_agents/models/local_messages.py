@@ -13,8 +13,10 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
+from drpo_agents.json_types import JsonSchema
 
-def tool_schema(tool: dict[str, Any] | type | Callable[..., Any] | BaseTool) -> tuple[str, dict[str, Any]]:
+
+def tool_schema(tool: dict[str, Any] | type | Callable[..., Any] | BaseTool) -> tuple[str, JsonSchema]:
     """A tool's name and the JSON schema of its arguments (a pydantic class keeps its length caps)."""
     name = convert_to_openai_tool(tool)["function"]["name"]
     if isinstance(tool, type) and issubclass(tool, BaseModel):

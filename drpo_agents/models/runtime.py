@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from drpo_agents.errors import LocalModelError
+from drpo_agents.json_types import JsonObject
 
 INSTALL_COMMAND = "drpo install-local"  # builds llama.cpp portably: drpo_agents.models.runtime_install
 REBUILD_COMMAND = f"{INSTALL_COMMAND} --force"
@@ -68,7 +69,7 @@ def cache_dir() -> Path:
     return base / "drpo-agents"
 
 
-def runtime_fingerprint() -> dict[str, Any] | None:
+def runtime_fingerprint() -> JsonObject | None:
     """What identifies the installed llama.cpp runtime, found without importing it (``None`` when
     llama-cpp-python is not installed): its version and the path, size and mtime of each shared
     library, so that any rebuild or reinstall is a new runtime."""
@@ -108,7 +109,7 @@ def digest(material: Any) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: JsonObject) -> None:
     """Best effort: an unwritable cache only means the check runs again next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

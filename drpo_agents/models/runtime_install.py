@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from drpo_agents.errors import LocalModelError
+from drpo_agents.json_types import JsonObject
 from drpo_agents.models.gguf import packaged_gguf
 from drpo_agents.models.runtime import (
     INSTALL_COMMAND,
@@ -77,12 +78,12 @@ def build_announcement() -> str:
     )
 
 
-def _marker(runtime: dict[str, Any]) -> Path:
+def _marker(runtime: JsonObject) -> Path:
     """Where a build by :func:`install_local_runtime` is recorded, keyed by the runtime it made."""
     return cache_dir() / "runtime-builds" / f"{digest(runtime)}.json"
 
 
-def _built_by_us(runtime: dict[str, Any]) -> bool:
+def _built_by_us(runtime: JsonObject) -> bool:
     try:
         record = json.loads(_marker(runtime).read_text(encoding="utf-8"))
     except (OSError, ValueError):

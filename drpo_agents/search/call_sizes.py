@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +17,7 @@ from drpo_agents.agents.rewriter import proposals_schema
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import DRPOConfig, Role
 from drpo_agents.embeddings import EmbeddingsLike
+from drpo_agents.json_types import JsonSchema
 from drpo_agents.prompts import approx_tokens, render_prompt
 from drpo_agents.retrieval import InMemoryICLRetriever, fit_icl_budget
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite, AspectSelection, ICLExample, ProposalLimits
@@ -66,7 +66,7 @@ class CallSizes:
         # A score's reply also carries its JSON keys and the aspect's name (~12 tokens).
         self.rationale = "x" * 4 * max(1, lengths.score_per_aspect - _SCORE_FRAME_TOKENS)
 
-    def _format_turn(self, role: Role, schema: type[BaseModel] | dict[str, Any]) -> int:
+    def _format_turn(self, role: Role, schema: type[BaseModel] | JsonSchema) -> int:
         # The text and json_mode methods send the schema as a turn; tools send it outside the messages.
         if self.config.structured_output_for(role) not in ("text", "json_mode"):
             return 0

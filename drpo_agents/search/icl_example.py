@@ -11,7 +11,7 @@ recorded, and keeps the best answer so far (at worst, the original).
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from langchain_core.runnables import RunnableConfig
 from typing_extensions import TypedDict
@@ -20,6 +20,7 @@ from drpo_agents.agents import AnswerRewriter, Judge
 from drpo_agents.errors import error_text, recoverable_errors
 from drpo_agents.infra.calls import CallPlan
 from drpo_agents.schemas import AnswerEvaluation
+from drpo_agents.search.records import Score, score_of
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
 
 
@@ -36,7 +37,7 @@ class ICLRound(TypedDict):
 
     round: int
     answer: str
-    scores: list[dict[str, Any]]  # AspectScore dumps
+    scores: list[Score]
     reward: float | None
     accepted: bool
     analysis: str
@@ -72,7 +73,7 @@ def _round(
     return {
         "round": number,
         "answer": answer,
-        "scores": [s.model_dump() for s in evaluation.scores] if evaluation is not None else [],
+        "scores": [score_of(s) for s in evaluation.scores] if evaluation is not None else [],
         "reward": evaluation.reward if evaluation is not None else None,
         "accepted": accepted,
         "analysis": analysis,

@@ -14,7 +14,7 @@ example, so examples run in parallel and a checkpointed run resumes only unfinis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Required, cast
 
@@ -35,6 +35,7 @@ from drpo_agents.infra.calls import CallPlan, plan_node
 from drpo_agents.models.roles import prepare_role_models
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.icl_example import ICLExampleRecord, PreparedExample, plan_optimize_example
+from drpo_agents.search.records import ICLShot, shot_of
 from drpo_agents.search.state import merge_records
 from drpo_agents.structured import StructuredMethods
 from drpo_agents.usage import UsageByRole, merge_usage
@@ -84,20 +85,24 @@ class ICLStageInput(TypedDict):
     icl_examples: Required[list[Any]]
 
 
-class ICLStageState(ICLStageInput, total=False):
-    """Plain JSON state: the validated examples, one result record per example id, usage."""
+class ICLStageUpdate(TypedDict, total=False):
+    """What a node of the stage returns: some of the state's fields."""
 
     icl_prepared: list[PreparedExample]
     icl_results: Annotated[dict[str, ICLExampleRecord], merge_records]
-    optimized_icl_examples: list[dict[str, Any]]
+    optimized_icl_examples: list[ICLShot]
     icl_records: list[ICLExampleRecord]
     usage: Annotated[UsageByRole, merge_usage]
+
+
+class ICLStageState(ICLStageInput, ICLStageUpdate, total=False):
+    """Plain JSON state: the validated examples, one result record per example id, usage."""
 
 
 class ICLStageOutput(TypedDict, total=False):
     """The optimized examples (input order) and one :class:`ICLOptimizationRecord` dict per example."""
 
-    optimized_icl_examples: list[dict[str, Any]]
+    optimized_icl_examples: list[ICLShot]
     icl_records: list[ICLExampleRecord]
     usage: UsageByRole
 
@@ -110,7 +115,7 @@ class _ICLStage:
         self.rewriter = rewriter
         self.config = config
 
-    def prepare(self, state: ICLStageState) -> dict[str, Any]:
+    def prepare(self, state: ICLStageState) -> ICLStageUpdate:
         """Validate the examples and give each a unique id (``icl01``, ... when missing)."""
         prepared: list[PreparedExample] = []
         for index, raw in enumerate(state.get("icl_examples") or []):
@@ -134,17 +139,17 @@ class _ICLStage:
         ]
         return sends or "icl_collect"
 
-    def collect(self, state: ICLStageState) -> dict[str, Any]:
+    def collect(self, state: ICLStageState) -> ICLStageOutput:
         """The optimized examples and records, in input order."""
         results = state.get("icl_results") or {}
         records = [results[e["id"]] for e in state.get("icl_prepared", [])]
         examples = [
-            ICLExample(id=r["example_id"], query=r["query"], answer=r["final_answer"]).model_dump()
+            shot_of(ICLExample(id=r["example_id"], query=r["query"], answer=r["final_answer"]))
             for r in records
         ]
         return {"optimized_icl_examples": examples, "icl_records": records}
 
-    def plan_optimize_example(self, task: ICLExampleTask, config: RunnableConfig) -> CallPlan[dict[str, Any]]:
+    def plan_optimize_example(self, task: ICLExampleTask, config: RunnableConfig) -> CallPlan[ICLStageUpdate]:
         """The ``icl_optimize_example`` node: one example's rounds, merged into ``icl_results``."""
         example = task["example"]
         record, usage = yield from plan_optimize_example(
@@ -221,7 +226,7 @@ def _run_config(cfg: ICLStageConfig, callbacks: Callbacks) -> RunnableConfig:
     )
 
 
-def _results(out: dict[str, Any]) -> tuple[list[ICLExample], list[ICLOptimizationRecord]]:
+def _results(out: ICLStageOutput) -> tuple[list[ICLExample], list[ICLOptimizationRecord]]:
     return (
         [ICLExample.model_validate(e) for e in out["optimized_icl_examples"]],
         [ICLOptimizationRecord.model_validate(r) for r in out["icl_records"]],
@@ -229,7 +234,7 @@ def _results(out: dict[str, Any]) -> tuple[list[ICLExample], list[ICLOptimizatio
 
 
 async def aoptimize_icl_examples(
-    examples: Sequence[ICLExample | dict[str, Any]],
+    examples: Sequence[ICLExample | Mapping[str, object]],
     *,
     judge: str | BaseChatModel,
     rewriter: str | BaseChatModel | None = None,
@@ -248,11 +253,13 @@ async def aoptimize_icl_examples(
     """
     cfg = config or ICLStageConfig()
     app = create_icl_stage_graph(judge, rewriter, config=cfg, aspects=aspects).compile(name=_RUN_NAME)
-    return _results(await app.ainvoke({"icl_examples": list(examples)}, _run_config(cfg, callbacks)))
+    return _results(
+        cast(ICLStageOutput, await app.ainvoke({"icl_examples": list(examples)}, _run_config(cfg, callbacks)))
+    )
 
 
 def optimize_icl_examples(
-    examples: Sequence[ICLExample | dict[str, Any]],
+    examples: Sequence[ICLExample | Mapping[str, object]],
     *,
     judge: str | BaseChatModel,
     rewriter: str | BaseChatModel | None = None,
@@ -263,7 +270,9 @@ def optimize_icl_examples(
     """Blocking :func:`aoptimize_icl_examples` (runs the graph with ``invoke``)."""
     cfg = config or ICLStageConfig()
     app = create_icl_stage_graph(judge, rewriter, config=cfg, aspects=aspects).compile(name=_RUN_NAME)
-    return _results(app.invoke({"icl_examples": list(examples)}, _run_config(cfg, callbacks)))
+    return _results(
+        cast(ICLStageOutput, app.invoke({"icl_examples": list(examples)}, _run_config(cfg, callbacks)))
+    )
 
 
 __all__ = [

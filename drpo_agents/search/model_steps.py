@@ -10,7 +10,7 @@ from drpo_agents.agents import RewriteCase as AgentRewriteCase
 from drpo_agents.errors import error_text, recoverable_errors
 from drpo_agents.infra.calls import CallPlan, ModelCall, call_config
 from drpo_agents.memory import Critique
-from drpo_agents.schemas import AnswerEvaluation, AspectScore, AspectSelection, ICLExample
+from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
 from drpo_agents.search.context import SearchContext, tagged
 from drpo_agents.search.records import (
     AspectChoice,
@@ -20,9 +20,9 @@ from drpo_agents.search.records import (
     Evaluation,
     Failure,
     RewriteTask,
-    Score,
     candidate_id,
     new_candidate,
+    score_of,
 )
 from drpo_agents.search.state import DRPOUpdate
 from drpo_agents.usage import UsageByRole, merge_usage, usage_of
@@ -176,17 +176,13 @@ def plan_evaluate(ctx: SearchContext, task: EvaluateTask, config: RunnableConfig
         return {"evaluations": [record], "usage": usage, "structured_methods": ctx.methods_used("judge")}
     for key, messages in verdict.messages.items():
         usage = merge_usage(usage, usage_of(key, messages))
-    record["scores"] = [_score(s) for s in verdict.evaluation.scores]
+    record["scores"] = [score_of(s) for s in verdict.evaluation.scores]
     record["reward"] = verdict.reward
     if len(verdict.jurors) > 1:
-        record["jury"] = [[_score(s) for s in j.scores] if j else [] for j in verdict.jurors]
+        record["jury"] = [[score_of(s) for s in j.scores] if j else [] for j in verdict.jurors]
         record["jury_errors"] = verdict.errors
         record["disagreement"] = verdict.disagreement
     return {"evaluations": [record], "usage": usage, "structured_methods": ctx.methods_used("judge")}
-
-
-def _score(score: AspectScore) -> Score:
-    return {"aspect": score.aspect, "rationale": score.rationale, "score": score.score}
 
 
 def recall_critiques(ctx: SearchContext, task: RewriteTask) -> list[Critique]:

@@ -6,11 +6,13 @@ pydantic records of :mod:`drpo_agents.artifact` (a test keeps them in step).
 
 from __future__ import annotations
 
-from typing import Any, NotRequired
+from typing import NotRequired
 
 # typing_extensions' TypedDict: pydantic (and so LangGraph Server's schema endpoint) cannot read
 # typing.TypedDict before Python 3.12.
 from typing_extensions import TypedDict
+
+from drpo_agents.schemas import AspectScore, ICLExample
 
 ROOT_ID = "c0"
 
@@ -23,6 +25,11 @@ class Score(TypedDict):
     aspect: str
     rationale: str
     score: int
+
+
+def score_of(score: AspectScore) -> Score:
+    """``score`` as a record."""
+    return {"aspect": score.aspect, "rationale": score.rationale, "score": score.score}
 
 
 class Candidate(TypedDict):
@@ -119,7 +126,7 @@ class Failure(TypedDict):
 class AspectChoice(TypedDict):
     """The judge's aspects for one query (an ``AspectSelection`` dump), cached per query id."""
 
-    query_analysis: dict[str, Any] | None
+    query_analysis: dict[str, str] | None
     reasoning: str
     selected_aspects: list[str]
     fallback: NotRequired[bool]  # the judge failed; these are FALLBACK_ASPECTS
@@ -186,6 +193,19 @@ class AspectTask(TypedDict):
     required_aspects: list[str]
 
 
+class ICLShot(TypedDict):
+    """An ICL example as plain JSON (the fields of ``schemas.ICLExample``)."""
+
+    query: str
+    answer: str
+    id: str | None
+
+
+def shot_of(example: ICLExample) -> ICLShot:
+    """``example`` as a record."""
+    return {"query": example.query, "answer": example.answer, "id": example.id}
+
+
 class EvaluateTask(TypedDict):
     """``Send`` payload of ``evaluate`` and ``validate``: answer one query under one prompt, judge it."""
 
@@ -197,7 +217,7 @@ class EvaluateTask(TypedDict):
     query_id: str
     query: str
     aspects: list[str]
-    icl: list[dict[str, Any]]  # ICLExample dumps, retrieved by the router
+    icl: list[ICLShot]  # retrieved by the router
 
 
 def reward_of(record: Evaluation) -> float:

@@ -9,12 +9,13 @@ from langgraph.graph.state import CompiledStateGraph
 
 from drpo_agents.config import DRPOConfig
 from drpo_agents.errors import DRPOError
+from drpo_agents.json_types import JsonObject
 from drpo_agents.search.budget import budget_stop
 
 
 async def finished_artifact(
     app: CompiledStateGraph[Any, Any, Any, Any], run_config: RunnableConfig, config: DRPOConfig
-) -> dict[str, Any] | None:
+) -> JsonObject | None:
     """The run's artifact (as stored) when it has nothing left to do, else None: it stopped part
     way (it continues from its checkpoint), or a budget stopped it and ``config``'s budget now
     lets it go on, in which case the search is reopened after its last completed level (any
@@ -30,7 +31,7 @@ async def finished_artifact(
         raise DRPOError(f"no checkpoint for run {thread!r}: nothing to resume")
     if snapshot.next or "artifact" not in values:
         return None
-    artifact: dict[str, Any] = values["artifact"]
+    artifact: JsonObject = values["artifact"]
     if not values.get("stopped_by_budget"):
         return artifact
     if budget_stop(config, artifact.get("models", {}), values.get("usage", {})) is not None:

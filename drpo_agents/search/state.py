@@ -11,12 +11,15 @@ from langgraph.channels import DeltaChannel
 # typing.TypedDict before Python 3.12.
 from typing_extensions import TypedDict
 
+from drpo_agents.json_types import JsonObject
+from drpo_agents.search.icl_example import ICLExampleRecord
 from drpo_agents.search.records import (
     AspectChoice,
     Candidate,
     Evaluation,
     Failure,
     GateDecisionDict,
+    ICLShot,
     LevelSummary,
     Query,
     ReviewDecision,
@@ -26,8 +29,8 @@ from drpo_agents.usage import UsageByRole, merge_usage
 
 
 def merge_records(
-    left: Mapping[str, dict[str, Any]] | None, right: Mapping[str, dict[str, Any]] | None
-) -> dict[str, dict[str, Any]]:
+    left: Mapping[str, Mapping[str, object]] | None, right: Mapping[str, Mapping[str, object]] | None
+) -> dict[str, dict[str, object]]:
     """Reducer for id-keyed records: fields in ``right`` update the record of the same id."""
     return _merged(left or {}, [right or {}])
 
@@ -50,8 +53,8 @@ def _appended(current: list[Any], batches: Sequence[list[Any]]) -> list[Any]:
 
 
 def _merged(
-    current: Mapping[str, dict[str, Any]], batches: Sequence[Mapping[str, dict[str, Any]]]
-) -> dict[str, dict[str, Any]]:
+    current: Mapping[str, Mapping[str, object]], batches: Sequence[Mapping[str, Mapping[str, object]]]
+) -> dict[str, dict[str, object]]:
     merged = {key: dict(value) for key, value in current.items()}  # copied once per batch
     for batch in batches:
         for key, value in batch.items():
@@ -69,7 +72,7 @@ def _latest(current: _Value, batches: Sequence[_Value]) -> _Value:
 # writes and are batching-invariant, as DeltaChannel requires.
 Appended: DeltaChannel[list[Any]] = DeltaChannel(_appended, snapshot_frequency=SNAPSHOT_EVERY)
 """Append-only list: the writes (lists) concatenated in order."""
-Merged: DeltaChannel[dict[str, Any]] = DeltaChannel(_merged, snapshot_frequency=SNAPSHOT_EVERY)
+Merged: DeltaChannel[dict[str, dict[str, object]]] = DeltaChannel(_merged, snapshot_frequency=SNAPSHOT_EVERY)
 """Id-keyed records: fields of a later write update the record of the same id."""
 WrittenOnce: DeltaChannel[Any] = DeltaChannel(_latest, snapshot_frequency=SNAPSHOT_EVERY)
 """A value written once (by the input or ``prepare``) and read at every step: stored once."""
@@ -113,9 +116,9 @@ class _SearchFields(TypedDict, total=False):
     failures: Annotated[list[Failure], Appended]
     usage: Annotated[UsageByRole, merge_usage]
     structured_methods: Annotated[dict[str, str], merge_labels]  # role -> structured-output method
-    artifact: dict[str, Any]  # an AlignmentArtifact dump
-    optimized_icl_examples: Annotated[list[dict[str, Any]], WrittenOnce]  # written by the ICL stage
-    icl_records: Annotated[list[dict[str, Any]], WrittenOnce]  # per-example rounds of the ICL stage
+    artifact: JsonObject  # an AlignmentArtifact dump
+    optimized_icl_examples: Annotated[list[ICLShot], WrittenOnce]  # written by the ICL stage
+    icl_records: Annotated[list[ICLExampleRecord], WrittenOnce]  # per-example rounds of the ICL stage
 
 
 class DRPOState(DRPOInput, _SearchFields, total=False):
@@ -135,7 +138,7 @@ class DRPOUpdate(_RunFields, _SearchFields, total=False):
 class DRPOOutput(TypedDict, total=False):
     """What a finished run returns: the artifact (as a dict) and the best prompt."""
 
-    artifact: dict[str, Any]
+    artifact: JsonObject
     beam: list[str]
     to_rewrite: list[str]  # beam candidates to rewrite at this level
     stop_reason: str

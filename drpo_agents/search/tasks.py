@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from langgraph.types import Send
 
@@ -11,7 +10,15 @@ from drpo_agents.retrieval import fit_icl_budget
 from drpo_agents.rewards import SAFETY_ASPECT
 from drpo_agents.search.beam import latest_evaluations, level_batch
 from drpo_agents.search.context import SearchContext, current_examples
-from drpo_agents.search.records import AspectTask, Candidate, EvaluateTask, Query, RewriteTask
+from drpo_agents.search.records import (
+    AspectTask,
+    Candidate,
+    EvaluateTask,
+    ICLShot,
+    Query,
+    RewriteTask,
+    shot_of,
+)
 from drpo_agents.search.state import DRPOState
 
 
@@ -73,15 +80,15 @@ def route_evaluations(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
 
 def retrieve_shots(
     ctx: SearchContext, state: DRPOState, queries: Sequence[Query]
-) -> dict[str, list[dict[str, Any]]]:
-    """The ICL examples for each query (ICLExample dumps, within the ICL token budget), by query id."""
+) -> dict[str, list[ICLShot]]:
+    """The ICL examples for each query (within the ICL token budget), by query id."""
     # Retrieved in the router, once per query, and carried in the task: a resumed process
     # restores pending tasks without re-running the router.
     retriever = ctx.retriever(current_examples(state))
     budget = ctx.config.max_icl_tokens
     return {
         q["id"]: [
-            e.model_dump() for e in fit_icl_budget(retriever.retrieve(q["query"], ctx.config.icl_k), budget)
+            shot_of(e) for e in fit_icl_budget(retriever.retrieve(q["query"], ctx.config.icl_k), budget)
         ]
         for q in queries
     }
@@ -92,7 +99,7 @@ def evaluation_send(
     state: DRPOState,
     candidate: Candidate,
     query: Query,
-    shots: dict[str, list[dict[str, Any]]],
+    shots: dict[str, list[ICLShot]],
     *,
     phase: str,
     level: int,

@@ -6,9 +6,9 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from drpo_agents.errors import DRPOError
+from drpo_agents.json_types import JsonObject
 from drpo_agents.tracing.values import resolve_texts
 
 
@@ -41,7 +41,7 @@ def repair_trace(path: str | Path) -> int:
         return size - keep
 
 
-def read_trace(path: str | Path) -> list[dict[str, Any]]:
+def read_trace(path: str | Path) -> list[JsonObject]:
     """The records of a :class:`JsonlTracer` file, in the order the runs finished, with the
     texts written once and referenced after (``{"$text": ID}``) restored in every record.
 
@@ -55,7 +55,7 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
     lines = text.split("\n")
     if not text.endswith("\n"):
         lines = lines[:-1]  # torn by a kill (or empty): not a record
-    records: list[dict[str, Any]] = []
+    records: list[JsonObject] = []
     texts: dict[str, str] = {}  # shared texts defined so far, by id
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -71,15 +71,15 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def iter_tree(records: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_tree(records: list[JsonObject]) -> Iterator[tuple[int, JsonObject]]:
     """``(depth, record)`` for every record, parents before children, siblings by start time."""
-    children: dict[str | None, list[dict[str, Any]]] = {}
+    children: dict[str | None, list[JsonObject]] = {}
     ids = {r["id"] for r in records}
     for record in records:
         parent = record["parent_id"] if record["parent_id"] in ids else None
         children.setdefault(parent, []).append(record)
 
-    def walk(parent: str | None, depth: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    def walk(parent: str | None, depth: int) -> Iterator[tuple[int, JsonObject]]:
         for record in sorted(children.get(parent, []), key=lambda r: r["dotted_order"] or r["start_time"]):
             yield depth, record
             yield from walk(record["id"], depth + 1)

@@ -19,6 +19,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from drpo_agents.errors import ConfigError
+from drpo_agents.json_types import JsonObject, JsonSchema
 from drpo_agents.prompts import approx_tokens, render_prompt
 
 
@@ -28,7 +29,7 @@ class SandboxChatModel(BaseChatModel):
     seed: int = 0
     bound_tool: str | None = Field(None, description="Name of the tool bound for structured output.")
     tool_forced: bool = Field(False, description="The bound tool must be called (structured output).")
-    response_schema: dict[str, Any] | None = Field(
+    response_schema: JsonSchema | None = Field(
         None, description="JSON schema of the requested reply (a bound tool's parameters, or a JSON mode's)."
     )
 
@@ -47,7 +48,7 @@ class SandboxChatModel(BaseChatModel):
         common = set(SandboxChatModel.model_fields)
         return tuple(name for name in cls.model_fields if name not in common)
 
-    def knobs(self) -> dict[str, Any]:
+    def knobs(self) -> dict[str, object]:
         """This model's knobs that differ from their defaults (empty for the default model)."""
         fields = type(self).model_fields
         return {
@@ -76,12 +77,12 @@ class SandboxChatModel(BaseChatModel):
             }
         )
 
-    def with_response_schema(self, schema: dict[str, Any] | None) -> Self:
+    def with_response_schema(self, schema: JsonSchema | None) -> Self:
         """This model answering requests whose reply must follow ``schema`` (JSON mode, no tool):
         how an OpenAI-compatible server passes on a ``response_format`` schema."""
         return self.model_copy(update={"response_schema": schema})
 
-    def _reply(self, messages: list[BaseMessage]) -> dict[str, Any] | str:
+    def _reply(self, messages: list[BaseMessage]) -> JsonObject | str:
         raise NotImplementedError
 
     def _generate(

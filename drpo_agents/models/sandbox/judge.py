@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from langchain_core.messages import BaseMessage
 from pydantic import Field
 
+from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
 from drpo_agents.models.sandbox.features import clamp_score
 from drpo_agents.models.sandbox.scoring import score_aspect, select_aspects_for
@@ -50,7 +50,7 @@ class SandboxJudge(SandboxChatModel):
     def role_name(self) -> str:
         return "judge"
 
-    def _reply(self, messages: list[BaseMessage]) -> dict[str, Any] | str:
+    def _reply(self, messages: list[BaseMessage]) -> JsonObject | str:
         text = last_request(messages)
         query = tagged(text, "query") or text
         if "<answer_a>" in text and "<answer_b>" in text:
@@ -64,7 +64,7 @@ class SandboxJudge(SandboxChatModel):
         ]
         return {"scores": self.score_answer(query, answer, aspects)}
 
-    def score_answer(self, query: str, answer: str, aspects: Sequence[str]) -> list[dict[str, Any]]:
+    def score_answer(self, query: str, answer: str, aspects: Sequence[str]) -> list[JsonObject]:
         """AspectScore-shaped dicts for ``answer`` on ``aspects`` (the knobs applied; see the class)."""
         text = answer if answer != "(empty answer)" else ""
         noisy = bool(self.noise or self.length_bias)
@@ -88,7 +88,7 @@ class SandboxJudge(SandboxChatModel):
             scores[aspect] = {"aspect": aspect, "rationale": rationale, "score": score}
         return list(scores.values())
 
-    def compare(self, query: str, answer_a: str, answer_b: str, prompt: str = "") -> dict[str, Any]:
+    def compare(self, query: str, answer_a: str, answer_b: str, prompt: str = "") -> JsonObject:
         """Pairwise verdict (PairwiseVerdict-shaped): the higher mean sandbox aspect score wins.
 
         The aspects are those listed in the prompt's ``<aspects>`` block (else the ones the

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from pydantic import Field
 
+from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
 from drpo_agents.models.sandbox.features import LIST_LINE, REFUSAL
 from drpo_agents.models.sandbox.world import (
@@ -130,7 +131,7 @@ class SandboxResponder(SandboxChatModel):
         joiner = "\n" if "structure" in does else " "
         return joiner.join(lines)
 
-    def _reply(self, messages: list[BaseMessage]) -> dict[str, Any] | str:
+    def _reply(self, messages: list[BaseMessage]) -> JsonObject | str:
         system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
         query = last_request(messages)
         examples = [str(m.content) for m in messages[:-1] if isinstance(m, AIMessage)]

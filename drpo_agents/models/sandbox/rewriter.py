@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 from pydantic import Field
 
 from drpo_agents.config import DEFAULT_INITIAL_PROMPT
+from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.answers import ANSWER_FILLER, add_line, fix_answer
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
 from drpo_agents.models.sandbox.world import seeded_rng, topic_of
@@ -122,7 +122,7 @@ class SandboxRewriter(SandboxChatModel):
     def role_name(self) -> str:
         return "rewriter"
 
-    def _reply(self, messages: list[BaseMessage]) -> dict[str, Any] | str:
+    def _reply(self, messages: list[BaseMessage]) -> JsonObject | str:
         text = last_request(messages)
         # An ICL answer rewrite (tagged <example_to_improve>); a re-ask after an invalid reply
         # is answered from the original request, further up the conversation.

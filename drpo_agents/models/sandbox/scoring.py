@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.features import AnswerFeatures, clamp_score
 from drpo_agents.models.sandbox.world import query_kinds, topic_of
 
@@ -182,7 +182,7 @@ def score_aspect(aspect: str, query: str, answer: str) -> tuple[int, str]:
     return int(score), rationale
 
 
-def select_aspects_for(query: str) -> dict[str, Any]:
+def select_aspects_for(query: str) -> JsonObject:
     """The sandbox judge's aspect selection for ``query`` (AspectSelection-shaped dict)."""
     kinds = query_kinds(query)
     chosen: list[str] = []
