@@ -6,24 +6,26 @@ A run directory holds everything a run needs to be inspected or resumed
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from langchain_core.callbacks import Callbacks
 
 from drpo_agents import runner
-from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.artifact import AlignmentArtifact, ArtifactSource
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import ConfigLike, as_config
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.embeddings import EmbeddingsLike
-from drpo_agents.infra.calls import run_sync
+from drpo_agents.infra.calls import blocking_twin
 from drpo_agents.infra.checkpoints import check_checkpoint_file
 from drpo_agents.infra.run_files import CHECKPOINT_FILE
 from drpo_agents.memory.stores import MemoryLocation, memory_location
+from drpo_agents.resumption import checked_models, resumed_config, stored_models
+from drpo_agents.run_record import RunRecord
 from drpo_agents.run_spec import (
     ChatModel,
     Checkpointer,
@@ -33,11 +35,10 @@ from drpo_agents.run_spec import (
     RunModels,
     RunResources,
 )
-from drpo_agents.runner import RunRecord, stored_models
+from drpo_agents.runner import resolved_models
 from drpo_agents.schemas import ICLExample
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from drpo_agents.search.state import DRPOInput
+from drpo_agents.warm_start import starting_point, warm_started
 
 
 async def arun_optimization(
@@ -45,17 +46,27 @@ async def arun_optimization(
     models: RunModels,
     resources: RunResources | None = None,
     config: ConfigLike = None,
+    start_from: ArtifactSource | None = None,
 ) -> AlignmentArtifact:
     """:func:`aoptimize` from the run's spec records (what the CLI builds once)."""
     resources = resources or RunResources()
     cfg = as_config(config)
     normalize_queries(queries)  # fail on bad input before building anything
+    inputs: DRPOInput = {"queries": list(queries)}
+    if start_from is not None:
+        point = starting_point(start_from)
+        cfg, examples = warm_started(cfg, resources.icl_examples, point)
+        resources = replace(resources, icl_examples=examples)
+        # In the run's input, so a resume in a new process starts from the same place.
+        inputs["icl_examples"] = [e.model_dump() for e in examples]
+        inputs["parent"] = point.parent.model_dump()
     run_id = resources.run_id or uuid.uuid4().hex[:12]
+    resolved, identities = resolved_models(models, cfg)
     if resources.run_dir is not None:
         location = memory_location(resources.memory, resources.run_dir)
         memory = str(location) if isinstance(location, str | Path) else None
-        RunRecord(run_id, cfg, models.identities(), memory).save(resources.run_dir)
-    return await runner.run({"queries": list(queries), "run_id": run_id}, models, cfg, resources, run_id)
+        RunRecord(run_id, cfg, models.specs(), memory, identities).save(resources.run_dir)
+    return await runner.run({**inputs, "run_id": run_id}, resolved, cfg, resources, run_id)
 
 
 async def aoptimize(
@@ -76,6 +87,7 @@ async def aoptimize(
     on_progress: ProgressCallback | None = None,
     reviewer: Reviewer | None = None,
     jury: Sequence[ChatModel] = (),
+    start_from: ArtifactSource | None = None,
 ) -> AlignmentArtifact:
     """Run a DRPO optimisation and return its artifact.
 
@@ -100,6 +112,10 @@ async def aoptimize(
             ``{"action": "edit", "prompt": ...}``. Without one the run pauses and
             :class:`ReviewRequired` is raised; continue with ``resume(run_dir, review=...)``.
         jury: further judges scoring every answer beside ``judge`` (see :func:`create_drpo_graph`).
+        start_from: an earlier result to start from (warm start): an artifact, ``artifact.json``,
+            a run folder or an imported published prompt. Its prompt becomes the initial
+            candidate and its ICL examples the seed set (``icl_examples`` replaces them); the
+            new artifact's ``parent`` names it. See :mod:`drpo_agents.warm_start`.
     """
     return await arun_optimization(
         queries,
@@ -117,6 +133,7 @@ async def aoptimize(
             reviewer=reviewer,
         ),
         config,
+        start_from,
     )
 
 
@@ -137,24 +154,42 @@ async def aresume(
     reviewer: Reviewer | None = None,
     review: Any = None,
     jury: Sequence[ChatModel] | None = None,
+    extend_depth: int = 0,
+    allow_model_change: bool = False,
 ) -> AlignmentArtifact:
     """Continue a stopped or crashed run from its last checkpoint; finished calls are not repeated.
 
-    ``config_overrides`` change settings that are safe to change mid-run, such as a larger
-    ``max_tokens_budget`` / ``max_cost`` (a run stopped by its budget then continues) or
-    ``max_concurrency``; they are saved back into ``config.json``. ``review`` answers a run
-    paused for review (see :func:`aoptimize`'s ``reviewer``).
-
     The config and run id come from ``run_dir/config.json``. Models given as strings when the
-    run started are rebuilt from those strings; pass model instances again otherwise (they
-    must be the same models). A run that already finished returns its artifact.
+    run started (and sandbox or local instances) are rebuilt; pass other model instances again.
+    A run that already finished returns its artifact.
+
+    Args:
+        config_overrides: new values for the settings a resume may change
+            (:data:`~drpo_agents.resumption.RESUMABLE_SETTINGS`): a larger ``max_tokens_budget`` or
+            ``max_cost`` continues a run its budget stopped; ``max_concurrency``; ``prices``. Any
+            other setting is refused (the levels already run used the old value); the accepted
+            ones are saved into ``config.json``.
+        review: the answer to a run paused for review (see :func:`aoptimize`'s ``reviewer``).
+        extend_depth: levels to add to a finished run: its search continues after its last level
+            (refused, with the reason, when its training queries are all used or its budget is spent).
+        allow_model_change: resume with models other than the run's (refused otherwise: one search
+            would compare answers and scores of different models); a warning names the change.
+        responder, judge, rewriter, jury, icl_examples, embeddings, aspects, memory, checkpointer,
+            callbacks, on_progress, reviewer: as for :func:`aoptimize`.
+
+    Raises:
+        ConfigError: a refused setting or model change, or an extension that cannot add a level;
+            nothing is written then.
     """
     directory = Path(run_dir)
-    record = RunRecord.load(directory, config_overrides)
+    record = RunRecord.load(directory)
+    config = resumed_config(record.config, config_overrides, extend_depth)
     if checkpointer is None:
         check_checkpoint_file(directory / CHECKPOINT_FILE)
-    if config_overrides:
-        record.save(directory)
+    models, identities = resolved_models(
+        stored_models(record.models, responder, judge, rewriter, jury), config
+    )
+    checked_models(record, identities, allow_model_change)
     resources = RunResources(
         run_dir=directory,
         run_id=record.run_id,
@@ -167,28 +202,17 @@ async def aresume(
         on_progress=on_progress,
         reviewer=reviewer,
     )
-    models = stored_models(record.models, responder, judge, rewriter, jury)
-    return await runner.run(None, models, record.config, resources, record.run_id, review)
-
-
-def _blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]], name: str, doc: str) -> Callable[P, T]:
-    """The blocking twin of ``coroutine_function``: the same typed parameters, run by :func:`run_sync`."""
-
-    @functools.wraps(coroutine_function)
-    def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        return run_sync(coroutine_function(*args, **kwargs))
-
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = doc
-    return call
+    changed = replace(record, config=config, identities=identities)
+    resumption = runner.Resumption(changed, review, extend_depth)
+    return await runner.run(resumption, models, config, resources, record.run_id)
 
 
 # Twins made by one wrapper, so their parameters are aoptimize's and aresume's by construction
 # (type checkers, IDEs and inspect.signature see them), not copies that could drift.
-optimize = _blocking(
+optimize = blocking_twin(
     aoptimize,
     "optimize",
     "Blocking :func:`aoptimize`, with its parameters (safe to call from Jupyter, where a loop is "
     "already running).",
 )
-resume = _blocking(aresume, "resume", "Blocking :func:`aresume`, with its parameters.")
+resume = blocking_twin(aresume, "resume", "Blocking :func:`aresume`, with its parameters.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from pydantic import ValidationError
 
-from drpo_agents.errors import ConfigError
+from drpo_agents.errors import ConfigError, DRPOWarning
 from drpo_agents.infra.json_files import read_json
 from drpo_agents.json_types import JsonObject
 from drpo_agents.schemas import ICLExample
@@ -151,13 +152,35 @@ def load_icl_examples(path: str | Path) -> list[ICLExample]:
 
 
 def _parse_icl(data: Any, source: str) -> list[ICLExample]:
-    rows = [{"query": q, "answer": a} for q, a in data.items()] if isinstance(data, dict) else data
+    if isinstance(data, dict) and {"system_prompt", "icl_examples"} <= data.keys():
+        raise ConfigError(
+            f"{source} is an artifact, not an ICL example file: start from it with --from "
+            "(Python: start_from=), which takes its prompt and its ICL examples"
+        )
+    rows = _official_rows(data, source) if isinstance(data, dict) else data
     if not isinstance(rows, list):
         raise ConfigError(f"{source}: expected a list of examples or a query -> answer object")
     try:
         return [ICLExample.model_validate(row) for row in rows]
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid ICL example: {exc}") from exc
+
+
+def _official_rows(data: dict[Any, Any], source: str) -> list[JsonObject]:
+    """The reference format's query -> answer pairs; an answer that is not text is skipped, with a
+    warning naming its query."""
+    rows: list[JsonObject] = []
+    for query, answer in data.items():
+        if isinstance(answer, str):
+            rows.append({"query": query, "answer": answer})
+        else:
+            warnings.warn(
+                f"{source}: skipped the ICL example {str(query)[:60]!r}: its answer is "
+                f"{type(answer).__name__}, not text",
+                DRPOWarning,
+                stacklevel=4,
+            )
+    return rows
 
 
 def load_seed_icl_examples() -> list[ICLExample]:

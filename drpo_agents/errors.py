@@ -16,8 +16,18 @@ class DRPOError(Exception):
     """Base class of every error drpo-agents raises on purpose."""
 
 
+class DRPOWarning(UserWarning):
+    """Base class of drpo-agents' warnings: something was done differently from what was asked, and
+    the run goes on (the CLI prints each as one ``warning:`` line)."""
+
+
 class ConfigError(DRPOError, ValueError):
     """Invalid configuration or input, detected before any model is called."""
+
+
+class ResumeRefused(ConfigError):
+    """A resume asked for something the run cannot do (a setting it cannot change, another model,
+    a level it has no queries for); nothing was written and the run is as it was."""
 
 
 class PromptTemplateError(DRPOError):

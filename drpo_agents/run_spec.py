@@ -19,6 +19,7 @@ from typing_extensions import TypedDict
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.memory.stores import MemoryLocation
+from drpo_agents.models.registry import rebuild_spec
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.records import ReviewAnswer, ReviewRequest
 
@@ -43,9 +44,12 @@ ProgressCallback = Callable[[ProgressEvent], None]
 Reviewer = Callable[[ReviewRequest], ReviewAnswer]
 
 
-def model_identity(model: Any) -> str:
-    """How ``config.json`` records a model: its spec string, or a marker for an instance."""
-    return model if isinstance(model, str) else f"<{type(model).__name__} instance>"
+def recorded_spec(model: Any) -> str:
+    """How ``config.json`` records a model so a resume can rebuild it: its spec string, the string
+    that rebuilds a sandbox or local instance, or a marker for any other instance."""
+    if isinstance(model, str):
+        return model
+    return rebuild_spec(model) or f"<{type(model).__name__} instance>"
 
 
 @dataclass(frozen=True)
@@ -57,13 +61,13 @@ class RunModels:
     rewriter: ChatModel | None = None  # None: the judge rewrites too
     jury: Sequence[ChatModel] = ()
 
-    def identities(self) -> dict[str, str | list[str]]:
-        """The models as ``config.json`` records them (instances only by their class)."""
+    def specs(self) -> dict[str, str | list[str]]:
+        """The models as ``config.json`` records them (see :func:`recorded_spec`)."""
         return {
-            "responder": model_identity(self.responder),
-            "judge": model_identity(self.judge),
-            "rewriter": model_identity(self.rewriter or self.judge),
-            "jury": [model_identity(m) for m in self.jury],
+            "responder": recorded_spec(self.responder),
+            "judge": recorded_spec(self.judge),
+            "rewriter": recorded_spec(self.rewriter or self.judge),
+            "jury": [recorded_spec(m) for m in self.jury],
         }
 
 

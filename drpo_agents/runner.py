@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,11 @@ from drpo_agents.errors import ConfigError, DRPOError, ReviewRequired
 from drpo_agents.infra.cache import SQLiteLLMCache
 from drpo_agents.infra.checkpoints import open_checkpointer
 from drpo_agents.infra.journal import ResponseJournal
-from drpo_agents.infra.run_files import ARTIFACT_FILE, CACHE_FILE, CONFIG_FILE, JOURNAL_FILE
+from drpo_agents.infra.run_files import ARTIFACT_FILE, CACHE_FILE, JOURNAL_FILE
 from drpo_agents.json_types import JsonObject
 from drpo_agents.memory.stores import memory_location, open_memory
+from drpo_agents.models.roles import prepare_role_models
+from drpo_agents.run_record import RunRecord
 from drpo_agents.run_spec import ProgressEvent, RunModels, RunResources
 from drpo_agents.search.graph import create_drpo_graph
 from drpo_agents.search.resume import finished_artifact
@@ -33,25 +34,56 @@ _RESUME_WITH_REVIEW = (
 )
 
 
+@dataclass(frozen=True)
+class Resumption:
+    """How a resume continues a run from its checkpoint.
+
+    Attributes:
+        record: the run's record as the resume changes it, saved once the checkpoint accepts
+            the change (never for a refused one).
+        review: the answer to a run paused for review, if any.
+        extend_depth: levels added to a finished run.
+    """
+
+    record: RunRecord
+    review: Any = None
+    extend_depth: int = 0
+
+
+def resolved_models(models: RunModels, config: DRPOConfig) -> tuple[RunModels, dict[str, str]]:
+    """The run's models resolved from their strings and capped, once (the graph is built from
+    these), and their identities as the artifact names them."""
+    roles = prepare_role_models(
+        judge=models.judge,
+        responder=models.responder,
+        rewriter=models.rewriter,
+        jury=models.jury,
+        max_tokens=config.role_max_tokens,
+    )
+    assert roles.responder is not None and roles.rewriter is not None  # a search has both roles
+    return RunModels(roles.responder, roles.judge, roles.rewriter, roles.jury), roles.identities()
+
+
 async def run(
-    inputs: DRPOInput | None,
+    start: DRPOInput | Resumption,
     models: RunModels,
     config: DRPOConfig,
     resources: RunResources,
     run_id: str,
-    review: Any = None,
 ) -> AlignmentArtifact:
-    """Run the search from ``inputs``, or resume it from its checkpoint (``inputs`` None, with a
-    review decision when it paused for one); save and return the artifact."""
+    """Run the search from its inputs, or resume it from its checkpoint; save and return the artifact."""
     async with _stores(models, config, resources) as app:
         run_config = _run_config(config, resources, run_id)
-        if inputs is None:
+        step: Any = start
+        if isinstance(start, Resumption):
             if app.checkpointer is None:
                 raise ConfigError("resuming needs a checkpointer (a run directory or a PostgreSQL URL)")
-            finished = await finished_artifact(app, run_config, config)
+            finished = await finished_artifact(app, run_config, config, start.extend_depth)
+            if resources.run_dir is not None:
+                start.record.save(resources.run_dir)  # the checkpoint took the change
             if finished is not None:
                 return _saved(AlignmentArtifact.model_validate(finished), resources.run_dir)
-        step: Any = inputs if review is None else Command(resume=review)
+            step = None if start.review is None else Command(resume=start.review)
         final: JsonObject | None = None
         while True:
             final = await _stream(app, step, run_config, resources)
@@ -159,78 +191,3 @@ def _saved(artifact: AlignmentArtifact, run_dir: Path | None) -> AlignmentArtifa
     if run_dir is not None:
         artifact.save(run_dir / ARTIFACT_FILE)
     return artifact
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What ``config.json`` keeps of a run: its id, config, models and memory location."""
-
-    run_id: str
-    config: DRPOConfig
-    models: dict[str, str | list[str]]  # RunModels.identities()
-    memory: str | None
-
-    def save(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        record = {
-            "run_id": self.run_id,
-            "config": self.config.to_json_dict(),
-            "models": self.models,
-            "memory": self.memory,
-        }
-        (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
-
-    @classmethod
-    def load(cls, run_dir: Path, overrides: Mapping[str, object] | None = None) -> RunRecord:
-        """The record, with ``overrides`` applied to its config.
-
-        Raises:
-            ConfigError: no ``config.json``, a damaged one, or overrides that make the config invalid.
-        """
-        try:
-            record = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-            stored = DRPOConfig.model_validate(record["config"])
-            run_id, models, memory = (
-                str(record["run_id"]),
-                dict(record.get("models", {})),
-                record.get("memory"),
-            )
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})") from exc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{run_dir / CONFIG_FILE} is damaged: {exc}") from exc
-        from drpo_agents.config import as_config
-
-        config = as_config({**stored.to_json_dict(), **overrides}) if overrides else stored
-        return cls(run_id, config, models, memory if isinstance(memory, str) else None)
-
-
-def stored_models(
-    specs: Mapping[str, str | list[str]],
-    responder: Any,
-    judge: Any,
-    rewriter: Any,
-    jury: Sequence[Any] | None,
-) -> RunModels:
-    """The models to resume with: those given, else those ``config.json`` names by spec string."""
-
-    def pick(given: Any, role: str) -> Any:
-        if given is not None:
-            return given
-        spec = specs.get(role, "")
-        if not isinstance(spec, str) or not spec or spec.startswith("<"):
-            raise ConfigError(
-                f"the {role} was a model instance when the run started; pass it to resume() again"
-            )
-        return spec
-
-    stored = specs.get("jury")
-    stored_jury = list(stored) if isinstance(stored, list) else []
-    if jury is None and any(spec.startswith("<") for spec in stored_jury):
-        raise ConfigError("the jury held model instances when the run started; pass jury= to resume() again")
-    return RunModels(
-        responder=pick(responder, "responder"),
-        judge=pick(judge, "judge"),
-        rewriter=pick(rewriter, "rewriter") if rewriter is not None or specs.get("rewriter") else None,
-        jury=jury if jury is not None else stored_jury,
-    )

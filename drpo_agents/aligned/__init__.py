@@ -21,7 +21,7 @@ from drpo_agents.aligned.chat_model import AlignedChatModel
 from drpo_agents.aligned.messages import AlignmentApplier
 from drpo_agents.artifact import AlignmentArtifact, ArtifactSource, load_artifact
 from drpo_agents.embeddings import EmbeddingsLike
-from drpo_agents.errors import ConfigError
+from drpo_agents.errors import ConfigError, DRPOWarning
 from drpo_agents.models.registry import model_identity, resolve_model
 from drpo_agents.retrieval import ICLRetriever
 
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-class ModelMismatchWarning(UserWarning):
+class ModelMismatchWarning(DRPOWarning):
     """An artifact is used with a model other than the one it was optimized for."""
 
 

@@ -215,6 +215,19 @@ class ICLRetrievalRecord(BaseModel):
     min_similarity: float = Field(..., description="The relevance floor (cosine) an example had to clear.")
 
 
+class ParentRecord(BaseModel):
+    """The earlier result a run started from (a warm start: its prompt and ICL examples)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str = Field(..., description="The earlier artifact's run id.")
+    source: str = Field(..., description="Who produced it: our search, or an import of a published prompt.")
+    artifact_sha256: str = Field(
+        ..., description="sha256 of the earlier artifact's canonical JSON (sorted keys, no spaces)."
+    )
+    responder: str = Field("", description="The model it was aligned for, as it recorded it.")
+
+
 class RoleFailures(BaseModel):
     """What went wrong for one role in a run, counted from the artifact's records."""
 

@@ -14,6 +14,7 @@ from drpo_agents.artifact.records import (
     ICLOptimizationRecord,
     ICLRetrievalRecord,
     LevelRecord,
+    ParentRecord,
     RoleFailures,
     TokenUsage,
     ValidationRecord,
@@ -56,6 +57,7 @@ class AlignmentArtifact(BaseModel):
         description="The embeddings and relevance floor of ICL retrieval (None: an older or imported artifact).",
     )
     best_candidate_id: str | None = None
+    parent: ParentRecord | None = Field(None, description="The earlier result this run started from, if any.")
     candidates: list[CandidateRecord] = Field(default_factory=list)
     evaluations: list[EvaluationRecord] = Field(default_factory=list)
     levels: list[LevelRecord] = Field(default_factory=list)

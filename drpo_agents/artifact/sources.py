@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from drpo_agents.artifact.result import AlignmentArtifact
 from drpo_agents.errors import ArtifactError
-from drpo_agents.infra.run_files import ARTIFACT_FILE, artifact_path
+from drpo_agents.infra.run_files import ARTIFACT_FILE, CURRENT_FILE, artifact_path
 
 ArtifactSource: TypeAlias = AlignmentArtifact | str | Path | Mapping[str, Any]
 """An artifact, a path to ``artifact.json`` or to a run folder, an artifact dict, or the output of
@@ -28,8 +28,11 @@ def load_artifact(source: ArtifactSource) -> AlignmentArtifact:
         return source
     if isinstance(source, str | Path):
         path = Path(source)
-        if path.is_dir() and not (path / ARTIFACT_FILE).is_file():
-            raise ArtifactError(f"{path} is a folder without {ARTIFACT_FILE}: not a finished run folder")
+        if path.is_dir() and not artifact_path(path).is_file():
+            raise ArtifactError(
+                f"{path} is a folder without {ARTIFACT_FILE} or {CURRENT_FILE}: not a finished run "
+                "folder or a deployment folder"
+            )
         return AlignmentArtifact.load(artifact_path(path))
     if isinstance(source, Mapping):
         data = source.get("artifact") if isinstance(source.get("artifact"), Mapping) else source

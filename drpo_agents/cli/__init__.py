@@ -1,7 +1,7 @@
 """The ``drpo`` command line. Thin: it parses options, calls the public API and renders progress.
 
 Modules: ``app`` (the Typer app and shared options), ``build`` (config and models from the
-flags), ``errors`` (the error mapping below), ``run`` (``optimize``, ``resume``), ``summary``
+flags), ``errors`` (the error mapping below), ``run`` (``optimize``), ``resume``, ``summary``
 (progress bar, run summary, inspect tables), ``commands`` (every other command).
 
 Exit codes:
@@ -11,7 +11,8 @@ Exit codes:
   PostgreSQL), the file system refused a write (read-only directory, disk full), or a model
   error stopped it. Work done so far stays in the run directory; the message says how to resume.
 * 2: invalid usage, configuration or input (a missing API key, an unknown provider, a bad flag
-  or file, a damaged or foreign run directory given to ``resume``).
+  or file, a damaged or foreign run directory given to ``resume``, a change a resume refuses:
+  another model without ``--allow-model-change``, levels a run has no queries for).
 * 3: the run finished but produced no valid candidate: every rewrite or every evaluation of
   every level that tried failed, so the "best" prompt is only the initial one. The artifact is
   still written (``drpo inspect`` shows the failures per role).
@@ -26,6 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
+from typing import TextIO
 
 import typer
 
@@ -33,7 +36,10 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 # Importing a command module registers its commands on the app, in the order `drpo --help` lists them.
-from drpo_agents.cli import run  # noqa: F401  (optimize, resume)
+from drpo_agents.cli import run  # noqa: F401  (optimize)
+
+# isort: split
+from drpo_agents.cli import resume  # noqa: F401  (resume)
 
 # isort: split
 from drpo_agents.cli import commands  # noqa: F401  (evaluate, import-official, inspect, report, ...)
@@ -48,6 +54,7 @@ from drpo_agents.cli.errors import (
     exit_of,
     print_error,
 )
+from drpo_agents.errors import DRPOWarning
 from drpo_agents.infra.run_files import CLI_FILE
 
 __all__ = ["CLI_FILE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NO_CANDIDATE", "EXIT_USAGE", "app", "main"]
@@ -58,6 +65,7 @@ def main() -> None:
     ``error:`` line and an exit code (see the module docstring)."""
     if not os.environ.get("DRPO_DEBUG"):
         logging.getLogger("psycopg").addFilter(_drop_ignored_cleanup_errors)
+    warnings.showwarning = _show_warning
     try:
         code = app(standalone_mode=False)  # usage errors come back here, to be said in one line
         sys.exit(code if isinstance(code, int) else 0)
@@ -83,6 +91,24 @@ def main() -> None:
             # a client timeout); the checkpoints already hold everything that finished.
             os._exit(code)
         sys.exit(code)
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Our warnings as one ``warning:`` line on stderr, like errors; any other as Python shows it."""
+    if issubclass(category, DRPOWarning):
+        print_error(str(message), prefix="warning")
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def _drop_ignored_cleanup_errors(record: logging.LogRecord) -> bool:

@@ -1,5 +1,5 @@
-"""The commands around a run: ``evaluate``, ``import-official``, ``inspect``, ``report``, ``chat``,
-``install-local`` and ``version``."""
+"""The commands around a run: ``evaluate``, ``import-official``, ``inspect``, ``report``, ``chat``
+and ``install-local``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ from drpo_agents.artifact import AlignmentArtifact, load_artifact
 from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.cli.build import build_model, build_models, model_specs, read_cli_record
 from drpo_agents.cli.errors import EXIT_FAILED, EXIT_USAGE, fail
+from drpo_agents.cli.evaluation import (
+    BaselineOption,
+    FailUnderOption,
+    MarkdownOption,
+    MaxRegressionOption,
+    MinWinRateOption,
+    gate_thresholds,
+    show_evaluation,
+)
 from drpo_agents.cli.summary import print_json, show_inspection
 from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries
 from drpo_agents.errors import DRPOError
@@ -20,9 +29,7 @@ from drpo_agents.evaluation.held_out import OverlapError
 from drpo_agents.infra.calls import run_sync
 from drpo_agents.infra.run_files import (
     CLI_FILE,
-    EVALUATION_FILE,
     EVALUATION_JOURNAL_FILE,
-    EVALUATION_MARKDOWN_FILE,
     REPORT_FILE,
     artifact_path,
     run_folder,
@@ -55,6 +62,11 @@ def evaluate_command(
     ] = False,
     max_concurrency: Annotated[int, typer.Option(help="Most model calls in flight.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    fail_under: FailUnderOption = None,
+    min_win_rate: MinWinRateOption = None,
+    baseline: BaselineOption = None,
+    max_regression: MaxRegressionOption = None,
+    markdown: MarkdownOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -65,10 +77,15 @@ def evaluate_command(
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Compare the optimized prompt with baselines on held-out queries (aspect scores and win rates)."""
+    """Compare the optimized prompt with baselines on held-out queries (aspect scores and win rates).
+
+    With --fail-under, --min-win-rate or --baseline/--max-regression it is a gate: it exits 1 with
+    one line naming each check that failed and by how much.
+    """
     from drpo_agents.evaluation import aevaluate
 
     loaded, held_out, extra = _evaluation_inputs(artifact, official, queries, prompt)
+    gate = gate_thresholds(fail_under, min_win_rate, max_regression, baseline)
     models = build_models(model_specs(sandbox, responder, judge, None), base_url)
     folder = out or (run_folder(artifact) if artifact else Path("."))
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +96,8 @@ def evaluate_command(
                 responder=models.responder,
                 judge=models.judge,
                 artifact=loaded,
+                baseline=_load_artifact(baseline) if baseline else None,
+                gate=gate,
                 prompts=extra,
                 include_base=not no_base,
                 include_urial=not no_urial,
@@ -93,12 +112,7 @@ def evaluate_command(
         raise fail(str(OverlapError(exc.overlap, remedy="pass --allow-overlap")), EXIT_USAGE) from exc
     except DRPOError as exc:
         raise fail(str(exc), EXIT_FAILED) from exc
-    report.save(folder / EVALUATION_FILE)
-    (folder / EVALUATION_MARKDOWN_FILE).write_text(report.to_markdown(), encoding="utf-8")
-    if as_json:
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-    else:  # the Markdown as is: a terminal wraps it, a file keeps its rows
-        sys.stdout.write(f"{folder / EVALUATION_FILE}\n" if quiet else report.to_markdown() + "\n")
+    show_evaluation(report, folder, markdown, quiet, as_json)
 
 
 def _evaluation_inputs(

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.cli.app import console
-from drpo_agents.errors import ArtifactError, ConfigError, DRPOError
+from drpo_agents.errors import ArtifactError, ConfigError, DRPOError, ResumeRefused
 from drpo_agents.tracing import scrub_secrets
 
 EXIT_FAILED = 1
@@ -22,10 +22,11 @@ EXIT_NO_CANDIDATE = 3
 EXIT_INTERRUPTED = 130
 
 
-def print_error(message: str) -> None:
-    """The one ``error:`` line: on stderr, on one line, without secrets."""
+def print_error(message: str, prefix: str = "error") -> None:
+    """The one ``error:`` (or ``warning:``) line: on stderr, on one line, without secrets."""
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    console.print(f"[bold red]error:[/] {escape(scrub_secrets(line))}", highlight=False, soft_wrap=True)
+    style = "bold red" if prefix == "error" else "bold yellow"
+    console.print(f"[{style}]{prefix}:[/] {escape(scrub_secrets(line))}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -67,8 +68,8 @@ def resumable(run_dir: Path, checkpointer: str | None) -> Iterator[None]:
     """Mark whatever stops the run from here on as resumable (``main`` says how)."""
     try:
         yield
-    except (typer.Exit, typer.Abort, NoValidCandidate):
-        raise  # already reported, or finished (nothing to resume)
+    except (typer.Exit, typer.Abort, NoValidCandidate, ResumeRefused):
+        raise  # already reported, finished (nothing to resume), or a resume that changed nothing
     except (Exception, KeyboardInterrupt) as exc:
         raise Stopped(resume_command(run_dir, checkpointer)) from exc
 

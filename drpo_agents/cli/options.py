@@ -26,6 +26,14 @@ QueriesOption = Annotated[
 IclOption = Annotated[
     Path | None, typer.Option(help="ICL examples (.json); default: packaged seed examples.")
 ]
+FromOption = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Start from an earlier result (artifact.json, a run folder, or `drpo import-official` output): "
+        "its prompt is the initial candidate and its ICL examples the seed set (--icl replaces them).",
+    ),
+]
 ConfigOption = Annotated[Path | None, typer.Option(help="JSON file of DRPOConfig fields; flags override it.")]
 DepthOption = Annotated[int | None, typer.Option(help="Search levels.")]
 BeamSizeOption = Annotated[int | None, typer.Option(help="Candidates kept per level.")]
@@ -57,6 +65,17 @@ MaxIclTokensOption = Annotated[
     int | None, typer.Option(help="Token budget of the ICL examples in the responder's context.")
 ]
 MaxConcurrencyOption = Annotated[int | None, typer.Option(help="Most model calls in flight.")]
+ExtendDepthOption = Annotated[
+    int, typer.Option(min=0, help="Levels to add to a finished run (it continues after its last).")
+]
+MaxTokensBudgetOption = Annotated[
+    int | None, typer.Option(min=1, help="New token budget (a run its budget stopped goes on).")
+]
+MaxCostOption = Annotated[float | None, typer.Option(min=0, help="New cost budget in USD.")]
+AllowModelChangeOption = Annotated[
+    bool,
+    typer.Option("--allow-model-change", help="Resume with other models than the run's (--responder...)."),
+]
 StructuredOutputOption = Annotated[
     StructuredOutputMethod | None,
     typer.Option(
@@ -112,6 +131,7 @@ class OptimizeOptions:
     base_url: str | None
     queries: Path | None
     icl: Path | None
+    start_from: str | None
     config: Path | None
     depth: int | None
     beam_size: int | None

@@ -1,4 +1,4 @@
-"""``drpo optimize`` and ``drpo resume``: the commands that run the search, with their review prompt."""
+"""``drpo optimize``: the command that runs the search, with the review prompt and report ``resume`` shares."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.panel import Panel
 
-from drpo_agents.api import aresume, arun_optimization
+from drpo_agents.api import arun_optimization
 from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
-from drpo_agents.cli.build import build_models, load_config, model_specs, read_cli_record
+from drpo_agents.cli.build import (
+    build_models,
+    load_config,
+    model_specs,
+)
 from drpo_agents.cli.errors import EXIT_FAILED, NoValidCandidate, fail, resumable
 from drpo_agents.cli.estimate import show_estimate
 from drpo_agents.cli.options import (
@@ -24,6 +26,7 @@ from drpo_agents.cli.options import (
     ConfigOption,
     DepthOption,
     EstimateOption,
+    FromOption,
     GateOption,
     IclItersOption,
     IclOption,
@@ -56,9 +59,9 @@ from drpo_agents.infra.calls import run_sync
 from drpo_agents.infra.run_files import CLI_FILE, TRACE_FILE
 from drpo_agents.models.registry import with_output_limit
 from drpo_agents.run_spec import RunResources
-from drpo_agents.runner import RunRecord
 from drpo_agents.search.records import ReviewAnswer, ReviewRequest
 from drpo_agents.tracing import JsonlTracer
+from drpo_agents.warm_start import starting_point, warm_started
 
 
 @app.command("optimize")
@@ -72,6 +75,7 @@ def optimize_command(
     base_url: BaseUrl = None,
     queries: QueriesOption = None,
     icl: IclOption = None,
+    start_from: FromOption = None,
     config: ConfigOption = None,
     depth: DepthOption = None,
     beam_size: BeamSizeOption = None,
@@ -110,6 +114,9 @@ def run_optimize(options: OptimizeOptions) -> None:
     try:
         training = load_queries(o.queries) if o.queries else load_training_queries()
         examples = load_icl_examples(o.icl) if o.icl else None
+        start = starting_point(o.start_from) if o.start_from else None  # a bad source fails before any work
+        if start is not None:
+            cfg, examples = warm_started(cfg, examples, start)
     except DRPOError as exc:
         raise fail(str(exc)) from exc
     specs = model_specs(o.sandbox, o.responder, o.judge, o.rewriter, o.jury)
@@ -135,7 +142,9 @@ def run_optimize(options: OptimizeOptions) -> None:
     with resumable(directory, o.checkpointer):
         with progress_bar(cfg.depth, not (o.quiet or o.as_json)) as on_progress:
             artifact = run_sync(
-                arun_optimization(training, models, replace(resources, on_progress=on_progress), cfg)
+                arun_optimization(
+                    training, models, replace(resources, on_progress=on_progress), cfg, o.start_from
+                )
             )
         write_html_report(directory)
         show_run(artifact, directory, time.perf_counter() - started, o.quiet, o.as_json)
@@ -144,43 +153,6 @@ def run_optimize(options: OptimizeOptions) -> None:
         if not (o.quiet or o.as_json):
             responder_model = with_output_limit(models.responder, cfg.role_max_tokens["responder"])
             show_before_after(responder_model, cfg.initial_prompt, artifact)
-
-
-@app.command("resume")
-def resume_command(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory of a stopped or crashed run.")],
-    checkpointer: Annotated[
-        str | None, typer.Option(help="postgresql:// URL, if the run used PostgreSQL checkpoints.")
-    ] = None,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
-) -> None:
-    """Continue a run from its last checkpoint; calls that finished before the stop are not repeated."""
-    if not run_dir.is_dir():
-        raise fail(f"no run directory {run_dir}")
-    built = read_cli_record(run_dir)
-    models = build_models(built, built["base_url"])
-    started = time.perf_counter()
-    total = RunRecord.load(run_dir).config.depth  # the run's own depth, not the default
-    with resumable(run_dir, checkpointer):
-        with progress_bar(total, not (quiet or as_json)) as on_progress:
-            artifact = run_sync(
-                aresume(
-                    run_dir,
-                    responder=models.responder,
-                    judge=models.judge,
-                    rewriter=models.rewriter,
-                    jury=models.jury,
-                    checkpointer=checkpointer,
-                    callbacks=[JsonlTracer(run_dir / TRACE_FILE)],  # appends to the run's trace
-                    on_progress=on_progress,
-                    reviewer=ask_reviewer,
-                )
-            )
-        write_html_report(run_dir)  # a crash may have come before `drpo optimize` wrote it
-        show_run(artifact, run_dir, time.perf_counter() - started, quiet, as_json)
-        if artifact.no_valid_candidate():
-            raise NoValidCandidate(artifact, run_dir)
 
 
 def write_html_report(run_dir: Path) -> None:

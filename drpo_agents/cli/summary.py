@@ -93,6 +93,7 @@ def show_run(
             "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
             "failed_levels": artifact.failed_levels(),
             "no_valid_candidate": artifact.no_valid_candidate(),
+            "parent": artifact.parent.model_dump() if artifact.parent is not None else None,
         }
         if elapsed is not None:
             summary["seconds"] = round(elapsed, 2)
@@ -111,6 +112,11 @@ def show_run(
         f"{role} {u.calls} calls/{u.total_tokens:,} tok" for role, u in sorted(artifact.usage.items())
     )
     out.print(f"Usage: {usage}")
+    if artifact.parent is not None:
+        parent = artifact.parent
+        out.print(
+            f"Started from: run {parent.run_id} ({parent.source}, sha256 {parent.artifact_sha256[:12]})"
+        )
     if artifact.icl_examples and artifact.icl_retrieval is not None:
         retrieval = artifact.icl_retrieval
         out.print(

@@ -18,8 +18,13 @@ count as non-wins; loss and tie rates are reported beside it.
 Means and win rates come with percentile bootstrap confidence intervals over queries (seeded,
 stdlib ``random`` only). Failed calls are recorded and left out of the statistics.
 
+The gate (:mod:`~drpo_agents.evaluation.gate`): ``gate=GateThresholds(fail_under=..., min_win_rate=...,
+max_regression=...)`` checks the reference's mean, its win rates against the baselines and, with
+``baseline=`` (the deployed artifact, setup ``deployed``), the paired bootstrap interval of its gain;
+the report's ``gate`` holds the verdict (``drpo evaluate --fail-under ...`` exits 1 on a failure).
+
 Held-out rule: the harness refuses (``ConfigError``) evaluation queries that the artifact was
-optimised on (queries of its recorded evaluations, or of its ICL examples), compared as
+optimised on (queries of its recorded evaluations, or of its ICL examples; the baseline's too), compared as
 whitespace- and case-normalised text, unless ``allow_overlap=True``.
 
 Modules: :mod:`~drpo_agents.evaluation.setups` (the setups and baselines),
@@ -30,6 +35,11 @@ Modules: :mod:`~drpo_agents.evaluation.setups` (the setups and baselines),
 :mod:`~drpo_agents.evaluation.runner` (:func:`evaluate`, :func:`aevaluate`).
 """
 
+from drpo_agents.evaluation.gate import (
+    DEPLOYED,
+    GateThresholds,
+    check_gate,
+)
 from drpo_agents.evaluation.held_out import (
     check_held_out,
     training_queries,
@@ -43,6 +53,8 @@ from drpo_agents.evaluation.records import (
     BootstrapSettings,
     Estimate,
     EvaluationReport,
+    GateCheck,
+    GateVerdict,
     Outcome,
     PairwiseRecord,
     QueryRecord,
@@ -68,6 +80,7 @@ from drpo_agents.evaluation.setups import (
 )
 from drpo_agents.evaluation.statistics import (
     estimate,
+    paired_gain,
     pairwise_outcome,
     summarize,
     verdicts_agree,
@@ -75,6 +88,7 @@ from drpo_agents.evaluation.statistics import (
 
 __all__ = [
     "BASE_PROMPT",
+    "DEPLOYED",
     "EVAL_ASPECTS",
     "URIAL_PROMPT",
     "AnswerRecord",
@@ -85,6 +99,9 @@ __all__ = [
     "EvaluationReport",
     "EvaluationSetup",
     "FixedICLRetriever",
+    "GateCheck",
+    "GateThresholds",
+    "GateVerdict",
     "Outcome",
     "PairwiseRecord",
     "QueryRecord",
@@ -94,10 +111,12 @@ __all__ = [
     "aevaluate",
     "artifact_setup",
     "base_setup",
+    "check_gate",
     "check_held_out",
     "estimate",
     "evaluate",
     "load_urial_examples",
+    "paired_gain",
     "pairwise_outcome",
     "prompt_setup_from_file",
     "summarize",

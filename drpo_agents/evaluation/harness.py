@@ -11,6 +11,7 @@ from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import TokenUsage
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import ConfigError, error_text, recoverable_errors
+from drpo_agents.evaluation.gate import DEPLOYED, GateThresholds, check_gate
 from drpo_agents.evaluation.held_out import check_held_out
 from drpo_agents.evaluation.options import EvaluationOptions
 from drpo_agents.evaluation.records import (
@@ -52,6 +53,8 @@ def choose_setups(options: EvaluationOptions) -> tuple[list[EvaluationSetup], st
         chosen.append(urial_setup())
     if options.artifact is not None:
         chosen.append(artifact_setup(options.artifact))
+    if options.baseline is not None:
+        chosen.append(artifact_setup(options.baseline, DEPLOYED))
     chosen += [EvaluationSetup(name=n, system_prompt=p) for n, p in (options.prompts or {}).items()]
     chosen += list(options.setups or [])
     names = [s.name for s in chosen]
@@ -102,8 +105,10 @@ class Harness:
             ConfigError: invalid queries or setups, or queries the artifact was optimised on.
         """
         items = normalize_queries(queries)
-        if options.artifact is not None and not options.allow_overlap:
-            check_held_out(items, options.artifact)
+        if not options.allow_overlap:
+            for artifact in (options.artifact, options.baseline):
+                if artifact is not None:
+                    check_held_out(items, artifact)
         setups, reference = choose_setups(options)
         if not options.aspects:
             raise ConfigError("at least one aspect is needed")
@@ -250,7 +255,7 @@ class Harness:
             confidence=bootstrap["confidence"],
             seed=bootstrap["seed"],
         )
-        return EvaluationReport(
+        report = EvaluationReport(
             aspects=self.aspects,
             reference=self.reference,
             setups=setups,
@@ -261,3 +266,6 @@ class Harness:
             usage={role: TokenUsage.model_validate(u) for role, u in self.usage.items()},
             notes=self.notes,
         )
+        if self.options.gate is not None or self.options.baseline is not None:
+            report.gate = check_gate(report, self.options.gate or GateThresholds())
+        return report

@@ -23,6 +23,7 @@ from drpo_agents.artifact import AlignmentArtifact, ArtifactSource, load_artifac
 from drpo_agents.config import ResponderMode, StructuredOutputMethod
 from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.errors import ConfigError
+from drpo_agents.evaluation.gate import GateThresholds
 from drpo_agents.evaluation.setups import EVAL_ASPECTS, EvaluationSetup
 
 
@@ -45,6 +46,14 @@ class EvaluationOptions(BaseModel):
         None,
         description="A DRPO artifact (or a path to artifact.json or a run folder, or an artifact dict), "
         "evaluated as setup drpo (its prompt + retrieved ICL examples).",
+    )
+    baseline: AlignmentArtifact | None = Field(
+        None,
+        description="The deployed artifact (or its file or run folder), evaluated as setup "
+        "'deployed' for the gate's paired gain and max_regression.",
+    )
+    gate: GateThresholds | None = Field(
+        None, description="Thresholds the reference must meet; the report's gate holds the verdict."
     )
     prompts: Mapping[str, str] | None = Field(None, description="Extra setups, name -> system prompt.")
     setups: Sequence[EvaluationSetup] | None = Field(None, description="Further fully specified setups.")
@@ -84,7 +93,7 @@ class EvaluationOptions(BaseModel):
         "run again with the same file (after a crash) replays them instead of calling again.",
     )
 
-    @field_validator("artifact", mode="before")
+    @field_validator("artifact", "baseline", mode="before")
     @classmethod
     def _load_artifact(cls, value: Any) -> AlignmentArtifact | None:
         return None if value is None else load_artifact(value)
@@ -110,6 +119,8 @@ class EvaluationKeywords(TypedDict, total=False):
     responder: str | BaseLanguageModel[Any]
     judge: str | BaseChatModel
     artifact: ArtifactSource | None
+    baseline: ArtifactSource | None
+    gate: GateThresholds | None
     prompts: Mapping[str, str] | None
     setups: Sequence[EvaluationSetup] | None
     include_base: bool

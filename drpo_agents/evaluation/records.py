@@ -106,6 +106,73 @@ class WinRate(BaseModel):
     loss_rate: float | None = None
 
 
+GateCheckName = Literal["fail_under", "min_win_rate", "max_regression"]
+
+
+class GateCheck(BaseModel):
+    """One check of a gate: what was measured against which threshold, and by how much it missed."""
+
+    check: GateCheckName
+    label: str = Field(..., description='What was measured, e.g. "drpo mean" or "drpo win rate vs base".')
+    value: float | None = Field(..., description="The measured value (None: nothing was scored).")
+    threshold: float
+    passed: bool
+
+    def shortfall(self) -> float | None:
+        """How far the value is under its threshold (None when it passed or there is no value)."""
+        return None if self.passed or self.value is None else self.threshold - self.value
+
+    def describe(self) -> str:
+        """``drpo mean 2.76 is under 3.00 by 0.24`` (or that it passed)."""
+        if self.value is None:
+            return f"{self.label}: nothing was scored (needs {self.threshold:.2f})"
+        verb = "is under" if not self.passed else "meets"
+        gap = f" by {self.shortfall():.2f}" if not self.passed else ""
+        return f"{self.label} {self.value:.2f} {verb} {self.threshold:.2f}{gap}"
+
+
+class GateVerdict(BaseModel):
+    """The gate's decision over one evaluation report: every check, and the paired gain over the
+    deployed setup when one was evaluated."""
+
+    checks: list[GateCheck]
+    gain: Estimate | None = Field(
+        None, description="Mean per-query gain of the reference over the deployed setup, paired bootstrap."
+    )
+
+    @property
+    def passed(self) -> bool:
+        """Whether every check passed."""
+        return all(c.passed for c in self.checks)
+
+    def summary(self) -> str:
+        """One line: ``gate passed (3 checks)`` or ``gate failed: <each failed check>``."""
+        failed = [c.describe() for c in self.checks if not c.passed]
+        if not failed:
+            return f"gate passed ({len(self.checks)} check{'s' * (len(self.checks) != 1)})"
+        return "gate failed: " + "; ".join(failed)
+
+    def to_markdown(self) -> str:
+        """The verdict as a heading and a table, fit for a CI job summary or a pull-request comment."""
+        if not self.checks:
+            lines = ["## Against the deployed prompt"]
+        else:
+            lines = [
+                f"## DRPO gate: {'passed' if self.passed else 'FAILED'}",
+                "",
+                "| check | value | threshold | result |",
+                "|---|---|---|---|",
+            ]
+        for c in self.checks:
+            value = "n/a" if c.value is None else f"{c.value:.2f}"
+            lines.append(
+                f"| {c.label} | {value} | {c.threshold:.2f} | {'pass' if c.passed else '**fail**'} |"
+            )
+        if self.gain is not None:
+            lines += ["", f"Gain over the deployed prompt (per query, paired): {self.gain.format()}"]
+        return "\n".join(lines) + "\n"
+
+
 class EvaluationReport(BaseModel):
     """The harness's result: summary tables, bootstrap intervals and every per-query record."""
 
@@ -123,6 +190,7 @@ class EvaluationReport(BaseModel):
     models: dict[str, str] = Field(default_factory=dict)
     usage: dict[str, TokenUsage] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    gate: GateVerdict | None = Field(None, description="The gate's verdict, when thresholds were given.")
 
     def setup(self, name: str) -> SetupResult:
         """The summary of the setup called ``name``."""
@@ -141,7 +209,8 @@ class EvaluationReport(BaseModel):
     def to_markdown(self) -> str:
         """The summary as Markdown tables (means with 95% intervals, then win rates)."""
         level = round(100 * float(self.bootstrap.get("confidence", 0.95)))
-        lines = [
+        lines = [] if self.gate is None else [self.gate.to_markdown()]
+        lines += [
             f"### Mean scores (1-5) with {level}% bootstrap intervals over {len(self.records)} queries",
             "",
             "| setup | " + " | ".join(self.aspects) + " | overall |",

@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Literal
 
-from drpo_agents.evaluation.records import Estimate, Outcome, QueryRecord, SetupResult, Winner, WinRate
+from drpo_agents.evaluation.records import (
+    AnswerRecord,
+    Estimate,
+    Outcome,
+    QueryRecord,
+    SetupResult,
+    Winner,
+    WinRate,
+)
 from drpo_agents.evaluation.setups import EVAL_ASPECTS, EvaluationSetup
 from drpo_agents.rewards import bootstrap_ci
 
@@ -98,3 +106,26 @@ def summarize(
                 )
             )
     return results, rates
+
+
+def paired_gain(
+    records: Sequence[QueryRecord],
+    setup: str,
+    against: str,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """Mean per-query gain of ``setup``'s score over ``against``'s, with a paired bootstrap interval
+    (queries resampled with both answers kept together); queries either failed on are left out."""
+    gains: list[float] = []
+    for record in records:
+        mine, theirs = _scored(record.answer_of(setup)), _scored(record.answer_of(against))
+        if mine is not None and theirs is not None:
+            gains.append(mine - theirs)
+    return estimate(gains, resamples=resamples, confidence=confidence, seed=seed)
+
+
+def _scored(answer: AnswerRecord | None) -> float | None:
+    return answer.mean if answer is not None and answer.error is None else None

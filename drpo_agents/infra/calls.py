@@ -10,12 +10,13 @@ and without sharing async HTTP clients across event loops.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
@@ -23,6 +24,7 @@ from langchain_core.runnables.config import merge_configs
 from drpo_agents.infra.call_identity import PlanPosition, calling, task_scope
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Task = TypeVar("Task")  # a node's input: its Send payload
 
 
@@ -232,6 +234,22 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     except KeyboardInterrupt:
         future.cancel()  # stop the run (it stays resumable from its last checkpoint)
         raise
+
+
+def blocking_twin(
+    coroutine_function: Callable[P, Coroutine[Any, Any, T]], name: str, doc: str
+) -> Callable[P, T]:
+    """The blocking twin of ``coroutine_function``, run by :func:`run_sync`: made by this one wrapper,
+    its parameters are the coroutine function's by construction (type checkers, IDEs and
+    ``inspect.signature`` see them), not a copy that could drift."""
+
+    @functools.wraps(coroutine_function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(coroutine_function(*args, **kwargs))
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = doc
+    return call
 
 
 def plan_node(

@@ -29,13 +29,19 @@ REPORT_FILE = "report.html"
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_MARKDOWN_FILE = "evaluation.md"
 EVALUATION_JOURNAL_FILE = "evaluation_responses.sqlite"
+CURRENT_FILE = "current.json"
+"""A deployment folder's pointer to its deployed artifact (:mod:`drpo_agents.realign.deployment`)."""
 MEMORY_DIR = "memory"
 """The critique memory the CLI's runs share, beside their run directories (``runs/memory``)."""
 
 
 def artifact_path(run: Path) -> Path:
-    """The artifact file of ``run``: a run directory's ``artifact.json``, or ``run`` itself if it is a file."""
-    return run / ARTIFACT_FILE if run.is_dir() else run
+    """The artifact file of ``run``: a run directory's ``artifact.json``, a deployment folder's
+    ``current.json``, or ``run`` itself if it is a file."""
+    if not run.is_dir():
+        return run
+    deployed = run / CURRENT_FILE
+    return deployed if deployed.exists() and not (run / ARTIFACT_FILE).exists() else run / ARTIFACT_FILE
 
 
 def run_folder(run: Path) -> Path:

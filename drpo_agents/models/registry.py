@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from langchain_core.language_models import BaseLanguageModel
 
@@ -153,6 +153,24 @@ def model_identity(model: BaseLanguageModel[Any]) -> str:
         identity += f"(seed={params['seed']}{knobs})"
     base_url = getattr(model, "openai_api_base", None)
     return f"{identity}@{base_url}" if base_url else identity
+
+
+def rebuild_spec(model: BaseLanguageModel[Any]) -> str | None:
+    """The model string :func:`resolve_model` turns back into ``model``, where one exists.
+
+    Sandbox models (``"sandbox:SEED?KNOB=VALUE"``) and in-process local models built with their
+    default options (``"local:PATH.gguf"``) have one, so a run started with such instances (the
+    CLI builds instances) resumes from Python without them; other instances return None.
+    """
+    from drpo_agents.models.local import LocalChatModel
+    from drpo_agents.models.sandbox.chat import SandboxChatModel
+
+    if isinstance(model, SandboxChatModel):
+        knobs = model.knobs()
+        return f"sandbox:{model.seed}" + (f"?{urlencode(knobs)}" if knobs else "")
+    if isinstance(model, LocalChatModel) and not model.model_fields_set - {"model_name", "model_path"}:
+        return f"local:{model.model_path}"
+    return None
 
 
 def is_openai_client(model: object) -> bool:

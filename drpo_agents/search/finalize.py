@@ -12,6 +12,7 @@ from drpo_agents.artifact import (
     ICLOptimizationRecord,
     ICLRetrievalRecord,
     LevelRecord,
+    ParentRecord,
     TokenUsage,
     ValidationRecord,
 )
@@ -39,6 +40,7 @@ def finalize(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         icl_k=config.icl_k,
         icl_retrieval=_retrieval_record(ctx, state),
         best_candidate_id=best_id,
+        parent=ParentRecord.model_validate(state["parent"]) if state.get("parent") else None,
         candidates=[CandidateRecord.model_validate(c) for c in candidates],
         evaluations=[EvaluationRecord.model_validate(e) for e in evaluations],
         levels=[

@@ -83,6 +83,7 @@ class _RunFields(TypedDict, total=False):
     run_id: str
     # seed ICL examples (ICLExample dicts); default: the factory's
     icl_examples: Annotated[list[Any], WrittenOnce]
+    parent: JsonObject  # a warm start's ParentRecord (drpo_agents.warm_start)
 
 
 class DRPOInput(_RunFields, total=False):
