@@ -19,7 +19,9 @@ class RunRecord:
         run_id: the run's id (also its checkpoint thread id).
         config: the run's settings.
         models: per role, what a resume rebuilds the model from (:meth:`RunModels.specs`).
-        memory: the critique-memory location, when it is a folder or a server URL.
+        memory: the critique-memory location, when it is a folder or a server URL. A folder inside
+            the run folder is saved relative to it and any other as an absolute path, so a resume
+            from another working directory opens the same memory.
         identities: per role, the model that ran (:meth:`RoleModels.identities`), which a resume
             must match; empty in records written before it was kept.
     """
@@ -38,7 +40,7 @@ class RunRecord:
             "config": self.config.to_json_dict(),
             "models": self.models,
             "identities": self.identities,
-            "memory": self.memory,
+            "memory": _portable(self.memory, run_dir),
         }
         (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
 
@@ -55,10 +57,33 @@ class RunRecord:
                 run_id=str(record["run_id"]),
                 config=DRPOConfig.model_validate(record["config"]),
                 models=dict(record.get("models", {})),
-                memory=record["memory"] if isinstance(record.get("memory"), str) else None,
+                memory=_located(record.get("memory"), run_dir),
                 identities={str(k): str(v) for k, v in dict(record.get("identities") or {}).items()},
             )
         except FileNotFoundError as exc:
             raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{run_dir / CONFIG_FILE} is damaged: {exc}") from exc
+
+
+def _portable(memory: str | None, run_dir: Path) -> str | None:
+    """``memory`` as ``config.json`` keeps it: a server URL as is, a folder relative to the run
+    folder when inside it, else absolute."""
+    if memory is None or "://" in memory:
+        return memory
+    folder = Path(memory).resolve()
+    try:
+        return str(folder.relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(folder)
+
+
+def _located(memory: object, run_dir: Path) -> str | None:
+    """The memory location a saved record names (relative folders are inside the run folder; a
+    record written before that rule named them from the working directory, which still works)."""
+    if not isinstance(memory, str):
+        return None
+    if "://" in memory or Path(memory).is_absolute():
+        return memory
+    inside = run_dir / memory
+    return str(inside) if inside.exists() or not Path(memory).exists() else memory

@@ -130,15 +130,19 @@ def test_sandbox_and_local_instances_are_recorded_by_a_string_that_rebuilds_them
 
 @pytest.mark.slow
 def test_the_cli_extends_refuses_and_changes_models_and_python_resumes_its_sandbox_run(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made = drpo("optimize", "--sandbox", "--depth", "1", "--beam-size", "1", "--run-dir", "run", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     run_dir = tmp_path / "run"
-    # Built by the CLI from "sandbox" strings as instances: Python rebuilds them from config.json.
-    assert (
-        resume(run_dir).system_prompt == json.loads((run_dir / "artifact.json").read_text())["system_prompt"]
-    )
+    # Built by the CLI from "sandbox" strings as instances: Python rebuilds them from config.json,
+    # from another working directory, with the run's own memory (not one made where it stands).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    resumed = resume(run_dir)
+    assert resumed.system_prompt == json.loads((run_dir / "artifact.json").read_text())["system_prompt"]
+    assert list(elsewhere.iterdir()) == []
 
     extended = drpo("resume", "run", "--extend-depth", "1", "--json", cwd=tmp_path)
     assert extended.returncode == 0, extended.stderr
