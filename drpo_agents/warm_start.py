@@ -28,9 +28,11 @@ class StartingPoint:
 
 
 def artifact_sha256(artifact: AlignmentArtifact) -> str:
-    """sha256 of ``artifact``'s canonical JSON (sorted keys, no spaces): the same artifact gives the
-    same hash whether it is held as an object, a file or a run folder."""
-    canonical = json.dumps(artifact.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """sha256 of ``artifact``'s canonical JSON (sorted keys, no spaces), ``created_at`` left out: the
+    same content gives the same hash whether it is held as an object, a file or a run folder, and
+    whenever it was made."""
+    content = artifact.model_dump(mode="json", exclude={"created_at"})
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -71,7 +71,10 @@ def _langgraph_cli() -> Path | None:
 def _server_config(workdir: Path) -> Path:
     """The repo's langgraph.json, with graph paths and dependencies resolved against the repo."""
     config = json.loads((REPO_ROOT / "langgraph.json").read_text())
-    assert config["graphs"] == {"drpo": "./graphs/drpo.py:graph"}, config["graphs"]
+    assert config["graphs"] == {
+        "drpo": "./graphs/drpo.py:graph",
+        "realign": "./graphs/realign.py:graph",
+    }, config["graphs"]
 
     def absolute(path: str) -> str:
         return str((REPO_ROOT / path).resolve()) if path.startswith(".") else path
@@ -143,10 +146,14 @@ def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
         DRPO_JUDGE="sandbox",
         DRPO_REWRITER="",
         DRPO_CONFIG=json.dumps(CONFIG),
+        CRON_SCHEDULER_SLEEP_TIME="1",  # look for due cron jobs every second, not every 5
         PYTHONUNBUFFERED="1",
     )
     port = _free_port()
     command = [str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"]
+    # The realign graph's search does file and SQLite work on drpo's own event loop, in the worker
+    # thread of a sync node; the in-memory server's blocking-call check flags every thread with a loop.
+    command += ["--allow-blocking"]
     command += ["--config", str(config)]
     started = time.monotonic()
     with log.open("wb") as out:
@@ -250,3 +257,45 @@ def test_server_publishes_the_input_schema(langgraph_server: tuple[str, Path]) -
     assert schemas["input_schema"] is not None, "no input schema"
     assert "queries" in schemas["input_schema"]["required"]
     assert "artifact" in schemas["output_schema"]["properties"]
+
+
+def _wait_for_rounds(deploy_dir: Path, rounds: int, log: Path) -> None:
+    """Poll the deployment's history until it holds ``rounds`` rounds (the cron job ran)."""
+    from drpo_agents.realign import Deployment
+
+    deadline = time.monotonic() + 90
+    while len(Deployment(deploy_dir).history()) < rounds:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no round {rounds} within 90 s; server log:\n{_tail(log)}")
+        threading.Event().wait(0.2)
+
+
+def test_realign_rounds_run_on_the_server_and_on_its_cron_schedule(
+    langgraph_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The realign graph of langgraph.json: one round as a run, the next from a cron job."""
+    from drpo_agents import load_training_queries
+    from drpo_agents.artifact import load_artifact
+    from drpo_agents.realign import Deployment
+
+    url, log = langgraph_server
+    client = langgraph_sdk.get_sync_client(url=url, api_key=None)
+    deploy, inbox = tmp_path / "alignment", tmp_path / "incoming"
+    inbox.mkdir()
+    training = load_training_queries()
+    (inbox / "week1.jsonl").write_text("".join(json.dumps(q) + "\n" for q in training[:20]))
+    inputs = {"deploy_dir": str(deploy), "queries": str(inbox)}
+
+    output = client.runs.wait(None, "realign", input=inputs)
+    assert output["record"]["decision"] == "promoted", output
+    assert load_artifact(deploy).run_id == "r0001"
+
+    (inbox / "week2.jsonl").write_text("".join(json.dumps(q) + "\n" for q in training[20:40]))
+    cron = client.crons.create("realign", schedule="* * * * * *", input=inputs)  # every second
+    try:
+        _wait_for_rounds(deploy, 2, log)
+    finally:
+        client.crons.delete(cron["cron_id"])
+    second = Deployment(deploy).history()[1]
+    assert second.round == 2 and second.query_files == [str(inbox / "week2.jsonl")]
+    assert second.decision in ("promoted", "kept") and second.run_dir == "rounds/r0002"

@@ -57,6 +57,7 @@ def test_the_cli_lists_the_run_commands_first() -> None:
     assert names == [
         "optimize",
         "resume",
+        "realign",
         "evaluate",
         "import-official",
         "inspect",

@@ -1,7 +1,7 @@
 """The ``drpo`` command line. Thin: it parses options, calls the public API and renders progress.
 
 Modules: ``app`` (the Typer app and shared options), ``build`` (config and models from the
-flags), ``errors`` (the error mapping below), ``run`` (``optimize``), ``resume``, ``summary``
+flags), ``errors`` (the error mapping below), ``run`` (``optimize``), ``resume``, ``realign``, ``summary``
 (progress bar, run summary, inspect tables), ``commands`` (every other command).
 
 Exit codes:
@@ -40,6 +40,9 @@ from drpo_agents.cli import run  # noqa: F401  (optimize)
 
 # isort: split
 from drpo_agents.cli import resume  # noqa: F401  (resume)
+
+# isort: split
+from drpo_agents.cli import realign  # noqa: F401  (realign)
 
 # isort: split
 from drpo_agents.cli import commands  # noqa: F401  (evaluate, import-official, inspect, report, ...)
