@@ -170,6 +170,13 @@ class DRPOConfig(BaseModel):
         True, description="Store critiques and show the rewriter similar past ones (off = ablation)."
     )
     memory_k: int = Field(5, ge=0, le=50, description="Past critiques shown to the rewriter per rewrite.")
+    memory_rules: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="General lessons distilled from earlier runs' recurring critiques, shown to the "
+        "rewriter beside the specific ones (0: none; docs/REALIGN.md has the ablation).",
+    )
     memory_scope: MemoryScope = Field(
         "model", description="Recall critiques from runs of the same responder model, this run only, or all."
     )

@@ -63,6 +63,7 @@ def strong_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_better_candidate_is_promoted_and_apps_load_it_from_the_folder(tmp_path: Path) -> None:
     deploy = tmp_path / "alignment"
     record = _round(deploy, _write_queries(tmp_path / "week1.jsonl", 0, 20))
+    assert not (deploy / "memory").exists() and (deploy / "rounds" / "r0001" / "memory").is_dir()  # its own
 
     assert (record.round, record.decision, record.deployed_before, record.deployed_after) == (
         1,
@@ -98,17 +99,23 @@ def test_a_worse_candidate_is_kept_and_the_history_says_why(tmp_path: Path, stro
 def test_each_query_is_used_once_and_a_growing_folder_feeds_the_next_round(tmp_path: Path) -> None:
     deploy, inbox = tmp_path / "alignment", tmp_path / "inbox"
     _write_queries(inbox / "week1.jsonl", 0, 20)
-    first = _round(deploy, inbox)
-    again = _round(deploy, inbox)
+    first = _round(deploy, inbox, shared_memory=True)
+    again = _round(deploy, inbox, shared_memory=True)
     assert again.decision == "skipped" and "0 new queries" in again.reason
     assert len(Deployment(deploy).history()) == 1  # a skip is not a round
 
     _write_queries(inbox / "week2.jsonl", 10, 40)  # overlaps week 1 by ten queries
-    second = _round(deploy, inbox)
+    second = _round(deploy, inbox, shared_memory=True)
     assert second.round == 2 and second.query_files == [str(inbox / "week2.jsonl")]
     assert len(second.train_queries) + len(second.held_out_queries) == 20
     assert not set(first.query_keys) & set(second.query_keys)
     assert all(q.startswith("week2/") for q in second.train_queries + second.held_out_queries)
+
+    # Round 2 learned from round 1 through the shared memory (--shared-memory), and says so.
+    sources = load_artifact(deploy / "rounds" / "r0002").lesson_sources()
+    assert sources.get("r0001", 0) > 0, sources
+    inspected = drpo("inspect", str(deploy / "rounds" / "r0002"), cwd=tmp_path)
+    assert f"from earlier runs (r0001: {sources['r0001']})" in " ".join(inspected.stdout.split())
 
 
 def test_the_split_depends_on_the_queries_and_the_seed_only() -> None:

@@ -62,6 +62,10 @@ class CandidateRecord(BaseModel):
     analysis: str = ""
     thought: str = ""
     lessons: list[str] = Field(default_factory=list, description="Past critiques shown to the rewriter.")
+    lesson_runs: list[str] = Field(
+        default_factory=list,
+        description="The run each lesson was learned in, same order as lessons ('+'-joined for a general one).",
+    )
 
     @property
     def mean_reward(self) -> float | None:

@@ -195,6 +195,17 @@ class AlignmentArtifact(BaseModel):
         """Whether the level asked the rewriter for new prompts (it did unless all were carried)."""
         return not level.skipped or any(failure.step == "rewrite" for failure in level.failures)
 
+    def lesson_sources(self) -> dict[str, int]:
+        """How many lessons from critique memory the rewriter was shown, by the run each was learned
+        in (this run's own id included), counted once per rewrite (its children share them)."""
+        sources: dict[str, int] = {}
+        rewrites = {(c.parent_id, c.level): c for c in self.candidates if c.lessons}
+        for candidate in rewrites.values():
+            for runs in candidate.lesson_runs or ["(unknown)"] * len(candidate.lessons):
+                for run_id in runs.split("+"):  # a general lesson names every run it was learned in
+                    sources[run_id] = sources.get(run_id, 0) + 1
+        return sources
+
     def reward_curve(self) -> list[float]:
         """Best mean reward of the beam after each level."""
         return [level.beam_mean_rewards[0] for level in self.levels if level.beam_mean_rewards]

@@ -193,6 +193,7 @@ def inspect_command(
         "validation": [v.model_dump() for v in artifact.validation],
         "gate_decisions": [d.model_dump() for d in artifact.gate_decisions],
         "jury_disagreement": [lvl.jury_disagreement for lvl in artifact.levels],
+        "lessons_by_run": artifact.lesson_sources(),
         "notes": artifact.notes,
     }
     print_json(summary)

@@ -65,6 +65,12 @@ def realign_command(
         float, typer.Option(min=0.05, max=0.9, help="Share of the new queries held out for the gate.")
     ] = 0.3,
     min_new_queries: Annotated[int, typer.Option(min=2, help="Fewer new queries than this: no round.")] = 4,
+    shared_memory: Annotated[
+        bool,
+        typer.Option(
+            "--shared-memory", help="Rounds recall earlier rounds' critiques (did not pay: docs/REALIGN.md)."
+        ),
+    ] = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
@@ -94,18 +100,21 @@ def realign_command(
                 held_out_fraction=held_out,
                 min_new_queries=min_new_queries,
                 initial=initial,
+                shared_memory=shared_memory,
             )
         )
     except ConfigError as exc:
         raise fail(str(exc)) from exc
     except DRPOError as exc:
         raise fail(f"{exc}. Run the same command again to resume the round", EXIT_FAILED) from exc
+    _show(record, Deployment(deploy_dir), quiet, as_json)
+
+
+def _show(record: RoundRecord, deployment: Deployment, quiet: bool, as_json: bool) -> None:
     if as_json:
         print_json(record.model_dump(mode="json"))
-    elif quiet:
-        sys.stdout.write(f"{Deployment(deploy_dir).pointer}\n")
     else:
-        sys.stdout.write(round_summary(record, Deployment(deploy_dir)) + "\n")
+        sys.stdout.write(f"{deployment.pointer if quiet else round_summary(record, deployment)}\n")
 
 
 def round_summary(record: RoundRecord, deployment: Deployment) -> str:

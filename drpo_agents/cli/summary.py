@@ -94,6 +94,7 @@ def show_run(
             "failed_levels": artifact.failed_levels(),
             "no_valid_candidate": artifact.no_valid_candidate(),
             "parent": artifact.parent.model_dump() if artifact.parent is not None else None,
+            "lessons_by_run": artifact.lesson_sources(),
         }
         if elapsed is not None:
             summary["seconds"] = round(elapsed, 2)
@@ -123,6 +124,8 @@ def show_run(
             f"ICL examples: {len(artifact.icl_examples)}, up to {artifact.icl_k} per request, those with "
             f"similarity >= {retrieval.min_similarity:.2f} ({retrieval.embeddings})"
         )
+    if sources := artifact.lesson_sources():
+        out.print(_memory_line(artifact.run_id, sources))
     correlation = artifact.length_reward_correlation()
     if correlation is not None:
         hint = " (high: check the judge for a length bias)" if correlation > 0.5 else ""
@@ -166,6 +169,17 @@ def _reward_table(artifact: AlignmentArtifact) -> None:
         [*(Column(name, justify="right") for name in columns), "note"],
         (row(level) for level in artifact.levels),
     )
+
+
+def _memory_line(run_id: str, sources: dict[str, int]) -> str:
+    """``Memory: 12 lessons recalled: 7 from this run, 5 from earlier runs (r0001: 5)``."""
+    own = sources.get(run_id, 0)
+    earlier = {run: n for run, n in sorted(sources.items()) if run != run_id}
+    line = f"Memory: {sum(sources.values())} lessons recalled: {own} from this run"
+    if earlier:
+        named = ", ".join(f"{run}: {n}" for run, n in earlier.items())
+        line += f", {sum(earlier.values())} from earlier runs ({named})"
+    return line
 
 
 def show_inspection(artifact: AlignmentArtifact, run_dir: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from drpo_agents.memory.base import Critique, CritiqueMemory
+from drpo_agents.memory.base import Critique, CritiqueMemory, Lesson, ListableCritiqueMemory
 from drpo_agents.memory.in_memory import InMemoryCritiqueMemory
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ __all__ = [
     "Critique",
     "CritiqueMemory",
     "InMemoryCritiqueMemory",
+    "Lesson",
+    "ListableCritiqueMemory",
     "chroma_client",
 ]
 

@@ -48,6 +48,15 @@ class Critique:
         return f"{self.query}\n{self.aspect}: {self.rationale}"
 
 
+@dataclass(frozen=True)
+class Lesson:
+    """What the rewriter is shown from memory: a specific past critique or a general rule."""
+
+    text: str
+    query: str  # the query a specific critique quotes ("" for a general rule)
+    runs: tuple[str, ...]  # the run(s) it was learned in
+
+
 def digest(*parts: str) -> str:
     """A short stable hash of ``parts`` (record ids, collection names)."""
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
@@ -73,6 +82,15 @@ class CritiqueMemory(Protocol):
         ``text`` first, ties by record id. ``horizon=(run_id, level)``: that run's own records
         only from levels below ``level`` (what its checkpoint had committed when the level began)."""
         ...
+
+
+@runtime_checkable
+class ListableCritiqueMemory(CritiqueMemory, Protocol):
+    """A critique memory that can also list one responder model's low-scoring critiques, which
+    general lessons are distilled from (:mod:`drpo_agents.memory.distill`); both built-in
+    memories can."""
+
+    def critiques_of(self, responder_model: str) -> list[Critique]: ...
 
 
 # The keywords the search passes to ``CritiqueMemory.recall``.

@@ -226,6 +226,11 @@ class ChromaCritiqueMemory:
             horizon=horizon,
         )
 
+    def critiques_of(self, responder_model: str) -> list[Critique]:
+        """Every stored low-scoring critique of ``responder_model``'s answers (its lessons collection)."""
+        with Unreachable():
+            return list(self._mirror(self._lessons_for(responder_model)).critiques)
+
     def _mirror(self, collection: Any) -> CritiqueTable:
         """This process's image of ``collection``: read once, then kept in step by our writes and
         re-read by :meth:`remember` when another process wrote."""

@@ -48,5 +48,13 @@ class InMemoryCritiqueMemory:
             horizon=horizon,
         )
 
+    def critiques_of(self, responder_model: str) -> list[Critique]:
+        """Every stored low-scoring critique of ``responder_model``'s answers."""
+        return [
+            c
+            for c in list(self._table.critiques)
+            if c.responder_model == responder_model and c.score <= LESSON_MAX_SCORE
+        ]
+
     def __len__(self) -> int:
         return len(self._table)

@@ -1,8 +1,8 @@
 """Realignment: the self-alignment loop as one command and one graph.
 
-A round takes new queries and the deployed artifact, runs a warm-started search with the
-deployment's shared critique memory, evaluates the candidate against the deployed artifact on
-held-out queries, and promotes it only if the gate passes. Modules:
+A round takes new queries and the deployed artifact, runs a warm-started search, evaluates the
+candidate against the deployed artifact on held-out queries, and promotes it only if the gate
+passes. Modules:
 :mod:`~drpo_agents.realign.deployment` (the folder: versions, the ``current.json`` pointer,
 history), :mod:`~drpo_agents.realign.inputs` (new queries and their split),
 :mod:`~drpo_agents.realign.graph` (the round as a LangGraph graph) and

@@ -90,6 +90,9 @@ class RealignSettings:
         min_new_queries: fewer new queries than this and no round runs.
         initial: deployed as ``v0000`` when the folder has nothing deployed yet (default: the plain
             initial prompt).
+        shared_memory: every round recalls the critiques of the rounds before it (the folder's
+            ``memory/``); off by default, each round keeps its own (``rounds/rNNNN/memory``): over 16
+            seeds the shared memory did not raise the held-out score (docs/REALIGN.md).
         embeddings: for ICL retrieval, as for :func:`~drpo_agents.api.aoptimize`.
     """
 
@@ -103,6 +106,7 @@ class RealignSettings:
     min_new_queries: int = 4
     initial: ArtifactSource | None = None
     embeddings: EmbeddingsLike | None = None
+    shared_memory: bool = False
 
 
 def create_realign_graph(
@@ -117,6 +121,7 @@ def create_realign_graph(
     min_new_queries: int = 4,
     initial: ArtifactSource | None = None,
     embeddings: EmbeddingsLike | None = None,
+    shared_memory: bool = False,
 ) -> StateGraph[RealignState, None, RealignInput, RealignState]:
     """Build the realignment graph (uncompiled: the caller chooses the checkpointer).
 
@@ -136,6 +141,7 @@ def create_realign_graph(
         min_new_queries=min_new_queries,
         initial=initial,
         embeddings=embeddings,
+        shared_memory=shared_memory,
     )
     steps = _Steps(settings)
     graph = StateGraph(RealignState, input_schema=RealignInput, output_schema=RealignState)
@@ -196,8 +202,8 @@ class _Steps:
         return {**round_fields, "train": train, "held_out": held_out, "decision": "kept", "reason": ""}
 
     def optimize(self, state: RealignState, config: RunnableConfig) -> RealignUpdate:
-        """The round's search, warm-started from the deployed version, with the shared memory
-        (resumed from its own checkpoints when the round ran before)."""
+        """The round's search, warm-started from the deployed version (resumed from its own
+        checkpoints when the round ran before)."""
         s, deployment = self.settings, Deployment(state["deploy_dir"])
         run_dir = deployment.round_dir(state["round"])
         callbacks = config.get("callbacks")
@@ -213,7 +219,9 @@ class _Steps:
                 embeddings=s.embeddings,
                 run_dir=run_dir,
                 run_id=run_dir.name,
-                memory=str(deployment.root / MEMORY_DIR),
+                memory=str(deployment.root / MEMORY_DIR)
+                if s.shared_memory
+                else None,  # None: the round's own
                 callbacks=callbacks,
                 start_from=deployment.version_path(state["deployed"]),
             )

@@ -40,12 +40,13 @@ async def arealign(
     min_new_queries: int = 4,
     initial: ArtifactSource | None = None,
     embeddings: EmbeddingsLike | None = None,
+    shared_memory: bool = False,
     callbacks: Callbacks = None,
 ) -> RoundRecord:
     """Run one realignment round in ``deploy_dir`` on the new queries in ``queries``.
 
-    The round optimizes on most of the new queries, warm-started from the deployed artifact with
-    the folder's shared critique memory, evaluates the candidate against the deployed artifact on
+    The round optimizes on most of the new queries, warm-started from the deployed artifact,
+    evaluates the candidate against the deployed artifact on
     the rest, and promotes it (``current.json`` switches atomically) only if the gate passes;
     ``history.jsonl`` records the round either way. With too few new queries nothing runs (the
     record says ``skipped`` and is not kept). A round that was killed is resumed, with the inputs
@@ -56,7 +57,8 @@ async def arealign(
             :mod:`drpo_agents.realign.deployment`).
         queries: a query file, or a folder of query files that grows (each query is used once).
         responder, judge, rewriter, evaluation_judge, config, gate, held_out_fraction,
-            min_new_queries, initial, embeddings: see :class:`~drpo_agents.realign.graph.RealignSettings`.
+            min_new_queries, initial, embeddings, shared_memory: see
+            :class:`~drpo_agents.realign.graph.RealignSettings`.
         callbacks: LangChain callbacks for the round (its search and evaluation included).
 
     Raises:
@@ -76,6 +78,7 @@ async def arealign(
         min_new_queries=min_new_queries,
         initial=initial,
         embeddings=embeddings,
+        shared_memory=shared_memory,
     )
     with _one_round_at_a_time(deployment.root):
         async with open_checkpointer(None, deployment.root) as saver:

@@ -53,6 +53,12 @@ def kpis_html(view: View) -> str:
         ("evaluations", str(len(art.evaluations)), f"{sum(1 for e in art.evaluations if e.error)} failed"),
         ("model calls", f"{calls:,}", f"{tokens:,} tokens"),
     ]
+    if sources := art.lesson_sources():
+        earlier = sum(n for run, n in sources.items() if run != art.run_id)
+        runs = ", ".join(sorted(run for run in sources if run != art.run_id)) or "none"
+        items.append(
+            ("lessons recalled", str(sum(sources.values())), f"{earlier} from earlier runs ({runs})")
+        )
     cells = "".join(
         f'<div class="kpi"><div class="l">{esc(label)}</div><div class="v">{esc(value)}</div>'
         f'<div class="s">{esc(sub)}</div></div>'

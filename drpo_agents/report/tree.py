@@ -160,7 +160,12 @@ def _candidate_detail(view: View, cand: CandidateRecord) -> str:
         blocks.append(
             "<details><summary>Lessons recalled from memory "
             f"({len(cand.lessons)})</summary><ul>"
-            + "".join(f"<li>{esc(lesson)}</li>" for lesson in cand.lessons)
+            + "".join(
+                f"<li>{esc(lesson)}{f' <small>(run {esc(run)})</small>' if run else ''}</li>"
+                for lesson, run in zip(
+                    cand.lessons, cand.lesson_runs or [""] * len(cand.lessons), strict=False
+                )
+            )
             + "</ul></details>"
         )
     for record in (r for r in view.artifact.evaluations if r.candidate_id == cand.id):

@@ -16,6 +16,7 @@ from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import DRPOConfig
 from drpo_agents.infra.calls import RoleLimiter
 from drpo_agents.memory import CritiqueMemory
+from drpo_agents.memory.distill import Rule
 from drpo_agents.models.roles import RoleModels
 from drpo_agents.retrieval import ICLRetriever
 from drpo_agents.rewards import mean
@@ -68,6 +69,7 @@ class SearchContext:
     aspects: AspectCatalog | None  # the judge's catalog (None: the built-in one), for the ICL stage too
     calling: RoleModels  # the models the agents call (behind the run's cache and journal)
     retrievers: dict[str, ICLRetriever] = field(default_factory=dict)  # one per ICL set
+    rule_books: dict[str, list[Rule]] = field(default_factory=dict)  # per run: distilled once
 
     def agent_of(self, role: str) -> Judge | PromptRewriter:
         return self.judge if role == "judge" else self.rewriter

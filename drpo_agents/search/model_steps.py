@@ -1,4 +1,4 @@
-"""The model-calling nodes as call plans (one body for invoke and ainvoke), and memory recall."""
+"""The model-calling nodes as call plans (one body for invoke and ainvoke)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from drpo_agents.agents import RewriteCase as AgentRewriteCase
 from drpo_agents.errors import error_text, recoverable_errors
 from drpo_agents.infra.calls import CallPlan, ModelCall, call_config
-from drpo_agents.memory import Critique
+from drpo_agents.memory import Lesson
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection, ICLExample
 from drpo_agents.search.context import SearchContext, tagged
+from drpo_agents.search.lessons import recall_lessons
 from drpo_agents.search.records import (
     AspectChoice,
     AspectTask,
@@ -86,14 +87,14 @@ def plan_rewrite(ctx: SearchContext, task: RewriteTask, config: RunnableConfig) 
         for c in task["cases"]
     ]
     node_config = tagged(config, task, "parent_id", "level")
-    lessons: list[str] = []
-    lesson_queries: list[str] = []
-    if ctx.memory is not None and ctx.config.memory_k:
+    recalled: list[Lesson] = []
+    if ctx.memory is not None and (ctx.config.memory_k or ctx.config.memory_rules):
         recall_config = call_config(node_config, "memory", "recall_critiques")
-        recall = RunnableLambda(partial(recall_critiques, ctx), name="drpo_recall_critiques")
+        recall = RunnableLambda(partial(recall_lessons, ctx), name="drpo_recall_critiques")
         recalled = yield ModelCall(recall, task, recall_config)
-        lessons = [c.as_lesson() for c in recalled]
-        lesson_queries = [c.query for c in recalled]
+    lessons = [lesson.text for lesson in recalled]
+    lesson_queries = [lesson.query for lesson in recalled if lesson.query]
+    lesson_runs = ["+".join(lesson.runs) for lesson in recalled]
     try:
         result = yield from ctx.rewriter.plan_propose(
             task["prompt"],
@@ -127,6 +128,7 @@ def plan_rewrite(ctx: SearchContext, task: RewriteTask, config: RunnableConfig) 
             analysis=proposal.analysis,
             thought=proposal.thought,
             lessons=lessons,
+            lesson_runs=lesson_runs,
         )
     dropped: list[Failure] = [
         {"step": "rewrite", "level": task["level"], "candidate_id": task["parent_id"], "error": reason}
@@ -183,31 +185,3 @@ def plan_evaluate(ctx: SearchContext, task: EvaluateTask, config: RunnableConfig
         record["jury_errors"] = verdict.errors
         record["disagreement"] = verdict.disagreement
     return {"evaluations": [record], "usage": usage, "structured_methods": ctx.methods_used("judge")}
-
-
-def recall_critiques(ctx: SearchContext, task: RewriteTask) -> list[Critique]:
-    """Past critiques similar to the parent's failures, for the rewriter (not the parent's own)."""
-    assert ctx.memory is not None
-    # Search by the queries and what went wrong, so lessons come from similar failures.
-    text = "\n".join(
-        [c["query"] for c in task["cases"]]
-        + [f"{s['aspect']}: {s['rationale']}" for c in task["cases"] for s in c["scores"] if s["score"] <= 3]
-    )
-    scope = ctx.config.memory_scope
-    recalled = ctx.memory.recall(
-        text,
-        k=ctx.config.memory_k + 5 * len(task["cases"]),
-        responder_model=ctx.models["responder"] if scope == "model" else None,
-        run_id=task["run_id"] if scope == "run" else None,
-        # The run's own records from two levels back: the parent level's are being stored beside
-        # this rewrite (beam.remember_level), and its parent's are in the prompt already.
-        horizon=(task["run_id"], task["level"] - 1),
-    )
-    # The parent's own critiques are already in the rewrite prompt; lessons are the others.
-    own = {c["query"] for c in task["cases"]}
-    others = [
-        c
-        for c in recalled
-        if not (c.run_id == task["run_id"] and c.candidate_id == task["parent_id"] and c.query in own)
-    ]
-    return others[: ctx.config.memory_k]

@@ -44,6 +44,7 @@ class Candidate(TypedDict):
     analysis: str
     thought: str
     lessons: NotRequired[list[str]]
+    lesson_runs: NotRequired[list[str]]  # the run each lesson was learned in, in the same order
 
 
 class Evaluation(TypedDict):
@@ -242,8 +243,10 @@ def new_candidate(
     analysis: str = "",
     thought: str = "",
     lessons: list[str] | None = None,
+    lesson_runs: list[str] | None = None,
 ) -> Candidate:
-    """A candidate not yet evaluated (no rewards); ``lessons`` only when the rewriter was shown some."""
+    """A candidate not yet evaluated (no rewards); ``lessons`` (and the runs they came from) only
+    when the rewriter was shown some."""
     candidate: Candidate = {
         "id": id,
         "parent_id": parent_id,
@@ -256,6 +259,7 @@ def new_candidate(
     }
     if lessons is not None:
         candidate["lessons"] = lessons
+        candidate["lesson_runs"] = lesson_runs if lesson_runs is not None else []
     return candidate
 
 
