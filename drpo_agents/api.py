@@ -186,10 +186,9 @@ async def aresume(
     config = resumed_config(record.config, config_overrides, extend_depth)
     if checkpointer is None:
         check_checkpoint_file(directory / CHECKPOINT_FILE)
-    models, identities = resolved_models(
-        stored_models(record.models, responder, judge, rewriter, jury), config
-    )
-    checked_models(record, identities, allow_model_change)
+    given = stored_models(record.models, responder, judge, rewriter, jury)
+    models, identities = resolved_models(given, config)
+    change = checked_models(record, identities, allow_model_change)
     resources = RunResources(
         run_dir=directory,
         run_id=record.run_id,
@@ -202,8 +201,8 @@ async def aresume(
         on_progress=on_progress,
         reviewer=reviewer,
     )
-    changed = replace(record, config=config, identities=identities)
-    resumption = runner.Resumption(changed, review, extend_depth)
+    changed = replace(record, config=config, identities=identities, models=given.specs())
+    resumption = runner.Resumption(changed, review, extend_depth, change)
     return await runner.run(resumption, models, config, resources, record.run_id)
 
 

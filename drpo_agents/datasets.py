@@ -58,6 +58,11 @@ def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
                 "user turn: a string or an {'id', 'query'} dict"
             )
         elif isinstance(item, dict):
+            if "query" not in item and "instruction" not in item:
+                keys = ", ".join(repr(k) for k in list(item)[:5]) or "none"
+                raise ConfigError(
+                    f"query #{index + 1} has no 'query' (or 'instruction') field; its fields: {keys}"
+                )
             text = item.get("query", item.get("instruction"))
             query_id = item.get("id")
             category = item.get("category")

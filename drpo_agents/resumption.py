@@ -56,8 +56,8 @@ def resumed_config(
     return changed
 
 
-def checked_models(record: RunRecord, identities: Mapping[str, str], allow_change: bool) -> None:
-    """Refuse (or, with ``allow_change``, warn about) models other than those the run used.
+def checked_models(record: RunRecord, identities: Mapping[str, str], allow_change: bool) -> str | None:
+    """The change of models against those the run used (None: none), refused unless ``allow_change``.
 
     Raises:
         ResumeRefused: a role's model differs from the run's and ``allow_change`` is false.
@@ -69,7 +69,7 @@ def checked_models(record: RunRecord, identities: Mapping[str, str], allow_chang
         if recorded and recorded.get(role) != identities.get(role)
     ]
     if not changes:
-        return
+        return None
     said = "; ".join(changes)
     if not allow_change:
         raise ResumeRefused(
@@ -77,11 +77,19 @@ def checked_models(record: RunRecord, identities: Mapping[str, str], allow_chang
             "scores of different models in one search. Pass the run's models, or allow it with "
             "allow_model_change=True (drpo resume --allow-model-change)"
         )
-    warnings.warn(
-        f"run {record.run_id} resumes with other models ({said}); its earlier levels were made by the old ones",
-        ModelChangeWarning,
-        stacklevel=3,
+    return said
+
+
+def warn_model_change(run_id: str, change: str, *, finished: bool = False) -> None:
+    """Say that other models than its earlier levels' now run, or, for a finished run, that
+    nothing ran with them."""
+    message = (
+        f"run {run_id} has finished: nothing ran with the other models ({change}); add levels with "
+        "extend_depth=N (drpo resume --extend-depth N)"
+        if finished
+        else f"run {run_id} resumes with other models ({change}); its earlier levels were made by the old ones"
     )
+    warnings.warn(message, ModelChangeWarning, stacklevel=3)
 
 
 def stored_models(

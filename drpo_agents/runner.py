@@ -23,6 +23,7 @@ from drpo_agents.infra.run_files import ARTIFACT_FILE, CACHE_FILE, JOURNAL_FILE
 from drpo_agents.json_types import JsonObject
 from drpo_agents.memory.stores import memory_location, open_memory
 from drpo_agents.models.roles import prepare_role_models
+from drpo_agents.resumption import warn_model_change
 from drpo_agents.run_record import RunRecord
 from drpo_agents.run_spec import ProgressEvent, RunModels, RunResources
 from drpo_agents.search.graph import create_drpo_graph
@@ -39,8 +40,8 @@ class Resumption:
     """How a resume continues a run from its checkpoint.
 
     Attributes:
-        record: the run's record as the resume changes it, saved once the checkpoint accepts
-            the change (never for a refused one).
+        record: the run's record as the resume changes it, saved once the run goes on (never
+            for a refused change, nor for a finished run that has nothing left to do).
         review: the answer to a run paused for review, if any.
         extend_depth: levels added to a finished run.
     """
@@ -48,6 +49,7 @@ class Resumption:
     record: RunRecord
     review: Any = None
     extend_depth: int = 0
+    model_change: str | None = None  # other models than the run's, allowed (said once the run goes on)
 
 
 def resolved_models(models: RunModels, config: DRPOConfig) -> tuple[RunModels, dict[str, str]]:
@@ -79,10 +81,14 @@ async def run(
             if app.checkpointer is None:
                 raise ConfigError("resuming needs a checkpointer (a run directory or a PostgreSQL URL)")
             finished = await finished_artifact(app, run_config, config, start.extend_depth)
+            if finished is not None:  # nothing runs, so nothing changes
+                if start.model_change:
+                    warn_model_change(run_id, start.model_change, finished=True)
+                return _saved(AlignmentArtifact.model_validate(finished), resources.run_dir)
             if resources.run_dir is not None:
                 start.record.save(resources.run_dir)  # the checkpoint took the change
-            if finished is not None:
-                return _saved(AlignmentArtifact.model_validate(finished), resources.run_dir)
+            if start.model_change:
+                warn_model_change(run_id, start.model_change)
             step = None if start.review is None else Command(resume=start.review)
         final: JsonObject | None = None
         while True:

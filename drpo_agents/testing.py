@@ -23,7 +23,7 @@ from drpo_agents.artifact import ArtifactSource
 from drpo_agents.datasets import load_eval_queries
 from drpo_agents.errors import ConfigError
 from drpo_agents.evaluation import EvaluationOptions, EvaluationReport, GateThresholds, aevaluate
-from drpo_agents.infra.calls import blocking_twin
+from drpo_agents.infra.calls import run_sync
 from drpo_agents.run_spec import ChatModel, ResponderModel
 
 
@@ -61,10 +61,27 @@ async def aassert_aligned(
         ConfigError: no threshold, or invalid evaluation options.
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
+    report = await _gated_evaluation(
+        artifact, responder, judge, queries, fail_under, min_win_rate, baseline, max_regression, options
+    )
+    return _passed(report)
+
+
+async def _gated_evaluation(
+    artifact: ArtifactSource,
+    responder: ResponderModel,
+    judge: ChatModel,
+    queries: Sequence[Any] | None,
+    fail_under: float | None,
+    min_win_rate: float | None,
+    baseline: ArtifactSource | None,
+    max_regression: float | None,
+    options: EvaluationOptions | None,
+) -> EvaluationReport:
     gate = GateThresholds(fail_under=fail_under, min_win_rate=min_win_rate, max_regression=max_regression)
     if not gate.any():
         raise ConfigError("assert_aligned needs a threshold: fail_under, min_win_rate or max_regression")
-    report = await aevaluate(
+    return await aevaluate(
         list(queries) if queries is not None else load_eval_queries(),
         options,
         responder=responder,
@@ -73,13 +90,35 @@ async def aassert_aligned(
         baseline=baseline,
         gate=gate,
     )
+
+
+def _passed(report: EvaluationReport) -> EvaluationReport:
+    """``report`` if its gate passed; else the AssertionError, raised in the caller's frame."""
+    __tracebackhide__ = True
     assert report.gate is not None  # a gate was given
     if not report.gate.passed:
         raise AssertionError(f"{report.gate.summary()}\n\n{report.to_markdown()}")
     return report
 
 
-# A plain function object (not a coroutine function), so pytest shows the caller's failing line.
-assert_aligned = blocking_twin(
-    aassert_aligned, "assert_aligned", "Blocking :func:`aassert_aligned`, with its parameters."
-)
+def assert_aligned(
+    artifact: ArtifactSource,
+    *,
+    responder: ResponderModel,
+    judge: ChatModel,
+    queries: Sequence[Any] | None = None,
+    fail_under: float | None = None,
+    min_win_rate: float | None = None,
+    baseline: ArtifactSource | None = None,
+    max_regression: float | None = None,
+    options: EvaluationOptions | None = None,
+) -> EvaluationReport:
+    """Blocking :func:`aassert_aligned`, with its parameters. The evaluation runs on drpo-agents'
+    event loop; the assertion fails here, so pytest's traceback ends at the caller's line."""
+    __tracebackhide__ = True
+    report = run_sync(
+        _gated_evaluation(
+            artifact, responder, judge, queries, fail_under, min_win_rate, baseline, max_regression, options
+        )
+    )
+    return _passed(report)

@@ -177,8 +177,12 @@ def _copy(run: Path, target: Path) -> Path:
 def test_resume_refuses_a_directory_of_another_tool(tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "data.bin").write_bytes(b"\x00\x01")
-    one_error(drpo("resume", "other", cwd=tmp_path), 2, "not started by `drpo optimize`")
+    one_error(drpo("resume", "other", cwd=tmp_path), 2, "other is not a run directory (no config.json)")
     one_error(drpo("resume", "missing", cwd=tmp_path), 2, "no run directory missing")
+    (tmp_path / "other" / "config.json").write_text("{}", encoding="utf-8")  # a Python-made run
+    one_error(
+        drpo("resume", "other", cwd=tmp_path), 2, "not started by `drpo optimize`", "drpo_agents.resume("
+    )
 
 
 @pytest.mark.parametrize("content", ['["a", "list"]', '{"tool": "something else"}', "\x00garbage"])

@@ -132,7 +132,9 @@ def test_assert_aligned_passes_a_good_artifact_and_fails_a_bad_one(
     with pytest.raises(AssertionError) as failed:
         assert_aligned(bad_artifact, responder="sandbox", judge="sandbox", queries=queries, min_win_rate=0.5)
     first, _, rest = str(failed.value).partition("\n")
-    assert first.startswith("gate failed: drpo win rate vs ") and "vs urial 0.10 is under 0.50 by 0.40" in first
+    assert (
+        first.startswith("gate failed: drpo win rate vs ") and "vs urial 0.10 is under 0.50 by 0.40" in first
+    )
     assert "## DRPO gate: FAILED" in rest
     with pytest.raises(ConfigError, match="needs a threshold"):
         assert_aligned(good_run, responder="sandbox", judge="sandbox", queries=queries)

@@ -18,6 +18,7 @@ import pytest
 from drpo_agents import AlignmentArtifact, load_training_queries, optimize
 from drpo_agents.aligned import with_alignment
 from drpo_agents.artifact import load_artifact
+from drpo_agents.errors import ConfigError
 from drpo_agents.models.registry import resolve_model
 from drpo_agents.realign import Deployment, RoundRecord, realign
 from drpo_agents.realign.inputs import split_held_out
@@ -77,11 +78,16 @@ def test_a_better_candidate_is_promoted_and_apps_load_it_from_the_folder(tmp_pat
     assert load_artifact(deploy) == candidate  # the folder loads as its deployed artifact
     deployed_first = load_artifact(deploy / "versions" / "v0000.json")
     assert candidate.parent is not None
-    assert (candidate.parent.run_id, candidate.parent.artifact_sha256) == ("initial", artifact_sha256(deployed_first))
+    assert (candidate.parent.run_id, candidate.parent.artifact_sha256) == (
+        "initial",
+        artifact_sha256(deployed_first),
+    )
     assert Deployment(deploy).history() == [record]
     assert len(record.train_queries) == 14 and len(record.held_out_queries) == 6
     aligned = with_alignment(resolve_model("sandbox", "responder"), deploy)  # type: ignore[arg-type]
     assert aligned.invoke("How do tides work?").text
+    wrong = drpo("resume", str(deploy), cwd=tmp_path)
+    assert wrong.returncode == 2 and "is a deployment folder, not a run: `drpo realign`" in wrong.stderr
 
 
 def test_a_worse_candidate_is_kept_and_the_history_says_why(tmp_path: Path, strong_artifact: Path) -> None:
@@ -258,3 +264,25 @@ def test_the_cli_round_as_cron_runs_it(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["decision"] == "skipped"
+
+
+def test_a_round_refused_at_its_inputs_takes_the_next_ones_and_leaves_nothing_deployed(
+    tmp_path: Path,
+) -> None:
+    deploy = tmp_path / "alignment"
+    with pytest.raises(ConfigError, match="no queries at"):
+        _round(deploy, tmp_path / "incomming")  # a typo
+    assert not deploy.exists()
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('{"question": "How do tides work?"}\n', encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match="query #1 has no 'query' \\(or 'instruction'\\) field; its fields: 'question'"
+    ):
+        _round(deploy, wrong)
+    assert Deployment(deploy).current_version() is None  # nothing deployed for a round that did not run
+    record = _round(deploy, _write_queries(tmp_path / "right.jsonl", 0, 20))
+    assert (record.round, record.decision, record.query_files) == (
+        1,
+        "promoted",
+        [str(tmp_path / "right.jsonl")],
+    )

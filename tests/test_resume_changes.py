@@ -90,13 +90,18 @@ def test_settings_a_resume_cannot_honour_are_refused_and_never_written(
     assert (run_dir / CONFIG_FILE).read_bytes() == before
 
 
-def test_safe_settings_and_unchanged_values_are_accepted_and_saved(tmp_path: Path) -> None:
+def test_safe_settings_and_unchanged_values_are_accepted_and_saved_once_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
     run_dir = tmp_path / "run"
     first = _run(run_dir)
-    again = resume(run_dir, config_overrides={"max_concurrency": 2, "beam_size": 1, "max_cost": 5.0})
-    assert again.system_prompt == first.system_prompt
+    overrides = {"max_concurrency": 2, "beam_size": 1, "max_cost": 5.0}
+    before = (run_dir / CONFIG_FILE).read_bytes()
+    assert resume(run_dir, config_overrides=overrides).system_prompt == first.system_prompt
+    assert (run_dir / CONFIG_FILE).read_bytes() == before  # finished: nothing ran, nothing changed
+    resume(run_dir, config_overrides=overrides, extend_depth=1)
     saved = json.loads((run_dir / CONFIG_FILE).read_text())["config"]
-    assert (saved["max_concurrency"], saved["max_cost"], saved["beam_size"]) == (2, 5.0, 1)
+    assert (saved["max_concurrency"], saved["max_cost"], saved["beam_size"], saved["depth"]) == (2, 5.0, 1, 3)
 
 
 def test_another_model_is_refused_unless_allowed_and_then_named(tmp_path: Path) -> None:
@@ -116,6 +121,15 @@ def test_another_model_is_refused_unless_allowed_and_then_named(tmp_path: Path) 
     identities = json.loads((run_dir / CONFIG_FILE).read_text())["identities"]
     assert identities["responder"] == "drpo-sandbox:responder(seed=1)"
     resume(run_dir, responder="sandbox:1")  # the change is the run's now: no second refusal
+    assert resume(run_dir).models["responder"] == "drpo-sandbox:responder(seed=1)"  # rebuilt as changed
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = (run_dir / CONFIG_FILE).read_bytes()
+        resume(run_dir, responder="sandbox:2", allow_model_change=True)  # finished: nothing runs
+    assert (run_dir / CONFIG_FILE).read_bytes() == before
+    said = [str(w.message) for w in caught if issubclass(w.category, ModelChangeWarning)]
+    assert len(said) == 1 and "has finished: nothing ran with the other models" in said[0]
 
 
 def test_sandbox_and_local_instances_are_recorded_by_a_string_that_rebuilds_them() -> None:
@@ -155,9 +169,14 @@ def test_the_cli_extends_refuses_and_changes_models_and_python_resumes_its_sandb
     assert "--allow-model-change" in refused.stderr and "continue it with" not in refused.stderr
     assert (run_dir / CLI_FILE).read_bytes() == cli_before
 
+    idle = drpo("resume", "run", "--responder", "sandbox:9", "--allow-model-change", "-q", cwd=tmp_path)
+    assert idle.returncode == 0 and "has finished: nothing ran with the other models" in idle.stderr
+    assert (run_dir / CLI_FILE).read_bytes() == cli_before  # a finished run took nothing
+
     allowed = drpo(
-        "resume", "run", "--responder", "sandbox:9", "--allow-model-change", "--json", cwd=tmp_path
-    )
+        "resume", "run", "--responder", "sandbox:9", "--allow-model-change", "--extend-depth", "1", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stderr.startswith("warning: run ") and "resumes with other models" in allowed.stderr
     assert json.loads((run_dir / CLI_FILE).read_text())["responder"] == "sandbox:9"

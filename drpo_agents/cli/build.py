@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 from drpo_agents.cli.errors import fail
 from drpo_agents.config import DRPOConfig, as_config
 from drpo_agents.errors import ConfigError, DRPOError
-from drpo_agents.infra.run_files import CLI_FILE
+from drpo_agents.infra.run_files import CLI_FILE, CONFIG_FILE, CURRENT_FILE
 from drpo_agents.json_types import JsonObject
 from drpo_agents.models.registry import resolve_model
 from drpo_agents.run_spec import RunModels
@@ -106,8 +106,15 @@ def read_cli_record(run_dir: Path) -> CLIRecord:
     try:
         built = json.loads((run_dir / CLI_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
+        if (run_dir / CURRENT_FILE).exists():
+            raise fail(
+                f"{run_dir} is a deployment folder, not a run: `drpo realign` resumes its rounds"
+            ) from exc
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise fail(f"{run_dir} is not a run directory (no {CONFIG_FILE})") from exc
         raise fail(
-            f"{run_dir} was not started by `drpo optimize` (no {CLI_FILE}); use drpo_agents.resume()"
+            f"{run_dir} was not started by `drpo optimize` (no {CLI_FILE}); resume it from Python with "
+            "drpo_agents.resume(run_dir, responder=..., judge=...)"
         ) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise fail(f"cannot read {run_dir / CLI_FILE}: {exc}") from exc

@@ -40,7 +40,7 @@ from drpo_agents.infra.run_files import (
 def evaluate_command(
     artifact: Annotated[
         Path | None,
-        typer.Option(help="Artifact to evaluate (artifact.json or a run folder of drpo optimize)."),
+        typer.Option(help="Artifact to evaluate: artifact.json, a run folder or a deployment folder."),
     ] = None,
     official: Annotated[
         Path | None, typer.Option(help="An official DRPO search trace (JSON) to evaluate instead.")
@@ -79,8 +79,9 @@ def evaluate_command(
 ) -> None:
     """Compare the optimized prompt with baselines on held-out queries (aspect scores and win rates).
 
-    With --fail-under, --min-win-rate or --baseline/--max-regression it is a gate: it exits 1 with
-    one line naming each check that failed and by how much.
+    With --fail-under, --min-win-rate or --max-regression (against --baseline) it is a gate: it
+    exits 1 with one line naming each check that failed and by how much. --baseline alone only
+    adds the deployed artifact to the comparison.
     """
     from drpo_agents.evaluation import aevaluate
 
@@ -194,6 +195,7 @@ def inspect_command(
         "gate_decisions": [d.model_dump() for d in artifact.gate_decisions],
         "jury_disagreement": [lvl.jury_disagreement for lvl in artifact.levels],
         "lessons_by_run": artifact.lesson_sources(),
+        "parent": artifact.parent.model_dump() if artifact.parent is not None else None,
         "notes": artifact.notes,
     }
     print_json(summary)

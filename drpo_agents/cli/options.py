@@ -35,7 +35,10 @@ FromOption = Annotated[
     ),
 ]
 ConfigOption = Annotated[Path | None, typer.Option(help="JSON file of DRPOConfig fields; flags override it.")]
-DepthOption = Annotated[int | None, typer.Option(help="Search levels.")]
+DepthOption = Annotated[
+    int | None,
+    typer.Option(help="Search levels (a level of carried prompts adds one, up to max_depth_increase)."),
+]
 BeamSizeOption = Annotated[int | None, typer.Option(help="Candidates kept per level.")]
 NActionsOption = Annotated[int | None, typer.Option(help="New prompts per expanded candidate.")]
 QueriesPerStepOption = Annotated[int | None, typer.Option(help="Training queries judged per level.")]

@@ -117,11 +117,12 @@ def _resume_models(
 
 @contextmanager
 def _saved_unless_refused(run_dir: Path, changed: CLIRecord | None) -> Iterator[None]:
-    """Save the resume's models in ``cli.json`` once the resume has accepted them: whatever ends
-    it, unless it was refused (then nothing changed)."""
+    """Save the resume's models in ``cli.json`` once the run has taken them (``config.json`` names
+    them): whatever ends the resume, but not when it was refused or a finished run did nothing."""
+    before = RunRecord.load(run_dir).identities
 
     def save() -> None:
-        if changed is not None:
+        if changed is not None and RunRecord.load(run_dir).identities != before:
             (run_dir / CLI_FILE).write_text(json.dumps(changed, indent=2), encoding="utf-8")
 
     try:

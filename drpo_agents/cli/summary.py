@@ -115,8 +115,9 @@ def show_run(
     out.print(f"Usage: {usage}")
     if artifact.parent is not None:
         parent = artifact.parent
+        aligned_for = f", aligned for {parent.responder}" if parent.responder else ""
         out.print(
-            f"Started from: run {parent.run_id} ({parent.source}, sha256 {parent.artifact_sha256[:12]})"
+            f"Started from: run {parent.run_id} ({parent.source}, sha256 {parent.artifact_sha256[:12]}{aligned_for})"
         )
     if artifact.icl_examples and artifact.icl_retrieval is not None:
         retrieval = artifact.icl_retrieval

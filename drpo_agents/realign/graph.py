@@ -174,14 +174,13 @@ class _Steps:
         self.settings = settings
 
     def gather(self, state: RealignInput) -> RealignUpdate:
-        """Deploy the initial artifact if nothing is deployed; read the new queries and split them."""
+        """Read the new queries and split them; deploy the initial artifact first when nothing is
+        deployed yet (not for a round that does not run)."""
         deployment = Deployment(state["deploy_dir"])
-        initial = load_artifact(self.settings.initial) if self.settings.initial is not None else None
-        deployed = deployment.deploy_first(initial)
         number = deployment.next_round()
         fresh, files = new_queries(state["queries"], deployment.used_query_keys())
-        round_fields: RealignUpdate = {"round": number, "deployed": deployed, "query_files": files}
         if len(fresh) < self.settings.min_new_queries:
+            deployed = deployment.current_version() or "none"
             reason = f"{len(fresh)} new queries in {state['queries']} (a round needs {self.settings.min_new_queries})"
             record = RoundRecord(
                 round=number,
@@ -191,15 +190,27 @@ class _Steps:
                 deployed_after=deployed,
             )
             return {
-                **round_fields,
+                "round": number,
+                "deployed": deployed,
+                "query_files": files,
                 "decision": "skipped",
                 "reason": reason,
                 "train": [],
                 "held_out": [],
                 "record": record.model_dump(mode="json"),
             }
+        initial = load_artifact(self.settings.initial) if self.settings.initial is not None else None
+        deployed = deployment.deploy_first(initial)
         train, held_out = split_held_out(fresh, self.settings.held_out_fraction, self.settings.config.seed)
-        return {**round_fields, "train": train, "held_out": held_out, "decision": "kept", "reason": ""}
+        return {
+            "round": number,
+            "deployed": deployed,
+            "query_files": files,
+            "train": train,
+            "held_out": held_out,
+            "decision": "kept",
+            "reason": "",
+        }
 
     def optimize(self, state: RealignState, config: RunnableConfig) -> RealignUpdate:
         """The round's search, warm-started from the deployed version (resumed from its own

@@ -21,6 +21,7 @@ from drpo_agents.infra.calls import blocking_twin
 from drpo_agents.infra.checkpoints import open_checkpointer
 from drpo_agents.realign.deployment import Deployment, RoundRecord
 from drpo_agents.realign.graph import RealignInput, create_realign_graph
+from drpo_agents.realign.inputs import query_files
 from drpo_agents.run_spec import ChatModel, ResponderModel
 
 LOCK_FILE = ".realign.lock"
@@ -66,6 +67,7 @@ async def arealign(
         ConfigError: bad settings or queries (before any model call).
     """
     deployment = Deployment(deploy_dir)
+    query_files(queries)  # a missing source fails before the folder is made
     deployment.root.mkdir(parents=True, exist_ok=True)
     graph = create_realign_graph(
         responder,
@@ -82,6 +84,7 @@ async def arealign(
     )
     with _one_round_at_a_time(deployment.root):
         async with open_checkpointer(None, deployment.root) as saver:
+            assert saver is not None  # a folder always gets its SQLite checkpoints
             app = graph.compile(checkpointer=saver, name="drpo_realign")
             thread = f"round-{deployment.next_round()}"
             run_config = cast(
@@ -93,9 +96,14 @@ async def arealign(
                     "metadata": {"drpo_deployment": str(deployment.root)},
                 },
             )
-            pending = (await app.aget_state(run_config)).next
+            snapshot = await app.aget_state(run_config)
+            # A round resumes with its own inputs once they were read; one that failed reading
+            # them (a wrong path, a bad file) starts again from the inputs given now.
+            started = bool(snapshot.next) and "round" in snapshot.values
+            if snapshot.next and not started:
+                await saver.adelete_thread(thread)
             inputs: RealignInput | None = (
-                None if pending else {"deploy_dir": str(deployment.root), "queries": str(queries)}
+                None if started else {"deploy_dir": str(deployment.root), "queries": str(queries)}
             )
             final: dict[str, Any] = await app.ainvoke(inputs, run_config)
     return RoundRecord.model_validate(final["record"])
