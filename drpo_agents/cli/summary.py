@@ -159,7 +159,7 @@ def _reward_table(artifact: AlignmentArtifact) -> None:
         if level.level in failed:
             note = f"[bold red]FAILED[/] ({len(level.failures)} failures) first: {escape(failed[level.level][:80])}"
         elif level.skipped:
-            note = "all carried (already high)"
+            note = "all carried (high on their previous queries)"
         else:
             note = escape("; ".join(str(f) for f in level.failures)[:60])
         return [str(level.level), level_reward, mean, note]
