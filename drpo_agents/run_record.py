@@ -8,7 +8,7 @@ from pathlib import Path
 
 from drpo_agents.config import DRPOConfig
 from drpo_agents.errors import ConfigError
-from drpo_agents.infra.run_files import CONFIG_FILE
+from drpo_agents.infra.run_files import CONFIG_FILE, private_folder
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class RunRecord:
 
     def save(self, run_dir: Path) -> None:
         """Write ``run_dir/config.json`` (the folder is made if needed)."""
-        run_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(run_dir)
         record = {
             "run_id": self.run_id,
             "config": self.config.to_json_dict(),

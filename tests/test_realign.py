@@ -74,6 +74,7 @@ def test_a_better_candidate_is_promoted_and_apps_load_it_from_the_folder(tmp_pat
     )
     assert record.gain is not None and record.gain[1] is not None and record.gain[1] > 0
     assert os.readlink(deploy / "current.json") == "versions/v0001.json"
+    assert deploy.stat().st_mode & 0o077 == 0  # owner-only, whatever the umask
     candidate = load_artifact(deploy / "rounds" / "r0001")
     assert load_artifact(deploy) == candidate  # the folder loads as its deployed artifact
     deployed_first = load_artifact(deploy / "versions" / "v0000.json")

@@ -18,7 +18,8 @@ Exit codes:
   still written (``drpo inspect`` shows the failures per role).
 * 130: interrupted (Ctrl-C); the message gives the ``drpo resume`` command that continues it.
 
-Every failure is one ``error:`` line on stderr, never a traceback (set ``DRPO_DEBUG=1`` to get
+Files and folders the command creates are owner-only (umask 077); folders that exist keep their
+mode. Every failure is one ``error:`` line on stderr, never a traceback (set ``DRPO_DEBUG=1`` to get
 the traceback of an unexpected error), and never shows a secret.
 """
 
@@ -68,6 +69,9 @@ def main() -> None:
     ``error:`` line and an exit code (see the module docstring)."""
     if not os.environ.get("DRPO_DEBUG"):
         logging.getLogger("psycopg").addFilter(_drop_ignored_cleanup_errors)
+    # What drpo writes holds every query, answer and critique: owner-only files (0600) and
+    # folders (0700), whatever the shell's umask. Folders that exist keep their mode.
+    os.umask(0o077)
     warnings.showwarning = _show_warning
     try:
         code = app(standalone_mode=False)  # usage errors come back here, to be said in one line

@@ -32,6 +32,7 @@ from drpo_agents.infra.run_files import (
     EVALUATION_JOURNAL_FILE,
     REPORT_FILE,
     artifact_path,
+    private_folder,
     run_folder,
 )
 
@@ -89,7 +90,7 @@ def evaluate_command(
     gate = gate_thresholds(fail_under, min_win_rate, max_regression, baseline)
     models = build_models(model_specs(sandbox, responder, judge, None), base_url)
     folder = out or (run_folder(artifact) if artifact else Path("."))
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
     try:
         report = run_sync(
             aevaluate(

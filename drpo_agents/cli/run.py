@@ -56,7 +56,7 @@ from drpo_agents.cli.summary import progress_bar, show_before_after, show_run
 from drpo_agents.datasets import load_icl_examples, load_queries, load_training_queries
 from drpo_agents.errors import DRPOError
 from drpo_agents.infra.calls import run_sync
-from drpo_agents.infra.run_files import CLI_FILE, TRACE_FILE
+from drpo_agents.infra.run_files import CLI_FILE, TRACE_FILE, private_folder
 from drpo_agents.models.registry import with_output_limit
 from drpo_agents.run_spec import RunResources
 from drpo_agents.search.records import ReviewAnswer, ReviewRequest
@@ -125,7 +125,7 @@ def run_optimize(options: OptimizeOptions) -> None:
     models = build_models(specs, o.base_url)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     directory = o.run_dir or Path("runs") / run_id
-    directory.mkdir(parents=True, exist_ok=True)
+    private_folder(directory)
     (directory / CLI_FILE).write_text(
         json.dumps({**specs, "base_url": o.base_url}, indent=2), encoding="utf-8"
     )

@@ -35,6 +35,25 @@ MEMORY_DIR = "memory"
 """The critique memory the CLI's runs share, beside their run directories (``runs/memory``)."""
 
 
+PRIVATE_FOLDER_MODE = 0o700
+
+
+def private_folder(path: str | Path) -> Path:
+    """``path`` as a folder, made owner-only (0700) when this call creates it, whatever the umask:
+    a run, memory or deployment folder holds every query, answer and critique. A folder that
+    exists keeps its mode (a team's shared folder stays shared); missing parents get the usual
+    mode."""
+    folder = Path(path)
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=PRIVATE_FOLDER_MODE)
+        except FileExistsError:  # made meanwhile by another process: its mode stands
+            return folder
+        folder.chmod(PRIVATE_FOLDER_MODE)  # mkdir's mode is masked by the umask; this is not
+    return folder
+
+
 def artifact_path(run: Path) -> Path:
     """The artifact file of ``run``: a run directory's ``artifact.json``, a deployment folder's
     ``current.json``, or ``run`` itself if it is a file."""

@@ -20,6 +20,7 @@ import chromadb
 
 from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.errors import ConfigError, ServiceUnavailableError
+from drpo_agents.infra.run_files import private_folder
 from drpo_agents.memory.base import MEMORY_EMBEDDINGS, Critique, digest
 from drpo_agents.memory.table import LESSON_MAX_SCORE, CritiqueTable
 
@@ -47,7 +48,7 @@ def chroma_client(location: str | Path | None) -> Any:
             )
         except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
             raise ServiceUnavailableError(f"cannot reach the Chroma server at {text}: {exc}") from exc
-    Path(text).mkdir(parents=True, exist_ok=True)
+    private_folder(text)
     return chromadb.PersistentClient(path=text)
 
 

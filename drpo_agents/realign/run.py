@@ -19,6 +19,7 @@ from drpo_agents.errors import DRPOError
 from drpo_agents.evaluation import GateThresholds
 from drpo_agents.infra.calls import blocking_twin
 from drpo_agents.infra.checkpoints import open_checkpointer
+from drpo_agents.infra.run_files import private_folder
 from drpo_agents.realign.deployment import Deployment, RoundRecord
 from drpo_agents.realign.graph import RealignInput, create_realign_graph
 from drpo_agents.realign.inputs import query_files
@@ -68,7 +69,7 @@ async def arealign(
     """
     deployment = Deployment(deploy_dir)
     query_files(queries)  # a missing source fails before the folder is made
-    deployment.root.mkdir(parents=True, exist_ok=True)
+    private_folder(deployment.root)
     graph = create_realign_graph(
         responder,
         judge,
