@@ -44,13 +44,16 @@ def private_folder(path: str | Path) -> Path:
     exists keeps its mode (a team's shared folder stays shared); missing parents get the usual
     mode."""
     folder = Path(path)
-    if not folder.is_dir():
+    if folder.is_dir():
+        return folder
+    try:
+        folder.mkdir(mode=PRIVATE_FOLDER_MODE)
+    except FileNotFoundError:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            folder.mkdir(mode=PRIVATE_FOLDER_MODE)
-        except FileExistsError:  # made meanwhile by another process: its mode stands
-            return folder
-        folder.chmod(PRIVATE_FOLDER_MODE)  # mkdir's mode is masked by the umask; this is not
+        return private_folder(folder)
+    except FileExistsError:  # made meanwhile by another process: its mode stands
+        return folder
+    folder.chmod(PRIVATE_FOLDER_MODE)  # mkdir's mode is masked by the umask; this is not
     return folder
 
 
