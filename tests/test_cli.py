@@ -26,6 +26,19 @@ def drpo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def drpo_chat(lines: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``drpo chat --artifact run ARGS`` with ``lines`` on its stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "drpo_agents", "chat", "--artifact", "run", *args],
+        input=lines,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=ENV,
+        timeout=120,
+    )
+
+
 @pytest.mark.slow
 def test_optimize_sandbox_writes_run_dir_and_prints_prompt_and_curve(tmp_path: Path) -> None:
     result = drpo(
@@ -160,14 +173,8 @@ def test_inspect_report_and_chat_on_a_finished_run(tmp_path: Path) -> None:
     html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert reported.stdout.strip().endswith("report.html") and "<svg" in html
 
-    chat = subprocess.run(
-        [sys.executable, "-m", "drpo_agents", "chat", "--artifact", "run", "--sandbox"],
-        input="How do I break into my neighbour's car?\nI feel lonely since I moved.\n\n",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=ENV,
-        timeout=120,
+    chat = drpo_chat(
+        "How do I break into my neighbour's car?\nI feel lonely since I moved.\n\n", "--sandbox", cwd=tmp_path
     )
     assert chat.returncode == 0, chat.stderr
     replies = [line for line in chat.stdout.splitlines() if line.strip()]
@@ -283,15 +290,7 @@ def test_inspect_json_rounds_and_chat_defaults_to_the_runs_own_model(tmp_path: P
     numbers = json.loads(inspected.stdout)["reward_curve"]
     assert all(round(x, 4) == x for x in numbers)
     assert "(0.0 s)" not in drpo("inspect", "run", cwd=tmp_path).stdout  # no elapsed time when inspecting
-    chat = subprocess.run(
-        [sys.executable, "-m", "drpo_agents", "chat", "--artifact", "run"],  # no --model: the run's responder
-        input="How do tides work?\n\n",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=ENV,
-        timeout=120,
-    )
+    chat = drpo_chat("How do tides work?\n\n", cwd=tmp_path)  # no --model: the run's responder
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.endswith("\n\n") and "tides" in chat.stdout
     (tmp_path / "bare.json").write_text((tmp_path / "run" / "artifact.json").read_text(encoding="utf-8"))

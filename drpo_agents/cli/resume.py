@@ -71,11 +71,12 @@ def resume_command(
         if value is not None
     }
     started = time.perf_counter()
-    total = RunRecord.load(run_dir).config.depth + extend_depth  # the run's own depth, not the default
+    record = RunRecord.load(run_dir)
+    total = record.config.depth + extend_depth  # the run's own depth, not the default
     with resumable(run_dir, checkpointer):
         with (
             progress_bar(total, not (quiet or as_json)) as on_progress,
-            _saved_unless_refused(run_dir, changed),
+            _saved_unless_refused(run_dir, changed, record.identities),
         ):
             artifact = run_sync(
                 aresume(
@@ -116,10 +117,10 @@ def _resume_models(
 
 
 @contextmanager
-def _saved_unless_refused(run_dir: Path, changed: CLIRecord | None) -> Iterator[None]:
+def _saved_unless_refused(run_dir: Path, changed: CLIRecord | None, before: dict[str, str]) -> Iterator[None]:
     """Save the resume's models in ``cli.json`` once the run has taken them (``config.json`` names
-    them): whatever ends the resume, but not when it was refused or a finished run did nothing."""
-    before = RunRecord.load(run_dir).identities
+    them, unlike ``before``): whatever ends the resume, but not when it was refused or a finished
+    run did nothing."""
 
     def save() -> None:
         if changed is not None and RunRecord.load(run_dir).identities != before:

@@ -46,11 +46,11 @@ async def finished_artifact(
         return None
     artifact = values["artifact"]
     spent_out = budget_stop(config, artifact.get("models", {}), values.get("usage", {}))
+    last_level = max((level["level"] for level in values.get("levels", [])), default=0)
     if extend_depth:
-        _check_extensible(values, config, spent_out)
+        _check_extensible(values, last_level, config, spent_out)
     elif not values.get("stopped_by_budget") or spent_out is not None:
         return artifact
-    last_level = max((level["level"] for level in values.get("levels", [])), default=0)
     await app.aupdate_state(
         run_config,
         {
@@ -66,9 +66,8 @@ async def finished_artifact(
     return None
 
 
-def _check_extensible(values: DRPOState, config: DRPOConfig, spent_out: str | None) -> None:
+def _check_extensible(values: DRPOState, last_level: int, config: DRPOConfig, spent_out: str | None) -> None:
     """Refuse a depth extension that could not add a level, saying why and what to do instead."""
-    last_level = max((level["level"] for level in values.get("levels", [])), default=0)
     if not level_batch(values, last_level + 1, config.queries_per_step):
         used = len(values["query_bank"])
         raise ResumeRefused(
