@@ -73,6 +73,11 @@ def main() -> None:
     # folders (0700), whatever the shell's umask. Folders that exist keep their mode.
     os.umask(0o077)
     warnings.showwarning = _show_warning
+    # Ctrl-C cancels the graph's tasks; langgraph drops the coroutine of a task that was still
+    # waiting for a max_concurrency slot unstarted, and Python warns about it: noise, not a fault.
+    warnings.filterwarnings(
+        "ignore", message=r"coroutine 'a?run_with_retry' was never awaited", category=RuntimeWarning
+    )
     try:
         code = app(standalone_mode=False)  # usage errors come back here, to be said in one line
         sys.exit(code if isinstance(code, int) else 0)
