@@ -136,7 +136,13 @@ def run_attempt(
     attempt = Attempt(config, list(pending))
     current = pending.pop(0) if pending else None
     mode = "start"
-    common = {"config": config, "run_dir": str(place.run_dir)}
+    # Each attempt is its own run (run id and folder), as a run started at another time would be;
+    # the dump writes that id as "RUN", so attempts compare with the reference on content.
+    common = {
+        "config": config,
+        "run_dir": str(place.run_dir),
+        "run_id": f"{config}-{place.run_dir.parent.name}",
+    }
     common |= {"checkpointer": place.checkpointer, "memory": place.memory}
     for index in range(20):
         request = {**common, "mode": mode, "log_dir": str(log_root / f"p{index}")}

@@ -34,7 +34,6 @@ from drpo_agents.tracing import JsonlTracer, read_trace
 
 from .crash_moments import MODEL_CLASSES, install, moments_seen, start_logging
 
-RUN_ID = "crash"
 DECISION = {"action": "approve"}
 
 
@@ -74,7 +73,7 @@ def run_step(request: dict[str, Any]) -> dict[str, Any]:
                 load_training_queries()[:n_queries],
                 config=config,
                 run_dir=run_dir,
-                run_id=RUN_ID,
+                run_id=request["run_id"],
                 memory=request.get("memory"),
                 **common,
             )
@@ -90,12 +89,15 @@ def run_step(request: dict[str, Any]) -> dict[str, Any]:
     return {**outcome, "moments": moments_seen()}
 
 
-def _records(collection: Any) -> list[list[Any]]:
+def _records(collection: Any, run_id: str) -> list[list[Any]]:
+    """A collection's records with the run's id written "RUN": a critique's record id is a hash
+    of its run id, so it stands as "RUN-record" (its metadata says what it holds)."""
     got = collection.get(include=["metadatas", "documents"])
-    return sorted(
-        [i, json.dumps(m, sort_keys=True), d]
-        for i, m, d in zip(got["ids"], got["metadatas"], got["documents"], strict=True)
-    )
+    rows = []
+    for i, m, d in zip(got["ids"], got["metadatas"], got["documents"], strict=True):
+        record_id = "RUN" if i == run_id else ("RUN-record" if (m or {}).get("run_id") == run_id else i)
+        rows.append([record_id, json.dumps(m, sort_keys=True).replace(run_id, "RUN"), d])
+    return sorted(rows)
 
 
 def dump(request: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +109,8 @@ def dump(request: dict[str, Any]) -> dict[str, Any]:
         if location.startswith("http")
         else chromadb.PersistentClient(path=location)
     )
-    memory = {c.name: _records(client.get_collection(c.name)) for c in client.list_collections()}
+    run_id = request["run_id"]
+    memory = {c.name: _records(client.get_collection(c.name), run_id) for c in client.list_collections()}
     artifact = AlignmentArtifact.load(run_dir / ARTIFACT_FILE)
     report = (run_dir / REPORT_FILE).read_text(encoding="utf-8") if (run_dir / REPORT_FILE).exists() else ""
     try:
@@ -115,7 +118,9 @@ def dump(request: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         trace_error = f"{type(exc).__name__}: {exc}"
     return {
-        "artifact": artifact.model_dump(mode="json", exclude={"created_at"}),
+        "artifact": json.loads(
+            json.dumps(artifact.model_dump(mode="json", exclude={"created_at"})).replace(run_id, "RUN")
+        ),
         "memory": memory,
         "report_current": report == render_report(artifact),
         "trace_error": trace_error,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,8 +35,23 @@ def _options(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    chroma_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--chroma-token-file",
+            metavar="FILE",
+            help="Token for a Chroma server behind an authenticating proxy, read from FILE "
+            "(instead of DRPO_CHROMA_TOKEN; see docs/SECURITY.md).",
+        ),
+    ] = None,
 ) -> None:
     """Tuning-free self-alignment of language models with DRPO (Dynamic Rewarding with Prompt Optimization)."""
+    if chroma_token_file is not None:
+        from drpo_agents.memory.chroma_auth import CHROMA_TOKEN_ENV, read_token_file
+
+        # The environment, not an argument: it is where the client reads it, and where the
+        # secret scrubbing of every trace line and message looks for values to hide.
+        os.environ[CHROMA_TOKEN_ENV] = read_token_file(chroma_token_file)
 
 
 Sandbox = Annotated[

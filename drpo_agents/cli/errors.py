@@ -58,9 +58,8 @@ def resume_command(run_dir: Path, checkpointer: str | None) -> str:
     if checkpointer is None:
         return command
     shown = scrub_secrets(checkpointer)
-    return f"{command} --checkpointer " + (
-        "URL (the same PostgreSQL URL)" if shown != checkpointer else shlex.quote(shown)
-    )
+    secret = shown != checkpointer or "password=" in checkpointer.lower()  # also ?password=...
+    return f"{command} --checkpointer " + ("URL (the same PostgreSQL URL)" if secret else shlex.quote(shown))
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -91,20 +92,21 @@ def compressed_serde() -> EncryptedSerializer:
 
 
 async def _connect_postgres(url: str) -> AsyncConnection[DictRow]:
-    """The saver's connection (``from_conn_string``'s settings). A wrong URL, a closed port or a
-    refused login is one clear error (the driver's own is several lines; the password is never
-    part of the message)."""
+    """The saver's connection (``from_conn_string``'s settings). A wrong URL, a closed port, a
+    refused login or a failed TLS handshake is one clear error (the driver's own is several lines;
+    the password is never part of the message)."""
     import psycopg
     from psycopg.rows import dict_row
 
     from drpo_agents.tracing import scrub_secrets
 
-    shown = scrub_secrets(url)
-    password = urlparse(url).password
+    params = _conninfo(url)
+    secrets = [s for s in (params.get("password"), params.get("sslpassword"), urlparse(url).password) if s]
+    shown = _without(secrets, scrub_secrets(url))
 
     def reason(exc: Exception) -> str:
         text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        return text.replace(password, "[redacted]") if password else text
+        return _without(secrets, _tls_reason(text, params) or text)
 
     try:
         return await psycopg.AsyncConnection.connect(
@@ -114,6 +116,59 @@ async def _connect_postgres(url: str) -> AsyncConnection[DictRow]:
         raise ServiceUnavailableError(f"cannot connect to PostgreSQL at {shown}: {reason(exc)}") from exc
     except psycopg.Error as exc:
         raise ConfigError(f"invalid PostgreSQL URL {shown}: {reason(exc)}") from exc
+
+
+def _conninfo(url: str) -> dict[str, str]:
+    """The URL's connection parameters (empty if the driver cannot parse it: it says why on connect)."""
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return {key: str(value) for key, value in conninfo_to_dict(url).items() if value is not None}
+    except Error:
+        return {}
+
+
+def _without(secrets: list[str], text: str) -> str:
+    # Also a password given as ``?password=...``, which the URL scrubber does not see.
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+# libpq's words for a failed TLS connection: what failed, and what to check.
+_VERIFICATION = "TLS certificate verification failed"
+_TLS_FAILURES = (
+    ("does not match host name", _VERIFICATION, "with sslmode=verify-full the URL's host must be a name the certificate lists"),
+    ("certificate verify failed", _VERIFICATION, "sslrootcert must be the CA certificate that signed the server's certificate (not expired)"),
+    ("root certificate file", _VERIFICATION, ""),  # libpq says what to do
+    ("valid client certificate", "TLS client certificate missing or refused", "give sslcert= and sslkey=, a certificate the server's ssl_ca_file signed, for this user"),
+    ("private key file", "TLS client certificate unusable", "sslkey= must name its key, readable by its owner only"),
+    ("server does not support SSL", "TLS not available", "the server has ssl = off"),
+)  # fmt: skip
+
+
+def _tls_reason(text: str, params: dict[str, str]) -> str | None:
+    """A failed TLS connection said as one: what failed, for which host, and what to check;
+    None for any other failure."""
+    import os
+
+    # libpq's "connection to server at "127.0.0.1", port 5432 failed: ": the host is said once, below.
+    detail = re.sub(
+        r'(connection failed: )?connection to server at "[^"]*"( \([^)]*\))?, port \d+ failed: ', "", text
+    )
+    detail = re.sub(r"\s+", " ", detail)  # "FATAL:  no pg_hba.conf entry"
+    server = f"the checkpointer's server {params.get('host', 'localhost')}:{params.get('port', '5432')}"
+    sslmode = params.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer"
+    for words, what, hint in _TLS_FAILURES:
+        if words in detail:
+            return f"{what} for {server} (sslmode={sslmode}): {detail}" + (f"; {hint}" if hint else "")
+    if "no encryption" in detail and sslmode == "disable":
+        return (
+            f"{server} refused a connection without TLS (sslmode=disable): {detail}; it takes TLS "
+            "connections only: use sslmode=verify-full with sslrootcert= in the URL"
+        )
+    return None
 
 
 # Any fixed 64-bit key: all drpo-agents processes serialize checkpoint-table setup on it.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from drpo_agents.memory.base import Critique, CritiqueMemory, Lesson, ListableCritiqueMemory
+from drpo_agents.memory.base import Critique, CritiqueMemory, Lesson, ListableCritiqueMemory, RunLedger
 from drpo_agents.memory.in_memory import InMemoryCritiqueMemory
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "InMemoryCritiqueMemory",
     "Lesson",
     "ListableCritiqueMemory",
+    "RunLedger",
     "chroma_client",
 ]
 

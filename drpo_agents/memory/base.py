@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -43,6 +43,14 @@ class Critique:
         return digest(self.run_id, self.query_id, self.aspect, self.rationale)
 
     @property
+    def content_key(self) -> str:
+        """What ties in recall are broken by: the verdict and where in the search it was given,
+        never the run id, so the same seed recalls the same lessons in any run, folder or hour."""
+        return digest(
+            self.query, self.aspect, str(self.score), self.rationale, str(self.level), self.candidate_id
+        )
+
+    @property
     def document(self) -> str:
         """The text a critique is embedded (and found) by."""
         return f"{self.query}\n{self.aspect}: {self.rationale}"
@@ -79,9 +87,37 @@ class CritiqueMemory(Protocol):
         horizon: tuple[str, int] | None = None,
     ) -> list[Critique]:
         """Up to ``k`` distinct (aspect, rationale) critiques scored ``<= max_score``, nearest to
-        ``text`` first, ties by record id. ``horizon=(run_id, level)``: that run's own records
-        only from levels below ``level`` (what its checkpoint had committed when the level began)."""
+        ``text`` first, ties by content (:attr:`Critique.content_key`), not by run id.
+        ``horizon=(run_id, level)``: that run's own records only from levels below ``level``
+        (what its checkpoint had committed when the level began)."""
         ...
+
+
+@runtime_checkable
+class RunLedger(CritiqueMemory, Protocol):
+    """A critique memory that knows which runs have finished, so a run can see exactly the runs
+    that had finished when it began: what runs going on beside it store stays out of its recall
+    (and of its outcome), however their steps interleave. Both built-in memories are ledgers.
+    """
+
+    def recall(
+        self,
+        text: str,
+        *,
+        k: int,
+        responder_model: str | None = None,
+        run_id: str | None = None,
+        max_score: int = 3,
+        horizon: tuple[str, int] | None = None,
+        runs: Collection[str] | None = None,
+    ) -> list[Critique]:
+        """As :meth:`CritiqueMemory.recall`; ``runs``: only records of these runs, besides the
+        horizon run's own."""
+        ...
+
+    def finished_runs(self) -> frozenset[str]: ...
+
+    def finish_run(self, run_id: str) -> None: ...
 
 
 @runtime_checkable
@@ -109,10 +145,11 @@ def check_critique_memory(memory: object) -> None:
     parameters = inspect.signature(memory.recall).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    missing = [name for name in _RECALL_KEYWORDS if name not in parameters]
+    keywords = (*_RECALL_KEYWORDS, "runs") if isinstance(memory, RunLedger) else _RECALL_KEYWORDS
+    missing = [name for name in keywords if name not in parameters]
     if missing:
         raise ConfigError(
             f"{type(memory).__name__}.recall does not accept {', '.join(missing)}: the search calls "
-            f"recall(text, {', '.join(f'{name}=...' for name in _RECALL_KEYWORDS)}); "
+            f"recall(text, {', '.join(f'{name}=...' for name in keywords)}); "
             "see drpo_agents.memory.CritiqueMemory"
         )

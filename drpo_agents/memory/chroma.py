@@ -11,17 +11,20 @@ Chroma's approximate index, so what is found depends only on what is stored.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+from chromadb.config import Settings
 
 from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.errors import ConfigError, ServiceUnavailableError
 from drpo_agents.infra.run_files import private_folder
 from drpo_agents.memory.base import MEMORY_EMBEDDINGS, Critique, digest
+from drpo_agents.memory.chroma_auth import CHROMA_TOKEN_ENV, ChromaCredentials, check_server
 from drpo_agents.memory.table import LESSON_MAX_SCORE, CritiqueTable
 
 SPACE = {"hnsw": {"space": "cosine"}}
@@ -32,26 +35,51 @@ _LESSONS_SPACE = {"hnsw": {"space": "cosine", "ef_construction": 8, "max_neighbo
 
 def chroma_client(location: str | Path | None) -> Any:
     """A Chroma client: ``None`` in-memory, a folder (embedded ``PersistentClient``), or an
-    ``http(s)://host:port`` URL of a ``chroma run`` server (``HttpClient``)."""
+    ``http(s)://host:port`` URL of a ``chroma run`` server (``HttpClient``), reached with the
+    token and CA file of :mod:`drpo_agents.memory.chroma_auth` and checked before it is used.
+
+    Raises:
+        ConfigError: a bad URL, credentials the server refuses, or a certificate that fails.
+        ServiceUnavailableError: nothing answers at the URL.
+    """
     if location is None:
         return chromadb.EphemeralClient()
     text = str(location)
     if text.startswith(("http://", "https://")):
-        url = urlparse(text)
-        if not url.hostname:
-            raise ConfigError(f"invalid Chroma server URL: {text!r}")
-        try:
-            return chromadb.HttpClient(
-                host=url.hostname,
-                port=url.port or (443 if url.scheme == "https" else 8000),
-                ssl=url.scheme == "https",
-            )
-        except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
-            raise ServiceUnavailableError(f"cannot reach the Chroma server at {text}: {exc}") from exc
+        return _server_client(text)
     private_folder(text)
     return chromadb.PersistentClient(path=text)
 
 
+def _server_client(text: str) -> Any:
+    url = urlparse(text)
+    if url.username or url.password:
+        raise ConfigError(
+            f"the Chroma server URL must not hold credentials; put the token in {CHROMA_TOKEN_ENV} "
+            f"(URL: {url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''})"
+        )
+    if not url.hostname or url.path.strip("/") or url.query:
+        raise ConfigError(f"invalid Chroma server URL (want http(s)://host:port): {text!r}")
+    credentials = ChromaCredentials.from_env()
+    check_server(text, credentials)
+    # Settings only for a CA file: chromadb refuses a second client of one server whose settings differ.
+    settings = Settings(chroma_server_ssl_verify=credentials.ca_file) if credentials.ca_file else None
+    try:
+        with warnings.catch_warnings():
+            # chromadb hands httpx the CA file's path, which httpx deprecates for an SSL context.
+            warnings.filterwarnings("ignore", message=".*verify=<str>", category=DeprecationWarning)
+            return chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                headers=credentials.headers(),
+                settings=settings,
+            )
+    except ValueError as exc:  # chromadb's "Could not connect to a Chroma server", or a refusal
+        raise ServiceUnavailableError(f"cannot reach the Chroma server at {text}: {exc}") from exc
+
+
+_LEDGER_VECTOR = [1.0]  # a ledger entry is its id; Chroma stores a vector with every record
 PAGE = 5000  # records per Chroma read when a mirror is loaded
 
 
@@ -103,6 +131,7 @@ class ChromaCritiqueMemory:
                 collection, embedding_function=None, configuration=SPACE
             )
         self._lessons: dict[str, Any] = {}
+        self._runs: Any = None  # the finished runs' ledger, opened on first use
         self._mirrors: dict[str, CritiqueTable] = {}  # by collection name
         self._lock = threading.RLock()  # our writes and mirror loads; recalls only take the table's
 
@@ -205,10 +234,12 @@ class ChromaCritiqueMemory:
         run_id: str | None = None,
         max_score: int = LESSON_MAX_SCORE,
         horizon: tuple[str, int] | None = None,
+        runs: Collection[str] | None = None,
     ) -> list[Critique]:
         """Up to ``k`` distinct low-scoring (``<= max_score``) critiques most similar to ``text``,
         restricted to one responder model and/or one run when those are given; see
-        :meth:`drpo_agents.memory.base.CritiqueMemory.recall` for ``horizon``."""
+        :meth:`drpo_agents.memory.base.CritiqueMemory.recall` for ``horizon`` and
+        :class:`drpo_agents.memory.base.RunLedger` for ``runs``."""
         if k <= 0:
             return []
         with Unreachable():
@@ -225,7 +256,31 @@ class ChromaCritiqueMemory:
             run_id=run_id,
             max_score=max_score,
             horizon=horizon,
+            runs=runs,
         )
+
+    def finished_runs(self) -> frozenset[str]:
+        """The runs that have finished (see :class:`drpo_agents.memory.base.RunLedger`)."""
+        with Unreachable():
+            return frozenset(self._ledger().get(include=[])["ids"])
+
+    def finish_run(self, run_id: str) -> None:
+        """Record that ``run_id`` finished: runs started from now on see its critiques (idempotent)."""
+        with Unreachable():
+            self._ledger().upsert(ids=[run_id], embeddings=[_LEDGER_VECTOR])
+
+    def _ledger(self) -> Any:
+        """The finished runs' collection (ids only). A memory written before the ledger existed
+        gets one that names every run it holds: those runs wrote before any run of this version."""
+        if self._runs is None:
+            name = f"{self.prefix}-runs"
+            known = {c.name for c in self.client.list_collections()}
+            ledger = self.client.get_or_create_collection(name, embedding_function=None)
+            if name not in known and int(self.collection.count()):
+                earlier = {c.run_id for c in self._mirror(self.collection).critiques}
+                ledger.upsert(ids=sorted(earlier), embeddings=[_LEDGER_VECTOR] * len(earlier))
+            self._runs = ledger
+        return self._runs
 
     def critiques_of(self, responder_model: str) -> list[Critique]:
         """Every stored low-scoring critique of ``responder_model``'s answers (its lessons collection)."""

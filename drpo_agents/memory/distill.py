@@ -54,7 +54,8 @@ def distil_rules(
     if max_rules <= 0 or not critiques:
         return []
     embedder = resolve_embeddings(MEMORY_EMBEDDINGS if embeddings is None else embeddings)
-    ordered = sorted(critiques, key=lambda c: c.record_id)  # the order clusters form in: content, not time
+    # The order clusters form in: content, not time or run ids.
+    ordered = sorted(critiques, key=lambda c: (c.content_key, c.record_id))
     vectors = _unit(embedder.embed_documents([f"{c.aspect}: {c.rationale}" for c in ordered]))
     rules: list[Rule] = []
     for aspect in sorted({c.aspect for c in ordered}):

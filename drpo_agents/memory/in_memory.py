@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.memory.base import MEMORY_EMBEDDINGS, Critique
@@ -15,6 +15,7 @@ class InMemoryCritiqueMemory:
     def __init__(self, embeddings: EmbeddingsLike | None = None) -> None:
         self.embeddings = resolve_embeddings(MEMORY_EMBEDDINGS if embeddings is None else embeddings)
         self._table = CritiqueTable()
+        self._finished: set[str] = set()
 
     def remember(self, critiques: Sequence[Critique]) -> None:
         """Store critiques; identical verdicts within a run (query, aspect, rationale) are kept once."""
@@ -35,8 +36,10 @@ class InMemoryCritiqueMemory:
         run_id: str | None = None,
         max_score: int = LESSON_MAX_SCORE,
         horizon: tuple[str, int] | None = None,
+        runs: Collection[str] | None = None,
     ) -> list[Critique]:
-        """Up to ``k`` distinct low-scoring critiques most similar to ``text``."""
+        """Up to ``k`` distinct low-scoring critiques most similar to ``text`` (see
+        :meth:`drpo_agents.memory.base.CritiqueMemory.recall`)."""
         if k <= 0 or not len(self._table):
             return []
         return self._table.recall(
@@ -46,7 +49,16 @@ class InMemoryCritiqueMemory:
             run_id=run_id,
             max_score=max_score,
             horizon=horizon,
+            runs=runs,
         )
+
+    def finished_runs(self) -> frozenset[str]:
+        """The runs that have finished (see :class:`drpo_agents.memory.base.RunLedger`)."""
+        return frozenset(self._finished)
+
+    def finish_run(self, run_id: str) -> None:
+        """Record that ``run_id`` finished: runs started from now on see its critiques."""
+        self._finished.add(run_id)
 
     def critiques_of(self, responder_model: str) -> list[Critique]:
         """Every stored low-scoring critique of ``responder_model``'s answers."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,8 @@ LESSON_MAX_SCORE = 3  # critiques at or below this score are lessons worth showi
 
 class CritiqueTable:
     """Critiques by record id with their float32 vectors; recall is exact cosine ranking with
-    ties broken by record id, so it depends on the set of records, not on their insertion order.
+    ties broken by content (:attr:`Critique.content_key`, then record id), so it depends on the
+    set of records, not on their insertion order or the run ids in them.
 
     Thread-safe: a level's critiques are stored (``add``) while the next level's rewrites recall.
     """
@@ -51,7 +52,8 @@ class CritiqueTable:
         fresh = list(first.values())
         if not fresh:
             return
-        self.vectors.add(np.asarray(vectors, dtype=np.float32)[fresh], [ids[i] for i in fresh])
+        keys = [(critiques[i].content_key, ids[i]) for i in fresh]
+        self.vectors.add(np.asarray(vectors, dtype=np.float32)[fresh], keys)
         for i in fresh:
             c = critiques[i]
             self._rows[ids[i]] = len(self.ids)
@@ -72,10 +74,12 @@ class CritiqueTable:
         run_id: str | None = None,
         max_score: int = LESSON_MAX_SCORE,
         horizon: tuple[str, int] | None = None,
+        runs: Collection[str] | None = None,
     ) -> list[Critique]:
-        """See :meth:`drpo_agents.memory.base.CritiqueMemory.recall`; ``query`` is the embedded text."""
+        """See :meth:`drpo_agents.memory.base.CritiqueMemory.recall` (and ``runs``,
+        :class:`drpo_agents.memory.base.RunLedger`); ``query`` is the embedded text."""
         with self._lock:
-            return self._recall(query, k, responder_model, run_id, max_score, horizon)
+            return self._recall(query, k, responder_model, run_id, max_score, horizon, runs)
 
     def _recall(
         self,
@@ -85,10 +89,11 @@ class CritiqueTable:
         run_id: str | None,
         max_score: int,
         horizon: tuple[str, int] | None,
+        runs: Collection[str] | None,
     ) -> list[Critique]:
         if k <= 0 or not self.ids:
             return []
-        mask = self._mask(responder_model, run_id, max_score, horizon)
+        mask = self._mask(responder_model, run_id, max_score, horizon, runs)
         if mask is None:
             return []
         chosen: list[Critique] = []
@@ -108,12 +113,17 @@ class CritiqueTable:
             limit *= 4  # many repeats of the same verdict: look further
 
     def _mask(
-        self, responder_model: str | None, run_id: str | None, max_score: int, horizon: tuple[str, int] | None
+        self,
+        responder_model: str | None,
+        run_id: str | None,
+        max_score: int,
+        horizon: tuple[str, int] | None,
+        visible: Collection[str] | None,
     ) -> NDArray[np.bool_] | None:
         """Which rows the filters allow; ``None`` when a named run or model has no record at all."""
         if self._arrays is None:
             self._arrays = np.asarray(self._columns, dtype=np.int64).reshape(-1, 4)
-        scores, levels, runs, models = self._arrays.T
+        scores, levels, run_codes, models = self._arrays.T
         mask: NDArray[np.bool_] = scores <= max_score
         if responder_model is not None:
             if responder_model not in self._codes:
@@ -122,7 +132,10 @@ class CritiqueTable:
         if run_id is not None:
             if run_id not in self._codes:
                 return None
-            mask &= runs == self._codes[run_id]
+            mask &= run_codes == self._codes[run_id]
+        if visible is not None:
+            names = {*visible, *([horizon[0]] if horizon is not None else [])}
+            mask &= np.isin(run_codes, [self._codes[name] for name in names if name in self._codes])
         if horizon is not None and horizon[0] in self._codes:
-            mask &= ~((runs == self._codes[horizon[0]]) & (levels >= horizon[1]))
+            mask &= ~((run_codes == self._codes[horizon[0]]) & (levels >= horizon[1]))
         return mask

@@ -13,7 +13,7 @@ from langchain_core.runnables import RunnableLambda
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import DRPOError
-from drpo_agents.memory import Critique
+from drpo_agents.memory import Critique, RunLedger
 from drpo_agents.rewards import length_adjusted_rewards, length_slope, mean
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.budget import BUDGET_STOPS, budget_stop
@@ -107,6 +107,8 @@ def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         "candidates": {ROOT_ID: new_candidate(ROOT_ID, parent_id=None, prompt=initial_prompt, level=0)},
     }
     update.update(ctx.selection.initial_state())
+    if isinstance(ctx.memory, RunLedger) and config.memory_scope != "run":
+        update["memory_runs"] = sorted(ctx.memory.finished_runs())
     update["icl_examples"] = [
         ICLExample.model_validate(e).model_dump() for e in (state.get("icl_examples") or ctx.icl_examples)
     ]
@@ -221,13 +223,18 @@ def remember_level(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     """Store the critiques of the last ranked level in the critique memory: one batched,
     idempotent write. It runs beside the next level's model calls (or the end of the search), so
     its latency (tens of ms per Chroma upsert) is off the critical path; rewrites therefore
-    recall the run's own critiques from two levels back on (see ``recall_critiques``)."""
+    recall the run's own critiques from two levels back on (see ``recall_critiques``).
+
+    After the search's last level, the run is recorded as finished in a :class:`RunLedger`
+    memory: its critiques are all stored, and runs that begin from then on may recall them."""
     if ctx.memory is None or not state.get("levels"):
         return {}
     level = max(summary["level"] for summary in state["levels"])
     search_records = [r for r in state.get("evaluations", []) if r.get("phase", "search") == "search"]
     records = [r for rs in _by_candidate_and_query(search_records, level).values() for r in rs.values()]
     ctx.memory.remember(_critiques(ctx, state["run_id"], records))
+    if state.get("stop_reason") and isinstance(ctx.memory, RunLedger):
+        ctx.memory.finish_run(state["run_id"])
     return {}
 
 

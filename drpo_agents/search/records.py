@@ -182,6 +182,7 @@ class RewriteTask(TypedDict):
     prompt: str
     previous_prompts: list[str]
     cases: list[RewriteCase]
+    memory_runs: NotRequired[list[str]]  # the run's memory_runs, where its memory keeps a ledger
 
 
 class AspectTask(TypedDict):

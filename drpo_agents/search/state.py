@@ -104,6 +104,8 @@ class _SearchFields(TypedDict, total=False):
     to_rewrite: list[str]  # beam candidates to rewrite at this level
     stop_reason: str
     validation_bank: Annotated[list[Query], WrittenOnce]  # held-out training queries for the final re-ranking
+    # Other runs whose critiques this run may recall: those finished when it began (RunLedger)
+    memory_runs: Annotated[list[str], WrittenOnce]
     validation: list[ValidationRow]  # per-candidate validation results
     validated_best: str
     incumbent: str  # the acceptance gate's current prompt (config.acceptance_gate)

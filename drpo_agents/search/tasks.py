@@ -129,7 +129,7 @@ def rewrite_task(ctx: SearchContext, state: DRPOState, parent_id: str, rank: int
         if prompt not in history and prompt != candidates[parent_id]["prompt"]:
             history.insert(0, prompt)
         ancestor = candidates[ancestor].get("parent_id")
-    return {
+    task: RewriteTask = {
         "run_id": state["run_id"],
         "parent_id": parent_id,
         "rank": rank,
@@ -141,3 +141,6 @@ def rewrite_task(ctx: SearchContext, state: DRPOState, parent_id: str, rank: int
             for r in latest_evaluations(state, parent_id)
         ],
     }
+    if "memory_runs" in state:
+        task["memory_runs"] = state["memory_runs"]
+    return task

@@ -1,0 +1,137 @@
+"""Credentials for a Chroma server behind an authenticating proxy: a token sent on every request,
+and TLS verified against a CA file.
+
+Chroma 1.x has no server-side authentication of its own; a deployment puts a proxy that checks a
+token in front of ``chroma run`` (docs/DEPLOYMENT.md shows one). The client reads:
+
+* ``DRPO_CHROMA_TOKEN``: the token (``drpo --chroma-token-file FILE`` sets it from a file, so it
+  stays out of the process list and shell history). Never logged, traced or written to a run file.
+* ``DRPO_CHROMA_TOKEN_HEADER``: ``Authorization`` (default: ``Authorization: Bearer TOKEN``) or
+  ``X-Chroma-Token`` (``X-Chroma-Token: TOKEN``).
+* ``DRPO_CHROMA_CA_FILE``: a PEM bundle that signs an ``https://`` server's certificate (a
+  private CA); without it the system's trust store is used.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from drpo_agents.errors import ConfigError, DRPOWarning, ServiceUnavailableError
+
+CHROMA_TOKEN_ENV = "DRPO_CHROMA_TOKEN"
+CHROMA_TOKEN_HEADER_ENV = "DRPO_CHROMA_TOKEN_HEADER"
+CHROMA_CA_FILE_ENV = "DRPO_CHROMA_CA_FILE"
+TokenHeader = Literal["Authorization", "X-Chroma-Token"]
+_HEADERS: tuple[TokenHeader, ...] = ("Authorization", "X-Chroma-Token")
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass(frozen=True)
+class ChromaCredentials:
+    """What a Chroma client sends and trusts; ``repr`` never shows the token."""
+
+    token: str | None = field(default=None, repr=False)
+    header: TokenHeader = "Authorization"
+    ca_file: str | None = None
+
+    @classmethod
+    def from_env(cls) -> ChromaCredentials:
+        """The credentials in the environment (see the module docstring).
+
+        Raises:
+            ConfigError: an unknown header name or a CA file that cannot be read.
+        """
+        token = os.environ.get(CHROMA_TOKEN_ENV, "").strip() or None
+        header = os.environ.get(CHROMA_TOKEN_HEADER_ENV, "Authorization").strip()
+        matched = next((h for h in _HEADERS if h.lower() == header.lower()), None)
+        if matched is None:
+            raise ConfigError(
+                f"{CHROMA_TOKEN_HEADER_ENV} must be Authorization or X-Chroma-Token, got {header!r}"
+            )
+        ca_file = os.environ.get(CHROMA_CA_FILE_ENV, "").strip() or None
+        if ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"{CHROMA_CA_FILE_ENV}={ca_file}: not a readable PEM CA bundle ({exc})"
+                ) from exc
+        return cls(token=token, header=matched, ca_file=ca_file)
+
+    def headers(self) -> dict[str, str]:
+        """The header that carries the token (none without one)."""
+        if self.token is None:
+            return {}
+        return (
+            {"Authorization": f"Bearer {self.token}"}
+            if self.header == "Authorization"
+            else {self.header: self.token}
+        )
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """How an ``https://`` server's certificate is checked: the CA file, else the system's."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (surrounding whitespace dropped).
+
+    Raises:
+        ConfigError: the file cannot be read or is empty.
+    """
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the Chroma token file {path}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"the Chroma token file {path} is empty")
+    return token
+
+
+def check_server(url: str, credentials: ChromaCredentials) -> None:
+    """Ask the server for its heartbeat with the credentials, so a wrong token, an untrusted
+    certificate or a server that is not there is said in one line before any model call.
+
+    Raises:
+        ConfigError: the server (its proxy) refused the credentials, or its certificate failed.
+        ServiceUnavailableError: nothing answers at ``url``.
+    """
+    import httpx
+
+    parsed = urlparse(url)
+    if credentials.token and parsed.scheme == "http" and parsed.hostname not in _LOOPBACK:
+        warnings.warn(
+            f"the Chroma token is sent in clear text to {parsed.hostname}: use an https:// URL",
+            DRPOWarning,
+            stacklevel=3,
+        )
+    try:
+        with httpx.Client(verify=credentials.verify(), timeout=30) as client:
+            response = client.get(f"{url.rstrip('/')}/api/v2/heartbeat", headers=credentials.headers())
+    except httpx.ConnectError as exc:
+        if isinstance(exc.__cause__, ssl.SSLError) or "CERTIFICATE" in str(exc).upper():
+            trust = f"the CA in {CHROMA_CA_FILE_ENV}" if credentials.ca_file else "the system's CAs"
+            raise ConfigError(
+                f"the Chroma server at {url} failed TLS verification against {trust}: {exc} "
+                f"(set {CHROMA_CA_FILE_ENV} to the CA that signed its certificate)"
+            ) from exc
+        raise ServiceUnavailableError(f"cannot reach the Chroma server at {url}: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailableError(f"cannot reach the Chroma server at {url}: {exc}") from exc
+    if response.status_code in (401, 403):
+        said = "was refused" if credentials.token else "is needed"
+        raise ConfigError(
+            f"the Chroma server at {url} answered {response.status_code} {response.reason_phrase}: "
+            f"a token {said} (set {CHROMA_TOKEN_ENV}, or drpo --chroma-token-file FILE; "
+            f"{CHROMA_TOKEN_HEADER_ENV} picks Authorization or X-Chroma-Token)"
+        )
+    if response.status_code >= 400:
+        raise ServiceUnavailableError(
+            f"the Chroma server at {url} answered {response.status_code} {response.reason_phrase} to its heartbeat"
+        )
