@@ -6,7 +6,7 @@ Read from the environment, so one deployment can align any model:
 * ``DRPO_RESPONDER``, ``DRPO_JUDGE``, ``DRPO_REWRITER``: "provider:model" strings (default
   "sandbox", the offline simulation); ``DRPO_CONFIG``: a JSON object of DRPOConfig fields.
 * ``DRPO_MEMORY``: the critique memory, a ``http(s)://host:port`` Chroma server shared by the
-  team (its token and CA: :mod:`drpo_agents.memory.chroma_auth`) or a folder. Default:
+  team (its token and CA: :mod:`drpo_agents.memory.chroma_connection`) or a folder. Default:
   ``DRPO_SERVER_DIR/memory``, an embedded Chroma for this server alone (one process only).
 * ``DRPO_SERVER_DIR``: where the server's LLM cache and response journal live (default
   ``drpo-server`` in the working directory, created owner-only). The journal is what lets a

@@ -11,7 +11,7 @@ import chromadb
 import pytest
 
 from drpo_agents.errors import ConfigError
-from drpo_agents.memory.chroma_auth import ChromaCredentials
+from drpo_agents.memory.chroma_connection import ChromaCredentials
 
 from .servers import _certificate, chroma_server  # noqa: F401  (the fixture)
 from .test_cli_errors import ENV, SMALL, drpo, one_error

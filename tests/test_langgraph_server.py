@@ -4,7 +4,8 @@ The server runs in its own environment (``.ci/run`` builds ``.venv-server`` with
 ``langgraph-cli[inmem]``, which pins older grpcio/protobuf than our dependencies); the SDK client
 runs here. The server gets the repo's ``langgraph.json`` with its paths made absolute, so it can
 run in a temporary folder: its ``.langgraph_api`` state stays out of the checkout, and a
-developer's ``.env`` cannot swap the offline sandbox models for real ones.
+developer's ``.env`` cannot swap the offline sandbox models for real ones. Its auth
+(drpo_agents.server_auth) gets one user's bearer token, which :func:`sdk_client` sends.
 
 Without the CLI the test is skipped; CI sets ``DRPO_REQUIRE_SERVER=1``, and then a server that is
 missing or does not start is a failure.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -22,13 +24,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drpo_agents import DRPOConfig, create_drpo_graph
+from drpo_agents.memory import InMemoryCritiqueMemory
 
 from .conftest import REPO_ROOT
 from .servers import _free_port
@@ -45,10 +49,11 @@ QUERIES = [
 ]
 NODES = {
     *("prepare", "select_aspects", "dispatch_evaluations", "evaluate"),
-    *("rewrite", "select_beam", "next_level", "finalize"),
+    *("rewrite", "select_beam", "next_level", "remember", "finalize"),
 }
 REQUIRED = os.environ.get("DRPO_REQUIRE_SERVER") == "1"
 STARTUP_SECONDS = 90  # ~3 s warm; importing chromadb & co. from a cold disk takes longer
+TOKEN = secrets.token_urlsafe(24)  # the bearer token of this module's server (drpo_agents.server_auth)
 
 
 def _unavailable(reason: str) -> None:
@@ -84,6 +89,8 @@ def _server_config(workdir: Path) -> Path:
         for name, spec in config["graphs"].items()
     }
     config["dependencies"] = [absolute(dep) for dep in config.get("dependencies", [])]
+    assert config["auth"]["path"] == "./graphs/auth.py:auth", config["auth"]
+    config["auth"]["path"] = ":".join([absolute("./graphs/auth.py"), "auth"])
     config.pop("env", None)  # a developer's .env would override the sandbox models below
     path = workdir / "langgraph.json"
     path.write_text(json.dumps(config, indent=2))
@@ -114,9 +121,15 @@ def _wait_until_ready(url: str, port: int, process: subprocess.Popen[bytes], log
     return f"`langgraph dev` did not answer on {url}/ok within {STARTUP_SECONDS} s"
 
 
-@pytest.fixture(scope="module")
-def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A real ``langgraph dev`` on 127.0.0.1 serving graphs/drpo.py with the sandbox models."""
+@contextmanager
+def running_server(
+    tmp_path_factory: pytest.TempPathFactory, auth_env: Mapping[str, str]
+) -> Iterator[tuple[str, Path]]:
+    """A real ``langgraph dev`` on 127.0.0.1 serving langgraph.json's graphs with the sandbox models.
+
+    ``auth_env`` is the server's auth configuration (``DRPO_SERVER_*`` variables of
+    drpo_agents.server_auth); none of this process's own ``DRPO_SERVER_*`` variables reach it.
+    """
     cli = _langgraph_cli()
     if cli is None:
         _unavailable(
@@ -135,7 +148,11 @@ def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
         "LANGGRAPH_CLOUD_LICENSE_KEY",
         "LANGSMITH_CONTROL_PLANE_API_KEY",
     }
-    env = {key: value for key, value in os.environ.items() if key not in keys}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in keys and not key.startswith("DRPO_SERVER_")
+    }
     env.update(
         LANGSMITH_TRACING="false",
         LANGCHAIN_TRACING_V2="false",
@@ -149,6 +166,7 @@ def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
         CRON_SCHEDULER_SLEEP_TIME="1",  # look for due cron jobs every second, not every 5
         PYTHONUNBUFFERED="1",
     )
+    env.update(auth_env)
     port = _free_port()
     command = [str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"]
     # The realign graph's search does file and SQLite work on drpo's own event loop, in the worker
@@ -167,8 +185,8 @@ def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     try:
         if problem := _wait_until_ready(url, port, process, log):
             message = f"{problem}; server log ({log}):\n{_tail(log)}"
-            if "Failed to load graph" in _tail(log, 10_000):
-                pytest.fail(message)  # our graph is broken: never a reason to skip
+            if any(s in _tail(log, 10_000) for s in ("Failed to load graph", "errors.ConfigError")):
+                pytest.fail(message)  # our graph or auth setting is broken: never a reason to skip
             _unavailable(message)
         print(f"langgraph dev ready on {url} after {time.monotonic() - started:.1f} s")
         yield url, log
@@ -182,15 +200,30 @@ def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
                 process.wait(timeout=15)
 
 
-def _in_process_artifact(inputs: dict[str, Any]) -> dict[str, Any]:
-    graph = create_drpo_graph("sandbox", "sandbox", config=DRPOConfig.model_validate(CONFIG)).compile()
-    artifact: dict[str, Any] = graph.invoke(inputs)["artifact"]
-    return artifact
+@pytest.fixture(scope="module")
+def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The server of this module's tests, with one user's bearer token (see :func:`sdk_client`)."""
+    with running_server(tmp_path_factory, {"DRPO_SERVER_TOKENS": f"server-test:{TOKEN}"}) as server:
+        yield server
+
+
+def sdk_client(url: str, token: str = "") -> Any:
+    """A LangGraph SDK client that sends ``token`` (default: this module's user) as a bearer token."""
+    headers = {"Authorization": f"Bearer {token or TOKEN}"}
+    return langgraph_sdk.get_sync_client(url=url, api_key=None, headers=headers)
+
+
+def _in_process_artifacts(inputs: dict[str, Any], runs: int) -> list[dict[str, Any]]:
+    """``runs`` runs of ``inputs`` one after another in this process, on one memory, as the
+    server's runs share its memory (graphs/drpo.py opens it once; drpo_agents.serving)."""
+    memory = InMemoryCritiqueMemory()
+    graph = create_drpo_graph("sandbox", "sandbox", config=DRPOConfig.model_validate(CONFIG), memory=memory)
+    return [graph.compile().invoke(inputs)["artifact"] for _ in range(runs)]
 
 
 def test_sandbox_optimisation_through_langgraph_server(langgraph_server: tuple[str, Path]) -> None:
     url, log = langgraph_server
-    client = langgraph_sdk.get_sync_client(url=url, api_key=None)
+    client = sdk_client(url)
     inputs = {"queries": QUERIES, "run_id": "server-test"}
     try:
         # The graph of langgraph.json is registered as assistant "drpo".
@@ -216,7 +249,7 @@ def test_sandbox_optimisation_through_langgraph_server(langgraph_server: tuple[s
     except Exception as exc:
         pytest.fail(f"{type(exc).__name__}: {exc}\nserver log:\n{_tail(log)}")
 
-    assert nodes[0] == "prepare" and nodes[-1] == "finalize", nodes
+    assert nodes[0] == "prepare" and "finalize" in nodes[-2:], nodes  # beside the last "remember"
     assert set(nodes) == NODES, nodes
 
     values = state["values"]
@@ -244,14 +277,16 @@ def test_sandbox_optimisation_through_langgraph_server(langgraph_server: tuple[s
 
     # The run's output is the graph's output schema, and the server computes what the library does.
     assert set(output) <= {"artifact", "beam", "to_rewrite", "stop_reason"}, sorted(output)
-    expected = _in_process_artifact(inputs)
-    for result in (artifact, output["artifact"]):
+    # The second run recalls what the first stored in the server's memory, as in-process.
+    for result, expected in zip(
+        (artifact, output["artifact"]), _in_process_artifacts(inputs, 2), strict=True
+    ):
         assert {**result, "created_at": None} == {**expected, "created_at": None}
 
 
 def test_server_publishes_the_input_schema(langgraph_server: tuple[str, Path]) -> None:
     url, _ = langgraph_server
-    client = langgraph_sdk.get_sync_client(url=url, api_key=None)
+    client = sdk_client(url)
     assistant_id = client.assistants.search(graph_id="drpo")[0]["assistant_id"]
     schemas = client.assistants.get_schemas(assistant_id)
     assert schemas["input_schema"] is not None, "no input schema"
@@ -279,7 +314,7 @@ def test_realign_rounds_run_on_the_server_and_on_its_cron_schedule(
     from drpo_agents.realign import Deployment
 
     url, log = langgraph_server
-    client = langgraph_sdk.get_sync_client(url=url, api_key=None)
+    client = sdk_client(url)
     deploy, inbox = tmp_path / "alignment", tmp_path / "incoming"
     inbox.mkdir()
     training = load_training_queries()

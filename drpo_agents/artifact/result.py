@@ -58,6 +58,11 @@ class AlignmentArtifact(BaseModel):
     )
     best_candidate_id: str | None = None
     parent: ParentRecord | None = Field(None, description="The earlier result this run started from, if any.")
+    memory_runs: list[str] = Field(
+        default_factory=list,
+        description="Other runs whose critiques this run could recall: those its memory held as "
+        "finished when it began (what to seed a memory with to reproduce it).",
+    )
     candidates: list[CandidateRecord] = Field(default_factory=list)
     evaluations: list[EvaluationRecord] = Field(default_factory=list)
     levels: list[LevelRecord] = Field(default_factory=list)

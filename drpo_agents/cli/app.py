@@ -47,7 +47,7 @@ def _options(
 ) -> None:
     """Tuning-free self-alignment of language models with DRPO (Dynamic Rewarding with Prompt Optimization)."""
     if chroma_token_file is not None:
-        from drpo_agents.memory.chroma_auth import CHROMA_TOKEN_ENV, read_token_file
+        from drpo_agents.memory.chroma_connection import CHROMA_TOKEN_ENV, read_token_file
 
         # The environment, not an argument: it is where the client reads it, and where the
         # secret scrubbing of every trace line and message looks for values to hide.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 from dataclasses import replace
@@ -123,7 +124,9 @@ def run_optimize(options: OptimizeOptions) -> None:
     if o.estimate:
         return show_estimate(cfg, training, examples, specs, o.as_json)
     models = build_models(specs, o.base_url)
-    run_id = time.strftime("%Y%m%d-%H%M%S")
+    # Sortable by start time, and unique: runs started in the same second (a batch of jobs) must
+    # not share a folder or, with one PostgreSQL, a checkpoint thread. The outcome ignores it.
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     directory = o.run_dir or Path("runs") / run_id
     private_folder(directory)
     (directory / CLI_FILE).write_text(

@@ -13,7 +13,8 @@ from drpo_agents.memory.base import Critique, CritiqueMemory, Lesson, ListableCr
 from drpo_agents.memory.in_memory import InMemoryCritiqueMemory
 
 if TYPE_CHECKING:
-    from drpo_agents.memory.chroma import ChromaCritiqueMemory, chroma_client
+    from drpo_agents.memory.chroma import ChromaCritiqueMemory
+    from drpo_agents.memory.chroma_connection import chroma_client
     from drpo_agents.memory.chroma_icl import ChromaICLRetriever
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 
 _CHROMA_NAMES = {
     "ChromaCritiqueMemory": "drpo_agents.memory.chroma",
-    "chroma_client": "drpo_agents.memory.chroma",
+    "chroma_client": "drpo_agents.memory.chroma_connection",
     "ChromaICLRetriever": "drpo_agents.memory.chroma_icl",
 }
 

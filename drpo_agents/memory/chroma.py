@@ -11,72 +11,18 @@ Chroma's approximate index, so what is found depends only on what is stored.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Collection, Sequence
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-
-import chromadb
-from chromadb.config import Settings
 
 from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
-from drpo_agents.errors import ConfigError, ServiceUnavailableError
-from drpo_agents.infra.run_files import private_folder
+from drpo_agents.errors import ServiceUnavailableError
 from drpo_agents.memory.base import MEMORY_EMBEDDINGS, Critique, digest
-from drpo_agents.memory.chroma_auth import CHROMA_TOKEN_ENV, ChromaCredentials, check_server
 from drpo_agents.memory.table import LESSON_MAX_SCORE, CritiqueTable
 
 SPACE = {"hnsw": {"space": "cosine"}}
 # The lessons collections are our own index (recall ranks the in-process mirror, never Chroma's
 # HNSW graph): a sparse graph and no documents (full-text index) halve the cost of a write.
 _LESSONS_SPACE = {"hnsw": {"space": "cosine", "ef_construction": 8, "max_neighbors": 4}}
-
-
-def chroma_client(location: str | Path | None) -> Any:
-    """A Chroma client: ``None`` in-memory, a folder (embedded ``PersistentClient``), or an
-    ``http(s)://host:port`` URL of a ``chroma run`` server (``HttpClient``), reached with the
-    token and CA file of :mod:`drpo_agents.memory.chroma_auth` and checked before it is used.
-
-    Raises:
-        ConfigError: a bad URL, credentials the server refuses, or a certificate that fails.
-        ServiceUnavailableError: nothing answers at the URL.
-    """
-    if location is None:
-        return chromadb.EphemeralClient()
-    text = str(location)
-    if text.startswith(("http://", "https://")):
-        return _server_client(text)
-    private_folder(text)
-    return chromadb.PersistentClient(path=text)
-
-
-def _server_client(text: str) -> Any:
-    url = urlparse(text)
-    if url.username or url.password:
-        raise ConfigError(
-            f"the Chroma server URL must not hold credentials; put the token in {CHROMA_TOKEN_ENV} "
-            f"(URL: {url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''})"
-        )
-    if not url.hostname or url.path.strip("/") or url.query:
-        raise ConfigError(f"invalid Chroma server URL (want http(s)://host:port): {text!r}")
-    credentials = ChromaCredentials.from_env()
-    check_server(text, credentials)
-    # Settings only for a CA file: chromadb refuses a second client of one server whose settings differ.
-    settings = Settings(chroma_server_ssl_verify=credentials.ca_file) if credentials.ca_file else None
-    try:
-        with warnings.catch_warnings():
-            # chromadb hands httpx the CA file's path, which httpx deprecates for an SSL context.
-            warnings.filterwarnings("ignore", message=".*verify=<str>", category=DeprecationWarning)
-            return chromadb.HttpClient(
-                host=url.hostname,
-                port=url.port or (443 if url.scheme == "https" else 8000),
-                ssl=url.scheme == "https",
-                headers=credentials.headers(),
-                settings=settings,
-            )
-    except ValueError as exc:  # chromadb's "Could not connect to a Chroma server", or a refusal
-        raise ServiceUnavailableError(f"cannot reach the Chroma server at {text}: {exc}") from exc
 
 
 _LEDGER_VECTOR = [1.0]  # a ledger entry is its id; Chroma stores a vector with every record

@@ -57,7 +57,8 @@ def open_memory(
     if not isinstance(location, str | Path):
         check_critique_memory(location)
         return RunMemory(location, None)
-    from drpo_agents.memory.chroma import ChromaCritiqueMemory, chroma_client
+    from drpo_agents.memory.chroma import ChromaCritiqueMemory
+    from drpo_agents.memory.chroma_connection import chroma_client
     from drpo_agents.memory.chroma_icl import ChromaICLRetriever
 
     client = chroma_client(location)

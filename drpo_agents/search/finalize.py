@@ -41,6 +41,7 @@ def finalize(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         icl_retrieval=_retrieval_record(ctx, state),
         best_candidate_id=best_id,
         parent=ParentRecord.model_validate(state["parent"]) if state.get("parent") else None,
+        memory_runs=state.get("memory_runs", []),
         candidates=[CandidateRecord.model_validate(c) for c in candidates],
         evaluations=[EvaluationRecord.model_validate(e) for e in evaluations],
         levels=[

@@ -51,6 +51,7 @@ from drpo_agents.search import beam, model_steps, tasks
 from drpo_agents.search.build import build_context
 from drpo_agents.search.context import SearchContext, bound
 from drpo_agents.search.finalize import finalize
+from drpo_agents.search.remember import remember_node
 from drpo_agents.search.review import review
 from drpo_agents.search.state import DRPOInput, DRPOOutput, DRPOState
 
@@ -149,7 +150,7 @@ def wire(ctx: SearchContext) -> StateGraph[DRPOState, None, DRPOInput, DRPOOutpu
     graph.add_node("select_beam", bound(ctx, beam.select_beam))
     graph.add_node("next_level", bound(ctx, beam.next_level))
     graph.add_node("finalize", bound(ctx, finalize))
-    graph.add_node("remember", beam.remember_node(ctx))  # a dead end: nothing waits for it
+    graph.add_node("remember", remember_node(ctx))  # a dead end: nothing waits for it
     level_work = ["remember", "rewrite", "select_aspects", "dispatch_evaluations", "finalize"]
     level_work += ctx.selection.search_end_nodes
     if cfg.review:

@@ -64,7 +64,7 @@ def recall_critiques(ctx: SearchContext, task: RewriteTask) -> list[Critique]:
         "responder_model": ctx.models["responder"] if scope == "model" else None,
         "run_id": task["run_id"] if scope == "run" else None,
         # The run's own records from two levels back: the parent level's are being stored beside
-        # this rewrite (beam.remember_level), and its parent's are in the prompt already.
+        # this rewrite (remember.remember_level), and its parent's are in the prompt already.
         "horizon": (task["run_id"], task["level"] - 1),
     }
     if isinstance(ctx.memory, RunLedger) and "memory_runs" in task:

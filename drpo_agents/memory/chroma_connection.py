@@ -1,5 +1,5 @@
-"""Credentials for a Chroma server behind an authenticating proxy: a token sent on every request,
-and TLS verified against a CA file.
+"""Connecting to Chroma: in memory, an embedded folder, or a server behind an authenticating
+proxy, reached with a token sent on every request and TLS verified against a CA file.
 
 Chroma 1.x has no server-side authentication of its own; a deployment puts a proxy that checks a
 token in front of ``chroma run`` (docs/DEPLOYMENT.md shows one). The client reads:
@@ -19,10 +19,11 @@ import ssl
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from drpo_agents.errors import ConfigError, DRPOWarning, ServiceUnavailableError
+from drpo_agents.infra.run_files import private_folder
 
 CHROMA_TOKEN_ENV = "DRPO_CHROMA_TOKEN"
 CHROMA_TOKEN_HEADER_ENV = "DRPO_CHROMA_TOKEN_HEADER"
@@ -135,3 +136,54 @@ def check_server(url: str, credentials: ChromaCredentials) -> None:
         raise ServiceUnavailableError(
             f"the Chroma server at {url} answered {response.status_code} {response.reason_phrase} to its heartbeat"
         )
+
+
+def chroma_client(location: str | Path | None) -> Any:
+    """A Chroma client: ``None`` in-memory, a folder (embedded ``PersistentClient``), or an
+    ``http(s)://host:port`` URL of a ``chroma run`` server (``HttpClient``), reached with the
+    token and CA file of this module's docstring and checked before it is used.
+
+    Raises:
+        ConfigError: a bad URL, credentials the server refuses, or a certificate that fails.
+        ServiceUnavailableError: nothing answers at the URL.
+    """
+    import chromadb  # here: importing it takes half a second that a token check need not pay
+
+    if location is None:
+        return chromadb.EphemeralClient()
+    text = str(location)
+    if text.startswith(("http://", "https://")):
+        return _server_client(text)
+    private_folder(text)
+    return chromadb.PersistentClient(path=text)
+
+
+def _server_client(text: str) -> Any:
+    import chromadb
+    from chromadb.config import Settings
+
+    url = urlparse(text)
+    if url.username or url.password:
+        raise ConfigError(
+            f"the Chroma server URL must not hold credentials; put the token in {CHROMA_TOKEN_ENV} "
+            f"(URL: {url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''})"
+        )
+    if not url.hostname or url.path.strip("/") or url.query:
+        raise ConfigError(f"invalid Chroma server URL (want http(s)://host:port): {text!r}")
+    credentials = ChromaCredentials.from_env()
+    check_server(text, credentials)
+    # Settings only for a CA file: chromadb refuses a second client of one server whose settings differ.
+    settings = Settings(chroma_server_ssl_verify=credentials.ca_file) if credentials.ca_file else None
+    try:
+        with warnings.catch_warnings():
+            # chromadb hands httpx the CA file's path, which httpx deprecates for an SSL context.
+            warnings.filterwarnings("ignore", message=".*verify=<str>", category=DeprecationWarning)
+            return chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                headers=credentials.headers(),
+                settings=settings,
+            )
+    except ValueError as exc:  # chromadb's "Could not connect to a Chroma server", or a refusal
+        raise ServiceUnavailableError(f"cannot reach the Chroma server at {text}: {exc}") from exc
