@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 
@@ -46,7 +44,7 @@ def main() -> None:
         _pause_second_recall(Path(extra[0]), Path(extra[1]))
     import drpo_agents.cli.run as cli_run
 
-    cli_run.time = SimpleNamespace(strftime=lambda _format: run_id, perf_counter=time.perf_counter)  # type: ignore[assignment]
+    cli_run.new_run_id = lambda: run_id
     sys.argv = ["drpo", *drpo_args]
     from drpo_agents.cli import main as drpo_main
 

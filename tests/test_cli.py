@@ -185,7 +185,7 @@ def test_the_command_line_loads_chroma_only_when_a_run_needs_it() -> None:
     """``import chromadb`` costs about half a second of every ``drpo --help`` or ``inspect``."""
     script = (
         "import sys, drpo_agents.cli, drpo_agents.memory as m; loaded = 'chromadb' in sys.modules; "
-        "m.ChromaCritiqueMemory; print(loaded, 'chromadb' in sys.modules)"
+        "m.chroma_client(None); print(loaded, 'chromadb' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "True"], result.stderr

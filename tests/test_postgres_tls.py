@@ -149,9 +149,7 @@ def test_a_failed_tls_connection_is_one_line_before_any_model_call(
         *FAILURES[case],
         secrets=(postgres_tls.password,),
     )
-    assert "drpo resume run --checkpointer" in line
-    if case != "no client certificate":  # a URL with a password is not repeated
-        assert "--checkpointer URL (the same PostgreSQL URL)" in line
+    assert "drpo resume" not in line  # nothing was checkpointed: the same command starts it again
     assert _model_calls(tmp_path / "run") == 0
     assert not (tmp_path / "run" / ARTIFACT_FILE).exists()
 
@@ -173,3 +171,13 @@ async def test_requiring_tls_of_a_server_without_it_says_so(postgres_url: str) -
     with pytest.raises(ServiceUnavailableError, match=r"TLS not available .*the server has ssl = off"):
         async with open_checkpointer(url, None):
             pass
+
+
+def test_the_resume_hint_never_repeats_a_url_holding_a_password() -> None:
+    from drpo_agents.cli.errors import resume_command
+
+    for url in ("postgresql://drpo:pw-123456789@db/drpo", "postgresql://drpo@db/drpo?password=pw-123456789"):
+        hint = resume_command(Path("run"), url)
+        assert hint == "drpo resume run --checkpointer URL (the same PostgreSQL URL)" and "pw-" not in hint
+    plain = "postgresql://drpo@db/drpo?sslmode=verify-full"
+    assert resume_command(Path("run"), plain) == f"drpo resume run --checkpointer '{plain}'"

@@ -15,7 +15,16 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
+# Not forwarded: hop-by-hop headers, and the token itself (Chroma never sees it, as with nginx).
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "host",
+    "content-length",
+    "authorization",
+    "x-chroma-token",
+}
 
 
 class TokenProxy:

@@ -14,6 +14,7 @@ from rich.markup import escape
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.cli.app import console
 from drpo_agents.errors import ArtifactError, ConfigError, DRPOError, ResumeRefused
+from drpo_agents.run_spec import ProgressCallback, ProgressEvent
 from drpo_agents.tracing import scrub_secrets
 
 EXIT_FAILED = 1
@@ -62,14 +63,35 @@ def resume_command(run_dir: Path, checkpointer: str | None) -> str:
     return f"{command} --checkpointer " + ("URL (the same PostgreSQL URL)" if secret else shlex.quote(shown))
 
 
+class Checkpointed:
+    """Whether the run reached a checkpoint in this process: its first graph step ended."""
+
+    def __init__(self) -> None:
+        self.reached = False
+
+    def watching(self, on_progress: ProgressCallback) -> ProgressCallback:
+        """``on_progress``, noting that a step ended (the graph reports each step once it is saved)."""
+
+        def watched(event: ProgressEvent) -> None:
+            self.reached = True
+            on_progress(event)
+
+        return watched
+
+
 @contextmanager
-def resumable(run_dir: Path, checkpointer: str | None) -> Iterator[None]:
-    """Mark whatever stops the run from here on as resumable (``main`` says how)."""
+def resumable(run_dir: Path, checkpointer: str | None) -> Iterator[Checkpointed]:
+    """Mark whatever stops the run from here on as resumable (``main`` says how), once it has
+    reached a checkpoint (pass ``on_progress`` through :meth:`Checkpointed.watching`). Before
+    that, an error is said as it is: nothing ran, and the same command starts the run again."""
+    progress = Checkpointed()
     try:
-        yield
+        yield progress
     except (typer.Exit, typer.Abort, NoValidCandidate, ResumeRefused):
         raise  # already reported, finished (nothing to resume), or a resume that changed nothing
     except (Exception, KeyboardInterrupt) as exc:
+        if not progress.reached:
+            raise
         raise Stopped(resume_command(run_dir, checkpointer)) from exc
 
 

@@ -73,7 +73,7 @@ def resume_command(
     started = time.perf_counter()
     record = RunRecord.load(run_dir)
     total = record.config.depth + extend_depth  # the run's own depth, not the default
-    with resumable(run_dir, checkpointer):
+    with resumable(run_dir, checkpointer) as checkpointed:
         with (
             progress_bar(total, not (quiet or as_json)) as on_progress,
             _saved_unless_refused(run_dir, changed, record.identities),
@@ -87,7 +87,7 @@ def resume_command(
                     jury=models.jury,
                     checkpointer=checkpointer,
                     callbacks=[JsonlTracer(run_dir / TRACE_FILE)],  # appends to the run's trace
-                    on_progress=on_progress,
+                    on_progress=checkpointed.watching(on_progress),
                     reviewer=ask_reviewer,
                     config_overrides=overrides,
                     extend_depth=extend_depth,

@@ -124,9 +124,7 @@ def run_optimize(options: OptimizeOptions) -> None:
     if o.estimate:
         return show_estimate(cfg, training, examples, specs, o.as_json)
     models = build_models(specs, o.base_url)
-    # Sortable by start time, and unique: runs started in the same second (a batch of jobs) must
-    # not share a folder or, with one PostgreSQL, a checkpoint thread. The outcome ignores it.
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    run_id = new_run_id()
     directory = o.run_dir or Path("runs") / run_id
     private_folder(directory)
     (directory / CLI_FILE).write_text(
@@ -142,13 +140,10 @@ def run_optimize(options: OptimizeOptions) -> None:
         reviewer=ask_reviewer if o.review else None,
     )
     started = time.perf_counter()
-    with resumable(directory, o.checkpointer):
+    with resumable(directory, o.checkpointer) as checkpointed:
         with progress_bar(cfg.depth, not (o.quiet or o.as_json)) as on_progress:
-            artifact = run_sync(
-                arun_optimization(
-                    training, models, replace(resources, on_progress=on_progress), cfg, o.start_from
-                )
-            )
+            watched = replace(resources, on_progress=checkpointed.watching(on_progress))
+            artifact = run_sync(arun_optimization(training, models, watched, cfg, o.start_from))
         write_html_report(directory)
         show_run(artifact, directory, time.perf_counter() - started, o.quiet, o.as_json)
         if artifact.no_valid_candidate():
@@ -156,6 +151,13 @@ def run_optimize(options: OptimizeOptions) -> None:
         if not (o.quiet or o.as_json):
             responder_model = with_output_limit(models.responder, cfg.role_max_tokens["responder"])
             show_before_after(responder_model, cfg.initial_prompt, artifact)
+
+
+def new_run_id() -> str:
+    """A CLI run's id: sortable by start time, and unique, so runs started in the same second (a
+    batch of jobs) share no folder and, with one PostgreSQL, no checkpoint thread. A run's
+    outcome does not depend on it."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def write_html_report(run_dir: Path) -> None:
