@@ -23,6 +23,7 @@ from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.infra.calls import blocking_twin
 from drpo_agents.infra.checkpoints import check_checkpoint_file
 from drpo_agents.infra.run_files import CHECKPOINT_FILE
+from drpo_agents.memory.chroma_connection import check_location
 from drpo_agents.memory.stores import MemoryLocation, memory_location
 from drpo_agents.resumption import checked_models, resumed_config, stored_models
 from drpo_agents.run_record import RunRecord
@@ -52,6 +53,7 @@ async def arun_optimization(
     resources = resources or RunResources()
     cfg = as_config(config)
     normalize_queries(queries)  # fail on bad input before building anything
+    check_location(resources.memory)  # a token in a Chroma URL never reaches config.json
     inputs: DRPOInput = {"queries": list(queries)}
     if start_from is not None:
         point = starting_point(start_from)

@@ -264,7 +264,8 @@ def test_an_unexpected_error_is_one_line_unless_debugging(tmp_path: Path) -> Non
     args = ("optimize", "--sandbox", *SMALL, "--run-dir", "run")
     line = one_error(drpo(*args, cwd=tmp_path, fault=["bug"]), 1, "unexpected RuntimeError", "DRPO_DEBUG=1")
     assert "boom in the report" in line and resume_dir(line) == "run"
-    debug = drpo(*args, cwd=tmp_path, fault=["bug"], env={**ENV, "DRPO_DEBUG": "1"})
+    again = ("optimize", "--sandbox", *SMALL, "--run-dir", "debug-run")  # "run" holds a run now
+    debug = drpo(*again, cwd=tmp_path, fault=["bug"], env={**ENV, "DRPO_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "boom in the report" in debug.stderr
 
 
@@ -448,3 +449,26 @@ def test_failure_counts_assign_each_record_to_its_role() -> None:
     assert counts["rewriter"].first_error == "proposal 1 rejected: too long"
     assert artifact.failed_levels() == {1: "rewrite c0: proposal 1 rejected: too long"}
     assert artifact.no_valid_candidate()
+
+
+def test_a_new_run_never_reuses_a_folder_a_run_has_written_in(tmp_path: Path) -> None:
+    first = drpo("optimize", "--sandbox", "--depth", "1", "--quiet", "--run-dir", "run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    line = one_error(
+        drpo("optimize", "--sandbox", "--run-dir", "run", cwd=tmp_path), 2, "already holds a run"
+    )
+    assert "drpo resume run" in line
+    # A run that stopped before its first checkpoint left only its settings: the same command
+    # starts it again in that folder.
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "config.json").write_text("{}", encoding="utf-8")
+    again = drpo("optimize", "--sandbox", "--depth", "1", "--quiet", "--run-dir", "early", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_chroma_url_holding_a_secret_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    for url in (f"http://drpo:{PASSWORD}@127.0.0.1:8000", f"http://127.0.0.1:8000/?token={PASSWORD}"):
+        one_error(
+            drpo("optimize", "--sandbox", "--memory", url, "--run-dir", "run", cwd=tmp_path), 2, "Chroma"
+        )
+        assert not (tmp_path / "run").exists()

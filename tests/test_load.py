@@ -108,6 +108,7 @@ def test_eight_cli_runs_at_once_share_postgresql_and_chroma_and_each_ends_as_alo
     run_ids = [_artifact(tmp_path / f"shared-{i}")["run_id"] for i in range(RUNS)]
     assert len(set(run_ids)) == RUNS, run_ids  # started in the same second, still distinct
     records = stored_records(memory_url)
+    print(f"memory: {sum(map(len, records.values()))} critiques of {len(records)} runs")
     assert set(records) == set(run_ids)
     shared_artifacts = [_artifact(tmp_path / f"shared-{i}") for i in range(RUNS)]
     alone = Alone(
@@ -163,6 +164,7 @@ def test_eight_runs_at_once_on_one_langgraph_server_with_chroma_memory(
 
     monkeypatch.setenv("DRPO_CHROMA_TOKEN", TOKEN)
     records = stored_records(memory_url)
+    print(f"memory: {sum(map(len, records.values()))} critiques of {len(records)} runs")
     assert set(records) == {x["run_id"] for x in inputs}
     config = DRPOConfig.model_validate(SERVER_CONFIG)
     alone = Alone({x["run_id"]: (config, x["queries"], a) for x, a in zip(inputs, artifacts, strict=True)})
@@ -170,7 +172,8 @@ def test_eight_runs_at_once_on_one_langgraph_server_with_chroma_memory(
         expected = alone.artifact(x["run_id"])
         assert normalized(artifact) == normalized(expected), f"{x['run_id']} differs from the run made alone"
         assert records[x["run_id"]] == alone.records(x["run_id"]), f"{x['run_id']}'s records differ"
-    assert ChromaCritiqueMemory(client=_client(memory_url)).finished_runs() == {x["run_id"] for x in inputs}
+    ledger = ChromaCritiqueMemory(client=_client(memory_url))
+    assert ledger.finished_runs("load-test") == {x["run_id"] for x in inputs}  # the server user's runs
 
 
 class Alone:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 
-from drpo_agents import AlignmentArtifact, DRPOConfig, aoptimize, optimize
+from drpo_agents import AlignmentArtifact, DRPOConfig, aoptimize, create_drpo_graph, optimize
 from drpo_agents.datasets import load_training_queries
 from drpo_agents.errors import ConfigError
 from drpo_agents.evaluation import evaluate
@@ -203,3 +204,24 @@ def test_a_ledger_whose_recall_cannot_filter_runs_is_refused() -> None:
     assert isinstance(Ledger(), RunLedger)
     with pytest.raises(ConfigError, match="runs"):
         check_critique_memory(Ledger())
+
+
+def test_a_server_user_recalls_only_their_own_finished_runs() -> None:
+    shared = InMemoryCritiqueMemory()
+    graph = create_drpo_graph("sandbox", "sandbox", config=_small(1), memory=shared).compile()
+
+    def run(run_id: str, user: str, queries: list[Any]) -> dict[str, Any]:
+        config: RunnableConfig = {"configurable": {"langgraph_auth_user_id": user}}
+        artifact: dict[str, Any] = graph.invoke({"queries": queries, "run_id": run_id}, config)["artifact"]
+        return artifact
+
+    run("alice-1", "alice", QUERIES[:20])
+    bob = run("bob-1", "bob", QUERIES[:20])
+    assert bob["memory_runs"] == [] and {r for c in bob["candidates"] for r in c["lesson_runs"]} <= {"bob-1"}
+    alice = run("alice-2", "alice", QUERIES[20:40])
+    assert alice["memory_runs"] == ["alice-1"]
+    assert {r for c in alice["candidates"] for r in c["lesson_runs"]} <= {"alice-1", "alice-2"}
+    assert shared.finished_runs("alice") == {"alice-1", "alice-2"} and shared.finished_runs("bob") == {
+        "bob-1"
+    }
+    assert shared.finished_runs() == frozenset()  # runs started outside a server see none of them

@@ -352,6 +352,17 @@ def test_the_right_token_runs_the_drpo_graph_end_to_end(auth_server: str) -> Non
     assert [run["status"] for run in alice.runs.list(thread["thread_id"])] == ["success"]
     assert alice.threads.get_state(thread["thread_id"])["values"]["artifact"] == output["artifact"]
     assert thread["thread_id"] in {t["thread_id"] for t in alice.threads.search()}
+    # The server's memory is shared by its runs, but per user: Bob's run recalls none of Alice's
+    # critiques (which quote her queries); her next run recalls her first.
+    bob = sdk_client(auth_server, BOB)
+    own = {"queries": QUERIES, "run_id": "auth-bob"}
+    bobs = bob.runs.wait(bob.threads.create()["thread_id"], "drpo", input=own)["artifact"]
+    assert bobs["memory_runs"] == [] and {r for c in bobs["candidates"] for r in c["lesson_runs"]} <= {
+        "auth-bob"
+    }
+    again = {"queries": QUERIES, "run_id": "auth-2"}
+    second = alice.runs.wait(alice.threads.create()["thread_id"], "drpo", input=again)["artifact"]
+    assert second["memory_runs"] == ["auth"]
 
 
 @pytest.mark.server

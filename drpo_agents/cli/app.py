@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -47,11 +48,17 @@ def _options(
 ) -> None:
     """Tuning-free self-alignment of language models with DRPO (Dynamic Rewarding with Prompt Optimization)."""
     if chroma_token_file is not None:
+        from drpo_agents.errors import DRPOWarning
         from drpo_agents.memory.chroma_connection import CHROMA_TOKEN_ENV, read_token_file
 
         # The environment, not an argument: it is where the client reads it, and where the
         # secret scrubbing of every trace line and message looks for values to hide.
-        os.environ[CHROMA_TOKEN_ENV] = read_token_file(chroma_token_file)
+        token = read_token_file(chroma_token_file)
+        if os.environ.get(CHROMA_TOKEN_ENV, token) != token:
+            warnings.warn(
+                f"--chroma-token-file replaces the token in {CHROMA_TOKEN_ENV}", DRPOWarning, stacklevel=1
+            )
+        os.environ[CHROMA_TOKEN_ENV] = token
 
 
 Sandbox = Annotated[

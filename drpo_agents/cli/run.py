@@ -55,9 +55,17 @@ from drpo_agents.cli.options import (
 )
 from drpo_agents.cli.summary import progress_bar, show_before_after, show_run
 from drpo_agents.datasets import load_icl_examples, load_queries, load_training_queries
-from drpo_agents.errors import DRPOError
+from drpo_agents.errors import ConfigError, DRPOError
 from drpo_agents.infra.calls import run_sync
-from drpo_agents.infra.run_files import CLI_FILE, TRACE_FILE, private_folder
+from drpo_agents.infra.run_files import (
+    ARTIFACT_FILE,
+    CHECKPOINT_FILE,
+    CLI_FILE,
+    JOURNAL_FILE,
+    TRACE_FILE,
+    private_folder,
+)
+from drpo_agents.memory.chroma_connection import check_location
 from drpo_agents.models.registry import with_output_limit
 from drpo_agents.run_spec import RunResources
 from drpo_agents.search.records import ReviewAnswer, ReviewRequest
@@ -118,6 +126,9 @@ def run_optimize(options: OptimizeOptions) -> None:
         start = starting_point(o.start_from) if o.start_from else None  # a bad source fails before any work
         if start is not None:
             cfg, examples = warm_started(cfg, examples, start)
+        check_location(o.memory)
+        if o.run_dir is not None:
+            refuse_a_used_folder(o.run_dir)
     except DRPOError as exc:
         raise fail(str(exc)) from exc
     specs = model_specs(o.sandbox, o.responder, o.judge, o.rewriter, o.jury)
@@ -151,6 +162,26 @@ def run_optimize(options: OptimizeOptions) -> None:
         if not (o.quiet or o.as_json):
             responder_model = with_output_limit(models.responder, cfg.role_max_tokens["responder"])
             show_before_after(responder_model, cfg.initial_prompt, artifact)
+
+
+def refuse_a_used_folder(run_dir: Path) -> None:
+    """A new run never reuses a folder a run has written in: its files, trace and memory would mix
+    with the old ones (and the old run's critiques would change the new one's result). A folder
+    that holds only the settings of a run that stopped before its first checkpoint is reused.
+
+    Raises:
+        ConfigError: ``run_dir`` holds a run's work.
+    """
+    used = [
+        name
+        for name in (ARTIFACT_FILE, CHECKPOINT_FILE, JOURNAL_FILE, TRACE_FILE)
+        if (run_dir / name).exists()
+    ]
+    if used:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({used[0]}): continue it with drpo resume {run_dir}, "
+            "or give another --run-dir"
+        )
 
 
 def new_run_id() -> str:

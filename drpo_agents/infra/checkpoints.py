@@ -210,8 +210,9 @@ def check_checkpoint_file(path: Path) -> None:
 
     if not path.is_file():
         raise ConfigError(
-            f"no {path.name} in {path.parent}: nothing to resume (pass --checkpointer if the run "
-            "kept its checkpoints in PostgreSQL)"
+            f"no {path.name} in {path.parent}: nothing to resume. The run stopped before its first "
+            "checkpoint (start it again with the same command), or it kept its checkpoints in "
+            "PostgreSQL (pass --checkpointer)"
         )
     try:
         with closing(sqlite3.connect(path)) as db:

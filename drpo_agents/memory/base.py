@@ -95,9 +95,10 @@ class CritiqueMemory(Protocol):
 
 @runtime_checkable
 class RunLedger(CritiqueMemory, Protocol):
-    """A critique memory that knows which runs have finished, so a run can see exactly the runs
-    that had finished when it began: what runs going on beside it store stays out of its recall
-    (and of its outcome), however their steps interleave. Both built-in memories are ledgers.
+    """A critique memory that knows which runs have finished, and who started them, so a run can
+    see exactly its owner's runs that had finished when it began: what runs going on beside it
+    store stays out of its recall (and of its outcome), however their steps interleave, and one
+    server user's queries never reach another user's rewrites. Both built-in memories are ledgers.
     """
 
     def recall(
@@ -115,9 +116,14 @@ class RunLedger(CritiqueMemory, Protocol):
         horizon run's own."""
         ...
 
-    def finished_runs(self) -> frozenset[str]: ...
+    def finished_runs(self, owner: str = "") -> frozenset[str]:
+        """The finished runs of ``owner`` (the LangGraph Server user who started them; "" for
+        runs started without one, from the CLI or Python): a user's runs never see another's."""
+        ...
 
-    def finish_run(self, run_id: str) -> None: ...
+    def finish_run(self, run_id: str, owner: str = "") -> None:
+        """Record that ``run_id`` (started by ``owner``) finished; idempotent."""
+        ...
 
 
 @runtime_checkable

@@ -205,15 +205,22 @@ class ChromaCritiqueMemory:
             runs=runs,
         )
 
-    def finished_runs(self) -> frozenset[str]:
-        """The runs that have finished (see :class:`drpo_agents.memory.base.RunLedger`)."""
+    def finished_runs(self, owner: str = "") -> frozenset[str]:
+        """The finished runs of ``owner`` (see :class:`drpo_agents.memory.base.RunLedger`)."""
         with Unreachable():
-            return frozenset(self._ledger().get(include=[])["ids"])
+            found = self._ledger().get(include=["metadatas"])
+        metadatas = found["metadatas"] or [None] * len(found["ids"])
+        return frozenset(
+            run
+            for run, meta in zip(found["ids"], metadatas, strict=True)
+            if (meta or {}).get("owner", "") == owner
+        )
 
-    def finish_run(self, run_id: str) -> None:
-        """Record that ``run_id`` finished: runs started from now on see its critiques (idempotent)."""
+    def finish_run(self, run_id: str, owner: str = "") -> None:
+        """Record that ``run_id`` finished: ``owner``'s runs started from now on see its critiques
+        (idempotent)."""
         with Unreachable():
-            self._ledger().upsert(ids=[run_id], embeddings=[_LEDGER_VECTOR])
+            self._ledger().upsert(ids=[run_id], embeddings=[_LEDGER_VECTOR], metadatas=[{"owner": owner}])
 
     def _ledger(self) -> Any:
         """The finished runs' collection (ids only). A memory written before the ledger existed
@@ -224,7 +231,11 @@ class ChromaCritiqueMemory:
             ledger = self.client.get_or_create_collection(name, embedding_function=None)
             if name not in known and int(self.collection.count()):
                 earlier = {c.run_id for c in self._mirror(self.collection).critiques}
-                ledger.upsert(ids=sorted(earlier), embeddings=[_LEDGER_VECTOR] * len(earlier))
+                ledger.upsert(
+                    ids=sorted(earlier),
+                    embeddings=[_LEDGER_VECTOR] * len(earlier),
+                    metadatas=[{"owner": ""}] * len(earlier),
+                )
             self._runs = ledger
         return self._runs
 

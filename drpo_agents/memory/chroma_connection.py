@@ -14,13 +14,14 @@ token in front of ``chroma run`` (docs/DEPLOYMENT.md shows one). The client read
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from drpo_agents.errors import ConfigError, DRPOWarning, ServiceUnavailableError
 from drpo_agents.infra.run_files import private_folder
@@ -30,7 +31,6 @@ CHROMA_TOKEN_HEADER_ENV = "DRPO_CHROMA_TOKEN_HEADER"
 CHROMA_CA_FILE_ENV = "DRPO_CHROMA_CA_FILE"
 TokenHeader = Literal["Authorization", "X-Chroma-Token"]
 _HEADERS: tuple[TokenHeader, ...] = ("Authorization", "X-Chroma-Token")
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,15 @@ class ChromaCredentials:
         return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def read_token_file(path: Path) -> str:
     """The token in ``path`` (surrounding whitespace dropped).
 
@@ -92,6 +101,12 @@ def read_token_file(path: Path) -> str:
         raise ConfigError(f"cannot read the Chroma token file {path}: {exc}") from exc
     if not token:
         raise ConfigError(f"the Chroma token file {path} is empty")
+    if path.stat().st_mode & 0o077:
+        warnings.warn(
+            f"the Chroma token file {path} is readable by others (mode {path.stat().st_mode & 0o777:o}): chmod 600 it",
+            DRPOWarning,
+            stacklevel=2,
+        )
     return token
 
 
@@ -106,7 +121,7 @@ def check_server(url: str, credentials: ChromaCredentials) -> None:
     import httpx
 
     parsed = urlparse(url)
-    if credentials.token and parsed.scheme == "http" and parsed.hostname not in _LOOPBACK:
+    if credentials.token and parsed.scheme == "http" and not _is_loopback(parsed.hostname or ""):
         warnings.warn(
             f"the Chroma token is sent in clear text to {parsed.hostname}: use an https:// URL",
             DRPOWarning,
@@ -129,13 +144,44 @@ def check_server(url: str, credentials: ChromaCredentials) -> None:
         said = "was refused" if credentials.token else "is needed"
         raise ConfigError(
             f"the Chroma server at {url} answered {response.status_code} {response.reason_phrase}: "
-            f"a token {said} (set {CHROMA_TOKEN_ENV}, or drpo --chroma-token-file FILE; "
-            f"{CHROMA_TOKEN_HEADER_ENV} picks Authorization or X-Chroma-Token)"
+            f"a token {said} (set {CHROMA_TOKEN_ENV}, which the drpo command also reads from "
+            f"--chroma-token-file FILE; {CHROMA_TOKEN_HEADER_ENV} picks Authorization or X-Chroma-Token)"
         )
     if response.status_code >= 400:
         raise ServiceUnavailableError(
             f"the Chroma server at {url} answered {response.status_code} {response.reason_phrase} to its heartbeat"
         )
+
+
+def server_url(text: str) -> ParseResult:
+    """``text`` parsed as a Chroma server URL, ``http(s)://host:port`` (no network).
+
+    Raises:
+        ConfigError: credentials, a path or a query in the URL, or no host; the message shows only
+            the scheme, host and port, never what else the URL held.
+    """
+    url = urlparse(text)
+    shown = f"{url.scheme}://{url.hostname or ''}{f':{url.port}' if url.port else ''}"
+    if url.username or url.password:
+        raise ConfigError(
+            f"the Chroma server URL must not hold credentials; put the token in {CHROMA_TOKEN_ENV} (URL: {shown})"
+        )
+    if not url.hostname or url.path.strip("/") or url.query or url.fragment:
+        raise ConfigError(
+            f"invalid Chroma server URL {shown}: want http(s)://host:port, with nothing after the port "
+            f"(a token goes in {CHROMA_TOKEN_ENV})"
+        )
+    return url
+
+
+def check_location(location: object) -> None:
+    """Refuse a bad Chroma server URL before anything is written (a folder or object passes).
+
+    Raises:
+        ConfigError: see :func:`server_url`.
+    """
+    if isinstance(location, str) and location.startswith(("http://", "https://")):
+        server_url(location)
 
 
 def chroma_client(location: str | Path | None) -> Any:
@@ -162,14 +208,7 @@ def _server_client(text: str) -> Any:
     import chromadb
     from chromadb.config import Settings
 
-    url = urlparse(text)
-    if url.username or url.password:
-        raise ConfigError(
-            f"the Chroma server URL must not hold credentials; put the token in {CHROMA_TOKEN_ENV} "
-            f"(URL: {url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''})"
-        )
-    if not url.hostname or url.path.strip("/") or url.query:
-        raise ConfigError(f"invalid Chroma server URL (want http(s)://host:port): {text!r}")
+    url = server_url(text)
     credentials = ChromaCredentials.from_env()
     check_server(text, credentials)
     # Settings only for a CA file: chromadb refuses a second client of one server whose settings differ.
@@ -179,7 +218,7 @@ def _server_client(text: str) -> Any:
             # chromadb hands httpx the CA file's path, which httpx deprecates for an SSL context.
             warnings.filterwarnings("ignore", message=".*verify=<str>", category=DeprecationWarning)
             return chromadb.HttpClient(
-                host=url.hostname,
+                host=url.hostname or "",  # server_url refused a URL without one
                 port=url.port or (443 if url.scheme == "https" else 8000),
                 ssl=url.scheme == "https",
                 headers=credentials.headers(),

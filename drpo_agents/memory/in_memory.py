@@ -15,7 +15,7 @@ class InMemoryCritiqueMemory:
     def __init__(self, embeddings: EmbeddingsLike | None = None) -> None:
         self.embeddings = resolve_embeddings(MEMORY_EMBEDDINGS if embeddings is None else embeddings)
         self._table = CritiqueTable()
-        self._finished: set[str] = set()
+        self._finished: dict[str, str] = {}  # run id -> owner
 
     def remember(self, critiques: Sequence[Critique]) -> None:
         """Store critiques; identical verdicts within a run (query, aspect, rationale) are kept once."""
@@ -52,13 +52,13 @@ class InMemoryCritiqueMemory:
             runs=runs,
         )
 
-    def finished_runs(self) -> frozenset[str]:
-        """The runs that have finished (see :class:`drpo_agents.memory.base.RunLedger`)."""
-        return frozenset(self._finished)
+    def finished_runs(self, owner: str = "") -> frozenset[str]:
+        """The finished runs of ``owner`` (see :class:`drpo_agents.memory.base.RunLedger`)."""
+        return frozenset(run for run, by in self._finished.items() if by == owner)
 
-    def finish_run(self, run_id: str) -> None:
-        """Record that ``run_id`` finished: runs started from now on see its critiques."""
-        self._finished.add(run_id)
+    def finish_run(self, run_id: str, owner: str = "") -> None:
+        """Record that ``run_id`` finished: ``owner``'s runs started from now on see its critiques."""
+        self._finished.setdefault(run_id, owner)
 
     def critiques_of(self, responder_model: str) -> list[Critique]:
         """Every stored low-scoring critique of ``responder_model``'s answers."""

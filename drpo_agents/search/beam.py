@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from langgraph.config import get_config
+
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import DRPOError
@@ -84,6 +86,17 @@ def split_queries(config: DRPOConfig, raw_queries: Sequence[Any]) -> tuple[list[
     return queries[: len(queries) - held_out], validation_bank
 
 
+def run_owner() -> str:
+    """Who started the running graph: the LangGraph Server user (its auth handler's identity), or
+    "" outside a server. Read from the run's config, never from the input a client sends."""
+    try:
+        configurable = get_config().get("configurable", {})
+    except RuntimeError:  # called outside a graph run
+        return ""
+    owner = configurable.get("langgraph_auth_user_id")
+    return str(owner) if owner else ""
+
+
 def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     """Validate the training queries, fix their order (seeded) and plant the initial prompt."""
     config = ctx.config
@@ -102,8 +115,10 @@ def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         "candidates": {ROOT_ID: new_candidate(ROOT_ID, parent_id=None, prompt=initial_prompt, level=0)},
     }
     update.update(ctx.selection.initial_state())
-    if isinstance(ctx.memory, RunLedger) and config.memory_scope != "run":
-        update["memory_runs"] = sorted(ctx.memory.finished_runs())
+    if isinstance(ctx.memory, RunLedger):
+        update["memory_owner"] = run_owner()
+        if config.memory_scope != "run":
+            update["memory_runs"] = sorted(ctx.memory.finished_runs(update["memory_owner"]))
     update["icl_examples"] = [
         ICLExample.model_validate(e).model_dump() for e in (state.get("icl_examples") or ctx.icl_examples)
     ]

@@ -49,7 +49,7 @@ def remember_level(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     records = [r for rs in by_candidate_and_query(search_records, level).values() for r in rs.values()]
     ctx.memory.remember(_critiques(ctx, state["run_id"], records))
     if state.get("stop_reason") and isinstance(ctx.memory, RunLedger):
-        ctx.memory.finish_run(state["run_id"])
+        ctx.memory.finish_run(state["run_id"], state.get("memory_owner", ""))
     return {}
 
 

@@ -106,6 +106,7 @@ class _SearchFields(TypedDict, total=False):
     validation_bank: Annotated[list[Query], WrittenOnce]  # held-out training queries for the final re-ranking
     # Other runs whose critiques this run may recall: those finished when it began (RunLedger)
     memory_runs: Annotated[list[str], WrittenOnce]
+    memory_owner: str  # the server user who started the run ("" outside a server): the ledger's owner
     validation: list[ValidationRow]  # per-candidate validation results
     validated_best: str
     incumbent: str  # the acceptance gate's current prompt (config.acceptance_gate)
