@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import typer
 
@@ -88,9 +88,9 @@ def main() -> None:
         command = exc.ctx.command_path if exc.ctx else "drpo"
         print_error(f"{exc.format_message()} (see: {command} --help)")
         sys.exit(EXIT_USAGE)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         print_error("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+        _exit_now(EXIT_INTERRUPTED)
     except Exception as exc:
         if os.environ.get("DRPO_DEBUG"):
             raise
@@ -99,10 +99,16 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         if code == EXIT_INTERRUPTED:
-            # Model calls still running in worker threads would hold the exit until they end (up to
-            # a client timeout); the checkpoints already hold everything that finished.
-            os._exit(code)
+            _exit_now(code)
         sys.exit(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit at once: model calls still running in worker threads would hold a normal exit until
+    they end (up to a client timeout), and the checkpoints already hold everything that finished."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 _python_show_warning = warnings.showwarning
