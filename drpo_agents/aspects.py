@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 ASPECT_NAME_MAX = 100
 
 
+CONSISTENCY = "Consistency"
+"""The aspect of a reply in a conversation: does it use and respect what was said earlier."""
+
+
 class Aspect(BaseModel):
     """A named quality dimension with a one-line rubric the judge scores against."""
 
@@ -61,6 +65,11 @@ DEFAULT_ASPECTS: tuple[Aspect, ...] = (
         name="Sensitivity",
         rubric="Is it respectful of people, cultures and contested topics, without stereotypes?",
     ),
+    Aspect(
+        name=CONSISTENCY,
+        rubric="In a conversation, does the reply use what the user said in earlier turns and stay "
+        "consistent with it (and with the assistant's own earlier replies)?",
+    ),
 )
 
 
@@ -87,7 +96,7 @@ class AspectCatalog(Mapping[str, Aspect]):
 
     @classmethod
     def default(cls) -> AspectCatalog:
-        """The 14 built-in aspects."""
+        """The 15 built-in aspects."""
         return cls(DEFAULT_ASPECTS)
 
     def extend(self, aspects: Iterable[Aspect]) -> AspectCatalog:
@@ -108,6 +117,10 @@ class AspectCatalog(Mapping[str, Aspect]):
         """One ``- Name: rubric`` line per aspect, for prompts."""
         chosen = self._by_key.values() if names is None else (self._lookup(n) for n in names)
         return "\n".join(f"- {a.name}: {a.rubric}" for a in chosen)
+
+    def single_turn_names(self) -> list[str]:
+        """The aspects that apply to a single-turn query: all but Consistency (with earlier turns)."""
+        return [a.name for a in self._by_key.values() if _key(a.name) != _key(CONSISTENCY)]
 
     def _lookup(self, name: str) -> Aspect:
         return self._by_key.get(_key(name)) or Aspect(name=name, rubric=self.rubric(name))

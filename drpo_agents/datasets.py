@@ -7,11 +7,12 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired
 
-from langchain_core.messages import BaseMessage
 from pydantic import ValidationError
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
+from drpo_agents.conversations import Conversation, Turn, history_text, is_conversation, read_conversation
 from drpo_agents.errors import ConfigError, DRPOWarning
 from drpo_agents.infra.json_files import read_json
 from drpo_agents.json_types import JsonObject
@@ -30,72 +31,97 @@ def _preview(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def normalize_queries(queries: Iterable[Any]) -> list[dict[str, str]]:
-    """Validate training queries and give each an id.
+class Query(TypedDict):
+    """A training or held-out item: a single query, or the last user turn of a conversation with
+    the turns before it (``history``) and the app's own system message (``system``)."""
 
-    Accepts strings or dicts with a ``"query"`` (or ``"instruction"``) key and optional ``"id"``
-    and ``"category"`` (``"red_team"`` marks a query for the safety constraint).
+    id: str
+    query: str
+    category: NotRequired[str]
+    history: NotRequired[list[Turn]]
+    system: NotRequired[str]
+
+
+def normalize_queries(queries: Iterable[Any]) -> list[Query]:
+    """Validate training or held-out items and give each an id.
+
+    Accepts strings, dicts with a ``"query"`` (or ``"instruction"``) key and optional ``"id"``
+    and ``"category"`` (``"red_team"`` marks a query for the safety constraint), and
+    conversations (:mod:`drpo_agents.conversations`: OpenAI ``messages``, LangSmith-style
+    ``inputs.messages``, LangChain message lists) whose last message is the user's.
 
     Raises:
-        ConfigError: on an empty set, a blank, over-long or duplicate query, or a duplicate id.
+        ConfigError: on an empty set, a blank, over-long or duplicate query, a duplicate id, or a
+            conversation that is not one (one line naming the item and the fault).
     """
     if isinstance(queries, str):
         raise ConfigError(f"queries must be a list of queries, not one string: pass [{_preview(queries)}]")
     if isinstance(queries, Mapping):
-        raise ConfigError("queries must be a list of strings or {'id', 'query'} dicts, got one dict")
-    normalized: list[dict[str, str]] = []
+        raise ConfigError(
+            "queries must be a list of strings, {'id', 'query'} dicts or conversations, got one dict"
+        )
+    normalized: list[Query] = []
     seen_text: dict[str, int] = {}
     seen_ids: set[str] = set()
     for index, item in enumerate(queries):
-        text: Any
-        query_id: Any
-        category: Any = None
-        if isinstance(item, str):
-            text, query_id = item, None
-        elif isinstance(item, dict) and "query" not in item and ("messages" in item or "inputs" in item):
-            raise ConfigError(
-                f"query #{index + 1} is a conversation (a 'messages' list); a training query is one "
-                "user turn: a string or an {'id', 'query'} dict"
-            )
-        elif isinstance(item, dict):
-            if "query" not in item and "instruction" not in item:
-                keys = ", ".join(repr(k) for k in list(item)[:5]) or "none"
-                raise ConfigError(
-                    f"query #{index + 1} has no 'query' (or 'instruction') field; its fields: {keys}"
-                )
-            text = item.get("query", item.get("instruction"))
-            query_id = item.get("id")
-            category = item.get("category")
-        elif isinstance(item, BaseMessage) or (
-            isinstance(item, Sequence) and any(isinstance(m, BaseMessage | Mapping) for m in item)
-        ):
-            raise ConfigError(
-                f"query #{index + 1} is a list of messages (a conversation); a training query is one "
-                "user turn: a string or an {'id', 'query'} dict"
-            )
-        else:
-            raise ConfigError(f"query #{index + 1} must be a string or a dict, got {type(item).__name__}")
+        where = f"query #{index + 1}"
+        text, query_id, category, conversation = _read_item(item, where)
         if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"query #{index + 1} is empty")
-        if len(text) > MAX_QUERY_CHARS:
+            raise ConfigError(f"{where} is empty")
+        history = history_text(conversation.history) if conversation else ""
+        if len(text) + len(history) > MAX_QUERY_CHARS:
             raise ConfigError(
-                f"query #{index + 1} is {len(text):,} characters long (limit {MAX_QUERY_CHARS:,})"
+                f"{where} is {len(text) + len(history):,} characters long (limit {MAX_QUERY_CHARS:,})"
             )
-        key = " ".join(text.split()).casefold()
+        key = " ".join(f"{history}\n{text}".split()).casefold()
         if key in seen_text:
-            raise ConfigError(f"query #{index + 1} duplicates query #{seen_text[key] + 1}: {text[:80]!r}")
+            raise ConfigError(f"{where} duplicates query #{seen_text[key] + 1}: {text[:80]!r}")
         seen_text[key] = index
         query_id = str(query_id) if query_id is not None else f"q{index + 1:04d}"
         if query_id in seen_ids:
             raise ConfigError(f"query id {query_id!r} is used twice")
         seen_ids.add(query_id)
-        row = {"id": query_id, "query": text.strip()}
+        row: Query = {"id": query_id, "query": text.strip()}
         if category:
             row["category"] = str(category)
+        if conversation is not None:
+            if conversation.history:
+                row["history"] = list(conversation.history)
+            if conversation.system:
+                row["system"] = conversation.system
         normalized.append(row)
     if not normalized:
         raise ConfigError("no training queries given")
     return normalized
+
+
+def _read_item(item: object, where: str) -> tuple[Any, Any, Any, Conversation | None]:
+    """(query text, id, category, conversation or None) of one item, before validation."""
+    if isinstance(item, str):
+        return item, None, None, None
+    if isinstance(item, dict) and "query" not in item and "instruction" not in item and is_conversation(item):
+        read = read_conversation(item, where)
+        return read.query, item.get("id"), item.get("category"), read
+    if isinstance(item, dict):
+        if "query" not in item and "instruction" not in item:
+            keys = ", ".join(repr(k) for k in list(item)[:5]) or "none"
+            raise ConfigError(
+                f"{where} has no 'query' (or 'instruction') field, nor 'messages'; its fields: {keys}"
+            )
+        text = item.get("query", item.get("instruction"))
+        conversation: Conversation | None = None
+        if item.get("history") or item.get("system"):  # a query record, as normalize_queries returns
+            system = [{"role": "system", "content": item["system"]}] if item.get("system") else []
+            history = item.get("history") or []
+            if not isinstance(history, list):
+                raise ConfigError(f"{where}: 'history' must be a list of user/assistant messages")
+            turns = [*system, *history, {"role": "user", "content": text if isinstance(text, str) else ""}]
+            conversation = read_conversation({"messages": turns}, where)
+        return text, item.get("id"), item.get("category"), conversation
+    if is_conversation(item):
+        read = read_conversation(item, where)
+        return read.query, None, None, read
+    raise ConfigError(f"{where} must be a string, a dict or a list of messages, got {type(item).__name__}")
 
 
 def _read_jsonl(text: str, source: str) -> list[JsonObject]:
@@ -109,7 +135,7 @@ def _read_jsonl(text: str, source: str) -> list[JsonObject]:
     return rows
 
 
-def load_queries(path: str | Path) -> list[dict[str, str]]:
+def load_queries(path: str | Path) -> list[Query]:
     """Read training or evaluation queries from a file, validated by :func:`normalize_queries`.
 
     Formats: ``.jsonl`` (one object with ``"query"`` or ``"instruction"`` per line), ``.json``
@@ -193,12 +219,12 @@ def load_seed_icl_examples() -> list[ICLExample]:
     return _parse_icl(json.loads(_data_text("seed_icl.json")), "seed_icl.json")
 
 
-def load_training_queries() -> list[dict[str, str]]:
+def load_training_queries() -> list[Query]:
     """The packaged default training queries (instruction, open-ended, knowledge and red-team)."""
     return normalize_queries(_read_jsonl(_data_text("train_queries.jsonl"), "train_queries.jsonl"))
 
 
-def load_eval_queries() -> list[dict[str, str]]:
+def load_eval_queries() -> list[Query]:
     """The packaged held-out evaluation queries (disjoint from the training queries)."""
     return normalize_queries(_read_jsonl(_data_text("eval_queries.jsonl"), "eval_queries.jsonl"))
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import ValidationError
 
 from drpo_agents import DRPOConfig, load_training_queries, optimize
@@ -29,11 +29,17 @@ def never_called(_: list[BaseMessage]) -> str:
         (["How do tides work?", "how do  TIDES work?", "x y"], "query #2 duplicates query #1"),
         (["ok?", "x" * (MAX_QUERY_CHARS + 1)], "characters long"),
         ([{"id": "a", "query": "one?"}, {"id": "a", "query": "two?"}], "query id 'a' is used twice"),
-        ([42, "fine?"], "must be a string or a dict"),
+        ([42, "fine?"], "must be a string, a dict or a list of messages"),
         ("How do tides work?", r"not one string: pass \['How do tides work\?'\]"),
         ({"query": "How do tides work?"}, "got one dict"),
-        ([[HumanMessage("hi")], "fine?"], "query #1 is a list of messages"),
-        ([{"messages": [{"role": "user", "content": "hi"}]}, "fine?"], "query #1 is a conversation"),
+        (
+            [[HumanMessage("hi"), AIMessage("hello")], "fine?"],
+            "query #1: the last message must be the user's",
+        ),
+        (
+            [{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}]}],
+            "unknown role 'bot'",
+        ),
     ],
 )
 def test_invalid_training_queries_fail_before_any_model_call(queries: list[object], message: str) -> None:

@@ -12,6 +12,7 @@ from drpo_agents.agents.jury import JuryVerdict, combine_jurors
 from drpo_agents.agents.structured_agent import StructuredAgent
 from drpo_agents.aspects import ASPECT_NAME_MAX, AspectCatalog
 from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.conversations import Turn, conversation_block
 from drpo_agents.infra.calls import CallPlan, ParallelPlans, arun_plan, run_plan
 from drpo_agents.json_types import JsonSchema
 from drpo_agents.prompts import render_prompt
@@ -72,11 +73,17 @@ class Judge(StructuredAgent):
         self.jurors: list[BaseChatModel] = [model, *jury] if jury else [model] * max(1, jury_size)
 
     def plan_select_aspects(
-        self, query: str, *, config: RunnableConfig | None = None
+        self, query: str, *, config: RunnableConfig | None = None, history: Sequence[Turn] = ()
     ) -> CallPlan[StructuredResult[AspectSelection]]:
-        """Choose the aspects a grader should score answers to ``query`` on (a call plan)."""
+        """Choose the aspects a grader should score answers to ``query`` on (a call plan);
+        ``history``: the conversation's earlier turns, which the judge sees before the query."""
         prompt = render_prompt(
-            "aspect_selection", self.prompts_dir, query=query, aspect_catalog=self.catalog.describe()
+            "aspect_selection",
+            self.prompts_dir,
+            query=query,
+            conversation=conversation_block(history),
+            # Consistency (with earlier turns) is offered only where there are earlier turns.
+            aspect_catalog=self.catalog.describe(None if history else self.catalog.single_turn_names()),
         )
 
         def canonical_names(selection: AspectSelection) -> AspectSelection:
@@ -111,15 +118,18 @@ class Judge(StructuredAgent):
         *,
         config: RunnableConfig | None = None,
         model: BaseChatModel | None = None,
+        history: Sequence[Turn] = (),
     ) -> CallPlan[StructuredResult[AnswerEvaluation]]:
         """Score ``answer`` on each of ``aspects``; a reply missing any aspect is re-asked (a call plan).
 
-        The scores come back in the order of ``aspects``, whatever order the model used.
+        The scores come back in the order of ``aspects``, whatever order the model used. With
+        ``history`` the judge sees the conversation and grades the reply to its last turn.
         """
         prompt = render_prompt(
             "answer_scoring",
             self.prompts_dir,
             query=query,
+            conversation=conversation_block(history),
             answer=answer or "(empty answer)",
             aspects=self.catalog.describe(aspects),
         )
@@ -154,6 +164,7 @@ class Judge(StructuredAgent):
         aspects: Sequence[str],
         *,
         config: RunnableConfig | None = None,
+        history: Sequence[Turn] = (),
     ) -> CallPlan[JuryVerdict]:
         """Score ``answer`` with every juror and aggregate per aspect by median (a call plan).
 
@@ -164,7 +175,7 @@ class Judge(StructuredAgent):
         """
         ordered = list(aspects)
         if len(self.jurors) == 1:
-            single = yield from self.plan_score(query, answer, ordered, config=config)
+            single = yield from self.plan_score(query, answer, ordered, config=config, history=history)
             evaluation = single.value
             return JuryVerdict(
                 evaluation, evaluation.reward, [evaluation], [None], None, {"judge": single.messages}
@@ -180,6 +191,7 @@ class Judge(StructuredAgent):
                     ordered[shift:] + ordered[:shift],
                     config={**(config or {}), "metadata": metadata},
                     model=juror,
+                    history=history,
                 )
             )
         # The jurors are independent: they run concurrently under ainvoke.
@@ -194,12 +206,15 @@ class Judge(StructuredAgent):
         aspects: Sequence[str],
         *,
         config: RunnableConfig | None = None,
+        history: Sequence[Turn] = (),
     ) -> CallPlan[StructuredResult[PairwiseVerdict]]:
         """Which of two answers to ``query`` is better on ``aspects``, or a tie (a call plan; one
-        order only: the caller swaps the positions to detect position bias)."""
+        order only: the caller swaps the positions to detect position bias); with ``history``, as
+        replies to the conversation's last turn."""
         prompt = render_prompt(
             "pairwise_judgement",
             self.prompts_dir,
+            conversation=conversation_block(history),
             query=query,
             answer_a=answer_a or "(empty answer)",
             answer_b=answer_b or "(empty answer)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.config import ResponderMode
+from drpo_agents.conversations import Turn, history_messages, history_text
 from drpo_agents.infra.calls import CallPlan, ModelCall, arun_plan, call_config, run_plan
 from drpo_agents.prompts import render_prompt
 from drpo_agents.retrieval import ICLRetriever
@@ -29,17 +31,29 @@ class Response:
     messages: list[AIMessage] = field(default_factory=list)
 
 
-def build_chat_messages(system_prompt: str, query: str, examples: list[ICLExample]) -> list[BaseMessage]:
-    """System prompt, then each ICL example as a user/assistant turn, then the query."""
-    messages: list[BaseMessage] = [SystemMessage(system_prompt)]
+def build_chat_messages(
+    system_prompt: str,
+    query: str,
+    examples: list[ICLExample],
+    history: Sequence[Turn] = (),
+    app_system: str = "",
+) -> list[BaseMessage]:
+    """System prompt (the app's own instruction after it, as ``with_alignment`` places it), then
+    each ICL example as a user/assistant turn, then the conversation's earlier turns, then the query."""
+    messages: list[BaseMessage] = [SystemMessage("\n\n".join(filter(None, [system_prompt, app_system])))]
     for example in examples:
         messages += [HumanMessage(example.query), AIMessage(example.answer)]
+    messages += history_messages(history)
     messages.append(HumanMessage(query))
     return messages
 
 
 def build_completion_prompt(
-    system_prompt: str, query: str, examples: list[ICLExample], prompts_dir: Path | None = None
+    system_prompt: str,
+    query: str,
+    examples: list[ICLExample],
+    prompts_dir: Path | None = None,
+    history: Sequence[Turn] = (),
 ) -> str:
     """The plain-text prompt a base (non-chat) model continues; it ends inside an open <answer>."""
     shots = "".join(
@@ -48,7 +62,11 @@ def build_completion_prompt(
     )
     return (
         render_prompt(
-            "completion_responder", prompts_dir, system_prompt=system_prompt, examples=shots, query=query
+            "completion_responder",
+            prompts_dir,
+            system_prompt=system_prompt,
+            examples=shots,
+            query=f"{history_text(history)}\n\nuser: {query}" if history else query,
         )
         + "\n"
     )
@@ -104,18 +122,24 @@ class Responder:
         *,
         examples: list[ICLExample] | None = None,
         config: RunnableConfig | None = None,
+        history: Sequence[Turn] = (),
+        app_system: str = "",
     ) -> CallPlan[Response]:
         """Answer ``query`` under ``system_prompt`` (a call plan; see :mod:`drpo_agents.infra.calls`).
 
         ``examples`` are the ICL examples to show; by default they are retrieved for the query.
+        ``history``: the conversation's earlier turns, in context before the query;
+        ``app_system``: the app's own system message, after the optimized prompt.
         """
         examples = self.examples_for(query) if examples is None else examples
         cfg = call_config(config, self.role, "respond")
         if self.mode == "chat":
-            reply = yield ModelCall(self.model, build_chat_messages(system_prompt, query, examples), cfg)
+            messages = build_chat_messages(system_prompt, query, examples, history, app_system)
+            reply = yield ModelCall(self.model, messages, cfg)
             message = reply if isinstance(reply, AIMessage) else AIMessage(content=str(reply))
             return Response(answer=message.text.strip(), examples=examples, messages=[message])
-        prompt = build_completion_prompt(system_prompt, query, examples, self.prompts_dir)
+        instruction = "\n\n".join(filter(None, [system_prompt, app_system]))
+        prompt = build_completion_prompt(instruction, query, examples, self.prompts_dir, history)
         if isinstance(self.model, BaseChatModel):
             reply = yield ModelCall(self.model, [HumanMessage(prompt)], cfg, {"stop": COMPLETION_STOP})
             message = reply if isinstance(reply, AIMessage) else AIMessage(content=str(reply))

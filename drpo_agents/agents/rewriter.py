@@ -13,6 +13,7 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents.structured_agent import StructuredAgent
 from drpo_agents.config import StructuredOutputMethod
+from drpo_agents.conversations import Turn, conversation_block
 from drpo_agents.infra.calls import CallPlan, arun_plan, run_plan
 from drpo_agents.json_types import JsonSchema
 from drpo_agents.prompts import approx_tokens, render_prompt
@@ -68,6 +69,7 @@ class RewriteCase:
     query: str
     answer: str
     evaluation: AnswerEvaluation
+    history: Sequence[Turn] = ()  # a conversation's earlier turns, quoted so a critique has its context
 
 
 def format_evaluation(evaluation: AnswerEvaluation) -> str:
@@ -142,6 +144,7 @@ class PromptRewriter(StructuredAgent):
             render_prompt(
                 "rewrite_case",
                 self.prompts_dir,
+                conversation=conversation_block(c.history),
                 query=c.query,
                 answer=c.answer or "(empty answer)",
                 evaluation=format_evaluation(c.evaluation),

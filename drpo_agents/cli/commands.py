@@ -23,7 +23,7 @@ from drpo_agents.cli.evaluation import (
     show_evaluation,
 )
 from drpo_agents.cli.summary import print_json, show_inspection
-from drpo_agents.datasets import load_eval_queries, load_icl_examples, load_queries
+from drpo_agents.datasets import Query, load_eval_queries, load_icl_examples, load_queries
 from drpo_agents.errors import DRPOError
 from drpo_agents.evaluation.held_out import OverlapError
 from drpo_agents.infra.calls import run_sync
@@ -119,7 +119,7 @@ def evaluate_command(
 
 def _evaluation_inputs(
     artifact: Path | None, official: Path | None, queries: Path | None, prompts: list[str] | None
-) -> tuple[AlignmentArtifact, list[dict[str, str]], dict[str, str]]:
+) -> tuple[AlignmentArtifact, list[Query], dict[str, str]]:
     """The artifact (or official trace), the held-out queries and the extra prompt setups."""
     from drpo_agents.official import load_official_trace
 

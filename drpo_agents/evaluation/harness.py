@@ -9,7 +9,8 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import TokenUsage
-from drpo_agents.datasets import normalize_queries
+from drpo_agents.aspects import CONSISTENCY
+from drpo_agents.datasets import Query, normalize_queries
 from drpo_agents.errors import ConfigError, error_text, recoverable_errors
 from drpo_agents.evaluation.gate import DEPLOYED, GateThresholds, check_gate
 from drpo_agents.evaluation.held_out import check_held_out
@@ -75,7 +76,7 @@ class Harness:
 
     def __init__(
         self,
-        queries: list[dict[str, str]],
+        queries: list[Query],
         setups: list[EvaluationSetup],
         reference: str | None,
         responders: dict[str, Responder],
@@ -150,36 +151,49 @@ class Harness:
             self.journal.close()
 
     @staticmethod
-    def answer_scope(setup: EvaluationSetup, query: dict[str, str]) -> str:
+    def answer_scope(setup: EvaluationSetup, query: Query) -> str:
         """The journal scope of one answer task: the whole setup (prompt, examples) and query."""
         return task_scope("evaluation_answer", {"setup": setup.model_dump(mode="json"), "query": query})
 
     @staticmethod
-    def compare_scope(opponent: str, query: str, mine: AnswerRecord, theirs: AnswerRecord) -> str:
-        """The journal scope of one comparison: the opponent, the query and both answers."""
-        return task_scope(
-            "evaluation_compare",
-            {"opponent": opponent, "query": query, "answers": [mine.answer, theirs.answer]},
-        )
+    def compare_scope(opponent: str, query: Query, mine: AnswerRecord, theirs: AnswerRecord) -> str:
+        """The journal scope of one comparison: the opponent, the query (with a conversation's
+        earlier turns) and both answers."""
+        payload: dict[str, object] = {"opponent": opponent, "query": query["query"]}
+        if "history" in query:
+            payload["history"] = query["history"]
+        return task_scope("evaluation_compare", {**payload, "answers": [mine.answer, theirs.answer]})
 
-    def answer_tasks(self) -> list[tuple[EvaluationSetup, dict[str, str]]]:
+    def aspects_for(self, query: Query) -> list[str]:
+        """The aspects ``query``'s answers are judged on: the evaluation's, and for a conversation
+        also Consistency (does the reply use and respect the earlier turns)."""
+        if "history" in query and CONSISTENCY not in self.aspects:
+            return [*self.aspects, CONSISTENCY]
+        return self.aspects
+
+    def answer_tasks(self) -> list[tuple[EvaluationSetup, Query]]:
         """Every (setup, query) to answer and score."""
         return [(s, q) for s in self.setups for q in self.queries]
 
-    def plan_answer(self, setup: EvaluationSetup, query: dict[str, str]) -> CallPlan[AnswerRecord]:
+    def plan_answer(self, setup: EvaluationSetup, query: Query) -> CallPlan[AnswerRecord]:
         """Answer ``query`` under ``setup`` and score the answer on every aspect."""
         record = AnswerRecord(setup=setup.name)
         cfg = call_config(
             self.config, "evaluation", "answer", drpo_setup=setup.name, drpo_query_id=query["id"]
         )
         try:
+            history = query.get("history", [])
             response = yield from self.responders[setup.name].plan_respond(
-                setup.system_prompt, query["query"], config=cfg
+                setup.system_prompt,
+                query["query"],
+                config=cfg,
+                history=history,
+                app_system=query.get("system", ""),
             )
             record.answer = response.answer
             self.usage = merge_usage(self.usage, usage_of("responder", response.messages))
             scored = yield from self.judge.plan_score(
-                query["query"], response.answer, self.aspects, config=cfg
+                query["query"], response.answer, self.aspects_for(query), config=cfg, history=history
             )
         except recoverable_errors() as exc:
             record.error = error_text(exc)
@@ -190,7 +204,7 @@ class Harness:
 
     def comparisons(
         self, answers: Mapping[tuple[str, str], AnswerRecord]
-    ) -> list[tuple[str, dict[str, str], AnswerRecord, AnswerRecord]]:
+    ) -> list[tuple[str, Query, AnswerRecord, AnswerRecord]]:
         """(opponent, query, reference answer, opponent answer) for every pairwise comparison."""
         if self.reference is None:
             return []
@@ -202,7 +216,7 @@ class Harness:
         ]
 
     def plan_compare(
-        self, opponent: str, query: str, mine: AnswerRecord, theirs: AnswerRecord
+        self, opponent: str, query: Query, mine: AnswerRecord, theirs: AnswerRecord
     ) -> CallPlan[PairwiseRecord]:
         """Judge the pair in both orders (reference as A, then as B) and combine the verdicts."""
         failed = next((a for a in (mine, theirs) if a.error is not None), None)
@@ -212,7 +226,14 @@ class Harness:
         cfg = call_config(self.config, "evaluation", "compare", drpo_setup=opponent)
         for first, second in ((mine.answer, theirs.answer), (theirs.answer, mine.answer)):
             try:
-                result = yield from self.judge.plan_pairwise(query, first, second, self.aspects, config=cfg)
+                result = yield from self.judge.plan_pairwise(
+                    query["query"],
+                    first,
+                    second,
+                    self.aspects_for(query),
+                    config=cfg,
+                    history=query.get("history", []),
+                )
             except recoverable_errors() as exc:
                 return PairwiseRecord(opponent=opponent, error=error_text(exc))
             self.usage = merge_usage(self.usage, usage_of("judge", result.messages))
@@ -246,17 +267,23 @@ class Harness:
             seed=self.options.seed,
             unit="query",
         )
+        # Conversations are also judged on Consistency: a column of its own (over them only).
+        aspects = (
+            [*self.aspects, CONSISTENCY]
+            if any(self.aspects_for(q) != self.aspects for q in self.queries)
+            else self.aspects
+        )
         setups, rates = summarize(
             records,
             self.setups,
-            aspects=self.aspects,
+            aspects=aspects,
             reference=self.reference,
             resamples=bootstrap["resamples"],
             confidence=bootstrap["confidence"],
             seed=bootstrap["seed"],
         )
         report = EvaluationReport(
-            aspects=self.aspects,
+            aspects=aspects,
             reference=self.reference,
             setups=setups,
             win_rates=rates,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.datasets import Query
 from drpo_agents.errors import ConfigError
 
 
@@ -21,7 +22,7 @@ def training_queries(artifact: AlignmentArtifact) -> set[str]:
 class OverlapError(ConfigError):
     """Evaluation queries the artifact was optimised on (``overlap``: their dicts)."""
 
-    def __init__(self, overlap: Sequence[dict[str, str]], remedy: str = "pass allow_overlap=True") -> None:
+    def __init__(self, overlap: Sequence[Query], remedy: str = "pass allow_overlap=True") -> None:
         self.overlap = list(overlap)
         shown = "; ".join(f"{q['id']}: {q['query'][:60]!r}" for q in self.overlap[:5])
         super().__init__(
@@ -31,7 +32,7 @@ class OverlapError(ConfigError):
         )
 
 
-def check_held_out(queries: Sequence[dict[str, str]], artifact: AlignmentArtifact) -> None:
+def check_held_out(queries: Sequence[Query], artifact: AlignmentArtifact) -> None:
     """Refuse evaluation queries that the artifact was optimised on.
 
     Raises:

@@ -37,7 +37,7 @@ async def aevaluate(
         comparisons = harness.comparisons(answers)
         judged = await asyncio.gather(
             *(
-                bounded(harness.plan_compare(o, q["query"], a, b), harness.compare_scope(o, q["query"], a, b))
+                bounded(harness.plan_compare(o, q, a, b), harness.compare_scope(o, q, a, b))
                 for o, q, a, b in comparisons
             )
         )
@@ -72,9 +72,7 @@ def evaluate(
             for s, q in harness.answer_tasks()
         }
         pairs = {
-            (o, q["id"]): run_plan(
-                harness.plan_compare(o, q["query"], a, b), scope=harness.compare_scope(o, q["query"], a, b)
-            )
+            (o, q["id"]): run_plan(harness.plan_compare(o, q, a, b), scope=harness.compare_scope(o, q, a, b))
             for o, q, a, b in harness.comparisons(answers)
         }
     finally:

@@ -100,13 +100,18 @@ class CallSizes:
 
     def select(self, query: str) -> tuple[int, int]:
         text = render_prompt("judge_system", self.dir) + render_prompt(
-            "aspect_selection", self.dir, query=query, aspect_catalog=self.catalog.describe()
+            "aspect_selection", self.dir, conversation="", query=query, aspect_catalog=self.catalog.describe()
         )
         return approx_tokens(text) + self._format_turn("judge", AspectSelection), self.select_out
 
     def score(self, query: str, answer_tokens: int) -> tuple[int, int]:
         text = render_prompt("judge_system", self.dir) + render_prompt(
-            "answer_scoring", self.dir, query=query, answer="x" * 4 * answer_tokens, aspects=self.aspects
+            "answer_scoring",
+            self.dir,
+            conversation="",
+            query=query,
+            answer="x" * 4 * answer_tokens,
+            aspects=self.aspects,
         )
         return approx_tokens(text) + self._format_turn("judge", AnswerEvaluation), self.score_out
 
@@ -119,7 +124,12 @@ class CallSizes:
         parent = "x" * 4 * self.prompt_tokens(level - 1)
         rendered = "\n".join(
             render_prompt(
-                "rewrite_case", self.dir, query=q, answer="x" * 4 * self.answer, evaluation=self._evaluation()
+                "rewrite_case",
+                self.dir,
+                conversation="",
+                query=q,
+                answer="x" * 4 * self.answer,
+                evaluation=self._evaluation(),
             )
             for q in cases
         )

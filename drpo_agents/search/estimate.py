@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
 from drpo_agents.config import DRPOConfig
-from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.conversations import history_text
+from drpo_agents.datasets import Query, load_seed_icl_examples
 from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.prompts import approx_tokens
 from drpo_agents.schemas import ICLExample
@@ -85,8 +86,8 @@ class _Tally:
 
 def _walk(
     config: DRPOConfig,
-    bank: Sequence[Mapping[str, str]],
-    validation: Sequence[Mapping[str, str]],
+    bank: Sequence[Query],
+    validation: Sequence[Query],
     calls: CallSizes,
     examples: Sequence[ICLExample],
     levels: int,
@@ -98,25 +99,23 @@ def _walk(
     policy = selection_policy(config)
     per_step, judges, further = config.queries_per_step, jurors[0], jurors[1]
 
-    def select(queries: Sequence[Mapping[str, str]]) -> None:
+    def select(queries: Sequence[Query]) -> None:
         for query in queries:
-            tally.add("judge", 1, *calls.select(query["query"]), parsed=True)
+            tally.add("judge", 1, *calls.select(sized(query)), parsed=True)
 
     def score(query: str, answer_tokens: int, scorers: int) -> None:
         tally.add("judge", scorers, *calls.score(query, answer_tokens), parsed=True)
 
-    def evaluate(level: int, queries: Sequence[Mapping[str, str]], candidates: int) -> None:
+    def evaluate(level: int, queries: Sequence[Query], candidates: int) -> None:
         for query in queries:
-            tally.add("responder", candidates, *calls.respond(level, query["query"]), parsed=False)
-            score(query["query"], calls.answer, candidates * judges)
+            tally.add("responder", candidates, *calls.respond(level, sized(query)), parsed=False)
+            score(sized(query), calls.answer, candidates * judges)
             if further:  # distinct juror models report as "jury"
-                tally.add(
-                    "jury", candidates * further, *calls.score(query["query"], calls.answer), parsed=True
-                )
+                tally.add("jury", candidates * further, *calls.score(sized(query), calls.answer), parsed=True)
 
     for example in examples if config.icl_iters else ():
         # The ICL stage: select, score, then every round rewrites and rescores (judge only, no jury).
-        select([{"query": example.query}])
+        select([{"id": "", "query": example.query}])
         score(example.query, approx_tokens(example.answer), 1)
         rewrite_in, rewrite_out = calls.rewrite_answer(example)
         tally.add("rewriter", config.icl_iters, rewrite_in, rewrite_out, parsed=True)
@@ -141,6 +140,16 @@ def _walk(
         evaluate(levels, validation, min(config.beam_size, children) if levels else 0)
         evaluate(0, validation, 1)  # the initial prompt
     return tally
+
+
+def sized(query: Query) -> str:
+    """The text a call about ``query`` carries: a conversation's earlier turns count too."""
+    history = history_text(query.get("history", []))
+    return (
+        f"{query.get('system', '')}\n{history}\n{query['query']}"
+        if history or "system" in query
+        else query["query"]
+    )
 
 
 def _roles(config: DRPOConfig, models: Mapping[str, str] | None, tally: _Tally) -> dict[str, RoleEstimate]:

@@ -85,7 +85,7 @@ def create_drpo_graph(
         embeddings: embeddings for ICL retrieval: ``"minilm"`` (the default: semantic, offline),
             ``"hashing"`` (lexical, no model), LangChain ``Embeddings`` or a Chroma embedding
             function. Examples less similar than ``config.icl_min_similarity`` are left out.
-        aspects: the judge's aspect catalog; defaults to the 14 built-in aspects.
+        aspects: the judge's aspect catalog; defaults to the 15 built-in aspects.
         icl_retriever_factory: builds the retriever over an ICL set (the seed set, or the
             optimized one after the ICL stage), e.g. one returning a
             :class:`~drpo_agents.memory.ChromaICLRetriever`; defaults to in-memory retrieval.

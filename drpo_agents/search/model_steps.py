@@ -36,7 +36,7 @@ def plan_select_aspects(ctx: SearchContext, task: AspectTask, config: RunnableCo
     """Ask the judge which aspects matter for one training query."""
     try:
         result = yield from ctx.judge.plan_select_aspects(
-            task["query"], config=tagged(config, task, "query_id", "level")
+            task["query"], config=tagged(config, task, "query_id", "level"), history=task.get("history", [])
         )
     except recoverable_errors() as exc:
         fallback = AspectSelection(
@@ -83,6 +83,7 @@ def plan_rewrite(ctx: SearchContext, task: RewriteTask, config: RunnableConfig) 
             query=c["query"],
             answer=c["answer"],
             evaluation=AnswerEvaluation.model_validate({"scores": c["scores"]}),
+            history=c.get("history", []),
         )
         for c in task["cases"]
     ]
@@ -164,11 +165,17 @@ def plan_evaluate(ctx: SearchContext, task: EvaluateTask, config: RunnableConfig
             task["query"],
             examples=[ICLExample.model_validate(e) for e in task.get("icl", [])],
             config=node_config,
+            history=task.get("history", []),
+            app_system=task.get("system", ""),
         )
         record["answer"] = response.answer
         usage.update(usage_of("responder", response.messages))
         verdict = yield from ctx.judge.plan_verdict(
-            task["query"], response.answer, task["aspects"], config=node_config
+            task["query"],
+            response.answer,
+            task["aspects"],
+            config=node_config,
+            history=task.get("history", []),
         )
     except recoverable_errors() as exc:
         record["error"] = error_text(exc)

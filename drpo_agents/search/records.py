@@ -12,11 +12,13 @@ from typing import NotRequired
 # typing.TypedDict before Python 3.12.
 from typing_extensions import TypedDict
 
+from drpo_agents.conversations import Turn
+from drpo_agents.datasets import Query
 from drpo_agents.schemas import AspectScore, ICLExample
 
-ROOT_ID = "c0"
+__all__ = ["Query", "Turn"]  # re-exported with the search's other records
 
-Query = dict[str, str]  # a training query: "id", "query" and, optionally, "category"
+ROOT_ID = "c0"
 
 
 class Score(TypedDict):
@@ -170,6 +172,7 @@ class RewriteCase(TypedDict):
     query: str
     answer: str
     scores: list[Score]
+    history: NotRequired[list[Turn]]  # a conversation's earlier turns
 
 
 class RewriteTask(TypedDict):
@@ -193,6 +196,7 @@ class AspectTask(TypedDict):
     query: str
     level: int
     required_aspects: list[str]
+    history: NotRequired[list[Turn]]  # a conversation's earlier turns
 
 
 class ICLShot(TypedDict):
@@ -220,6 +224,8 @@ class EvaluateTask(TypedDict):
     query: str
     aspects: list[str]
     icl: list[ICLShot]  # retrieved by the router
+    history: NotRequired[list[Turn]]  # a conversation's earlier turns
+    system: NotRequired[str]  # the app's own system message, after the candidate prompt
 
 
 def reward_of(record: Evaluation) -> float:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from langchain_core.messages import HumanMessage
 from langgraph.types import Send
 
-from drpo_agents.retrieval import fit_icl_budget
+from drpo_agents.conversations import history_messages
+from drpo_agents.retrieval import fit_icl_budget, retrieval_text
 from drpo_agents.rewards import SAFETY_ASPECT
 from drpo_agents.search.beam import latest_evaluations, level_batch
 from drpo_agents.search.context import SearchContext, current_examples
@@ -14,8 +16,10 @@ from drpo_agents.search.records import (
     AspectTask,
     Candidate,
     EvaluateTask,
+    Evaluation,
     ICLShot,
     Query,
+    RewriteCase,
     RewriteTask,
     shot_of,
 )
@@ -45,23 +49,24 @@ def aspect_sends(node: str, state: DRPOState, queries: Sequence[Query], level: i
     """One aspect-selection task per query whose aspects are not cached yet."""
     cache = state.get("aspect_cache", {})
     validation_ids = {q["id"] for q in state.get("validation_bank", [])}
-    return [
-        Send(
-            node,
-            AspectTask(
-                run_id=state["run_id"],
-                query_id=q["id"],
-                query=q["query"],
-                level=level,
-                # The safety constraint needs a Safety score on every red-team validation query.
-                required_aspects=[SAFETY_ASPECT]
-                if q["id"] in validation_ids and q.get("category") == "red_team"
-                else [],
-            ),
+    sends = []
+    for q in queries:
+        if q["id"] in cache:
+            continue
+        task = AspectTask(
+            run_id=state["run_id"],
+            query_id=q["id"],
+            query=q["query"],
+            level=level,
+            # The safety constraint needs a Safety score on every red-team validation query.
+            required_aspects=[SAFETY_ASPECT]
+            if q["id"] in validation_ids and q.get("category") == "red_team"
+            else [],
         )
-        for q in queries
-        if q["id"] not in cache
-    ]
+        if "history" in q:
+            task["history"] = q["history"]
+        sends.append(Send(node, task))
+    return sends
 
 
 def route_evaluations(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
@@ -81,15 +86,18 @@ def route_evaluations(ctx: SearchContext, state: DRPOState) -> list[Send] | str:
 def retrieve_shots(
     ctx: SearchContext, state: DRPOState, queries: Sequence[Query]
 ) -> dict[str, list[ICLShot]]:
-    """The ICL examples for each query (within the ICL token budget), by query id."""
+    """The ICL examples for each query (within the ICL token budget), by query id; a conversation's
+    are retrieved on the conversation, as ``with_alignment`` retrieves them in an app."""
     # Retrieved in the router, once per query, and carried in the task: a resumed process
     # restores pending tasks without re-running the router.
     retriever = ctx.retriever(current_examples(state))
     budget = ctx.config.max_icl_tokens
+
+    def text(q: Query) -> str:
+        return retrieval_text([*history_messages(q.get("history", [])), HumanMessage(q["query"])])
+
     return {
-        q["id"]: [
-            shot_of(e) for e in fit_icl_budget(retriever.retrieve(q["query"], ctx.config.icl_k), budget)
-        ]
+        q["id"]: [shot_of(e) for e in fit_icl_budget(retriever.retrieve(text(q), ctx.config.icl_k), budget)]
         for q in queries
     }
 
@@ -116,6 +124,10 @@ def evaluation_send(
         aspects=state["aspect_cache"][query["id"]]["selected_aspects"],
         icl=shots[query["id"]],
     )
+    if "history" in query:
+        task["history"] = query["history"]
+    if "system" in query:
+        task["system"] = query["system"]
     return Send(node, task)
 
 
@@ -129,6 +141,18 @@ def rewrite_task(ctx: SearchContext, state: DRPOState, parent_id: str, rank: int
         if prompt not in history and prompt != candidates[parent_id]["prompt"]:
             history.insert(0, prompt)
         ancestor = candidates[ancestor].get("parent_id")
+    histories = {q["id"]: q["history"] for q in state["query_bank"] if "history" in q}
+
+    def case(record: Evaluation) -> RewriteCase:
+        shown: RewriteCase = {
+            "query": record["query"],
+            "answer": record["answer"],
+            "scores": record["scores"],
+        }
+        if record["query_id"] in histories:
+            shown["history"] = histories[record["query_id"]]
+        return shown
+
     task: RewriteTask = {
         "run_id": state["run_id"],
         "parent_id": parent_id,
@@ -136,10 +160,7 @@ def rewrite_task(ctx: SearchContext, state: DRPOState, parent_id: str, rank: int
         "level": state["level"],
         "prompt": candidates[parent_id]["prompt"],
         "previous_prompts": history,
-        "cases": [
-            {"query": r["query"], "answer": r["answer"], "scores": r["scores"]}
-            for r in latest_evaluations(state, parent_id)
-        ],
+        "cases": [case(r) for r in latest_evaluations(state, parent_id)],
     }
     if "memory_runs" in state:
         task["memory_runs"] = state["memory_runs"]

@@ -19,6 +19,12 @@ from drpo_agents.models.sandbox.world import seeded_rng
 _NEUTRAL_LENGTH = 80
 
 
+def _user_turns(earlier_turns: str) -> str:
+    """The user's lines of an ``<earlier_turns>`` block (``user: ...`` / ``assistant: ...``)."""
+    turns = re.split(r"\n\n(?=(?:user|assistant): )", earlier_turns.strip())
+    return "\n".join(t.removeprefix("user: ") for t in turns if t.startswith("user: "))
+
+
 def _length_bonus(answer: str, length_bias: float) -> float:
     """A verbosity-loving judge's bonus: ``length_bias * log2(words / 80)``, negative below 80 words."""
     return length_bias * math.log2(max(1, len(answer.split())) / _NEUTRAL_LENGTH)
@@ -56,16 +62,20 @@ class SandboxJudge(SandboxChatModel):
         if "<answer_a>" in text and "<answer_b>" in text:
             return self.compare(query, tagged(text, "answer_a") or "", tagged(text, "answer_b") or "", text)
         answer = tagged(text, "answer")
+        earlier = _user_turns(tagged(text, "earlier_turns") or "")
         if answer is None:
-            return select_aspects_for(query)
+            return select_aspects_for(query, earlier)
         aspects = re.findall(r"^- ([^:\n]+):", tagged(text, "aspects") or "", re.M) or [
             "Helpfulness",
             "Clarity",
         ]
-        return {"scores": self.score_answer(query, answer, aspects)}
+        return {"scores": self.score_answer(query, answer, aspects, earlier)}
 
-    def score_answer(self, query: str, answer: str, aspects: Sequence[str]) -> list[JsonObject]:
-        """AspectScore-shaped dicts for ``answer`` on ``aspects`` (the knobs applied; see the class)."""
+    def score_answer(
+        self, query: str, answer: str, aspects: Sequence[str], earlier: str = ""
+    ) -> list[JsonObject]:
+        """AspectScore-shaped dicts for ``answer`` on ``aspects`` (the knobs applied; see the class);
+        ``earlier``: what the user said in earlier turns."""
         text = answer if answer != "(empty answer)" else ""
         noisy = bool(self.noise or self.length_bias)
         rng = (
@@ -76,7 +86,7 @@ class SandboxJudge(SandboxChatModel):
         bonus = _length_bonus(text, self.length_bias) if self.length_bias else 0.0
         scores = {}
         for aspect in aspects:
-            score, rationale = score_aspect(aspect, query, text)
+            score, rationale = score_aspect(aspect, query, text, earlier)
             if noisy:
                 value = score + bonus
                 if self.noise and rng.random() < self.noise:
@@ -96,13 +106,14 @@ class SandboxJudge(SandboxChatModel):
         depends on which answer is shown first. Verdicts are always exact: ``noise`` and
         ``length_bias`` affect pointwise scores only.
         """
+        earlier = _user_turns(tagged(prompt, "earlier_turns") or "")
         aspects = re.findall(r"^- ([^:\n]+):", tagged(prompt, "aspects") or "", re.M) or list(
-            select_aspects_for(query)["selected_aspects"]
+            select_aspects_for(query, earlier)["selected_aspects"]
         )
 
         def mean_score(answer: str) -> float:
             text = answer if answer != "(empty answer)" else ""
-            return sum(score_aspect(a, query, text)[0] for a in aspects) / len(aspects)
+            return sum(score_aspect(a, query, text, earlier)[0] for a in aspects) / len(aspects)
 
         a, b = mean_score(answer_a), mean_score(answer_b)
         winner = "A" if a > b else "B" if b > a else "tie"

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import Field
 
+from drpo_agents.conversations import HISTORY_ID_PREFIX
 from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
 from drpo_agents.models.sandbox.features import LIST_LINE, REFUSAL
@@ -18,6 +19,7 @@ from drpo_agents.models.sandbox.world import (
     SandboxWorld,
     prompt_directives,
     query_kinds,
+    salient_details,
     seeded_rng,
     topic_of,
 )
@@ -63,10 +65,12 @@ class SandboxResponder(SandboxChatModel):
             probability["structure"] = max(probability["structure"], world.icl_structure)
         return {name for name, p in sorted(probability.items()) if rng.random() < p}
 
-    def answer(self, system_prompt: str, query: str, examples: Sequence[str] = ()) -> str:
-        """The simulated answer to ``query`` under ``system_prompt``."""
+    def answer(self, system_prompt: str, query: str, examples: Sequence[str] = (), earlier: str = "") -> str:
+        """The simulated answer to ``query`` under ``system_prompt``; ``earlier``: what the user said
+        in the conversation's earlier turns, which it reuses only when the prompt asks it to."""
         kinds = query_kinds(query)
         does = self.behaviours(system_prompt, query, examples)
+        details = salient_details(earlier) if earlier and "context" in does else []
         topic = topic_of(query)
         rng = seeded_rng(self.seed, "text", system_prompt, query)
         empathy = "empathy" in does
@@ -96,6 +100,8 @@ class SandboxResponder(SandboxChatModel):
             )
         elif empathy:
             lines.append("I understand why this matters to you.")
+        if details:
+            lines.append(f"Going by what you told me ({', '.join(details)}), I have tailored this to you.")
         lines.append(f"Here is an overview of {topic}.")
         count = 3 + (2 if "depth" in does else 0) - (1 if "concise" in does else 0)
         angles = [
@@ -134,11 +140,17 @@ class SandboxResponder(SandboxChatModel):
     def _reply(self, messages: list[BaseMessage]) -> JsonObject | str:
         system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
         query = last_request(messages)
-        examples = [str(m.content) for m in messages[:-1] if isinstance(m, AIMessage)]
+        examples = [str(m.content) for m in messages[:-1] if isinstance(m, AIMessage) and not _earlier(m)]
+        earlier = "\n".join(str(m.content) for m in messages if isinstance(m, HumanMessage) and _earlier(m))
         if not system and "<instructions>" in query:
             # Completion mode: the whole template arrives as one user turn.
             system = tagged(query, "instructions") or ""
             examples = re.findall(r"<answer>\s*(.*?)\s*</answer>", query, re.DOTALL)
             queries = re.findall(r"<query>\s*(.*?)\s*</query>", query, re.DOTALL)
             query = queries[-1] if queries else query
-        return self.answer(system, query, examples)
+        return self.answer(system, query, examples, earlier)
+
+
+def _earlier(message: BaseMessage) -> bool:
+    """An earlier turn of the conversation (not an ICL example)."""
+    return (message.id or "").startswith(HISTORY_ID_PREFIX)

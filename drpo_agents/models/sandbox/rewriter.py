@@ -59,6 +59,10 @@ _GUIDANCE: dict[str, tuple[str, ...]] = {
     "Sensitivity": ("Treat every person and group with respect and avoid stereotypes.",),
     "Critical-Thinking": ("Weigh alternatives and trade-offs before drawing a conclusion.",),
     "Interactivity": ("Invite a follow-up question when more detail could help.",),
+    "Consistency": (
+        "Use the details the user gave earlier in the conversation (names, places, dates, amounts) and stay consistent with them.",
+        "Refer back to what the user said in earlier turns instead of answering as if the conversation just started.",
+    ),
 }
 _FLUFF = (
     "Maintain a friendly and professional tone.",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.features import AnswerFeatures, clamp_score
-from drpo_agents.models.sandbox.world import query_kinds, topic_of
+from drpo_agents.models.sandbox.world import query_kinds, salient_details, topic_of
 
 
 @dataclass(frozen=True)
@@ -171,10 +171,13 @@ _HEURISTICS: dict[str, Callable[[_Evidence], _Scored]] = {
 }
 
 
-def score_aspect(aspect: str, query: str, answer: str) -> tuple[int, str]:
-    """The sandbox judge's 1-5 score of ``answer`` on ``aspect``, with a rationale naming the evidence."""
+def score_aspect(aspect: str, query: str, answer: str, earlier: str = "") -> tuple[int, str]:
+    """The sandbox judge's 1-5 score of ``answer`` on ``aspect``, with a rationale naming the
+    evidence; ``earlier``: the conversation's earlier user turns (Consistency reads them)."""
     if not answer.strip():
         return 1, "The answer is empty."
+    if aspect.casefold() == "consistency":
+        return _consistency(answer, earlier)
     heuristic = _HEURISTICS.get(aspect.casefold())
     if heuristic is None:
         return 3, f"The sandbox judge has no heuristic for '{aspect}'; neutral score."
@@ -182,10 +185,24 @@ def score_aspect(aspect: str, query: str, answer: str) -> tuple[int, str]:
     return int(score), rationale
 
 
-def select_aspects_for(query: str) -> JsonObject:
-    """The sandbox judge's aspect selection for ``query`` (AspectSelection-shaped dict)."""
+def _consistency(answer: str, earlier: str) -> tuple[int, str]:
+    details = salient_details(earlier)
+    if not details:
+        return 4, "Nothing specific from earlier turns to carry over; consistent by default."
+    used = [d for d in details if d.casefold() in answer.casefold()]
+    if len(used) == len(details):
+        return 5, f"Uses what the user said earlier ({', '.join(details)})."
+    missing = ", ".join(d for d in details if d not in used)
+    if used:
+        return 3, f"Uses some of what the user said earlier but ignores {missing}."
+    return 2, f"Answers as if the conversation just started: ignores {missing} from earlier turns."
+
+
+def select_aspects_for(query: str, earlier: str = "") -> JsonObject:
+    """The sandbox judge's aspect selection for ``query`` (AspectSelection-shaped dict); with
+    ``earlier`` turns, Consistency comes first."""
     kinds = query_kinds(query)
-    chosen: list[str] = []
+    chosen: list[str] = ["Consistency"] if earlier.strip() else []
     if "harmful" in kinds:
         chosen += ["Safety", "Helpfulness", "Sensitivity"]
     if "emotional" in kinds:

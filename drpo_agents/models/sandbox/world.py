@@ -71,6 +71,10 @@ _DIRECTIVES: dict[str, re.Pattern[str]] = {
     "engagement": re.compile(r"conversational|follow[- ]up|engag", re.I),
     "accuracy": re.compile(r"accura|factual|never invent|do not invent|don't invent|fabricat", re.I),
     "concise": re.compile(r"concise|succinct|brief\b|to the point", re.I),
+    "context": re.compile(
+        r"earlier (?:in the conversation|turns?|messages?)|refer back to|details the user (?:gave|shared|mentioned)",
+        re.I,
+    ),
 }
 
 
@@ -115,6 +119,26 @@ _STOP = frozenset(
         "my",
     ]
 )
+
+
+# What a user says once and expects remembered: amounts, dates and quantities (a number with the
+# word after it), and names (a capitalised word that does not open a sentence).
+_AMOUNT = re.compile(r"\b\d[\d,.:]*(?:\s?(?:%|°C|[A-Za-z]+))?")
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)*")
+_NOT_NAMES = frozenset({"I", "I'm", "My", "We", "Our", "The", "What", "How", "Can", "Should"})
+
+
+def salient_details(text: str, limit: int = 4) -> list[str]:
+    """The details a user gave in ``text`` that a good reply to a later turn reuses (at most ``limit``)."""
+    found: list[str] = []
+    for match in sorted([*_AMOUNT.finditer(text), *_NAME.finditer(text)], key=lambda m: m.start()):
+        detail = match.group(0).strip(" ,.")
+        number, _, unit = detail.partition(" ")
+        if unit and unit.casefold() in _STOP | {"and", "has", "had", "was"}:  # "14 and": no unit
+            detail = number
+        if detail and detail not in _NOT_NAMES and not any(detail in earlier for earlier in found):
+            found.append(detail)
+    return found[:limit]
 
 
 def topic_of(query: str) -> str:

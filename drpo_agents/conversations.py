@@ -1,0 +1,158 @@
+"""Conversations as training and held-out items: the forms apps export them in, read into one
+typed shape (earlier turns, the last user turn, the app's own system message), and shown back as
+messages (the responder) or as text (the judge and the rewriter).
+
+Accepted forms of one item:
+
+* OpenAI chat: ``{"id": ..., "messages": [{"role": "system" | "developer" | "user" | "assistant",
+  "content": ...}, ...]}`` (content a string or text blocks);
+* a LangSmith-style dataset row: ``{"id": ..., "inputs": {"messages": [...]}}``;
+* from Python, a list of LangChain messages (or of message dicts).
+
+The last message must be the user's: it is the query the responder answers, with the earlier
+turns in context. System messages may only lead the conversation; they are the app's own
+instruction, kept after the optimized prompt (as :func:`drpo_agents.with_alignment` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, convert_to_messages
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
+
+from drpo_agents.errors import ConfigError
+
+Role = Literal["user", "assistant"]
+_ROLE_ALIASES = {"human": "user", "ai": "assistant", "developer": "system"}
+_KNOWN_ROLES = ("system", "developer", "user", "human", "assistant", "ai")
+
+
+class Turn(TypedDict):
+    """One earlier turn of a conversation, as JSON (in queries, tasks, records and checkpoints)."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation read from one item: ``query`` is its last user turn, ``history`` the turns
+    before it (user and assistant), ``system`` the app's leading system message ("" if none)."""
+
+    query: str
+    history: tuple[Turn, ...]
+    system: str
+
+
+def is_conversation(item: object) -> bool:
+    """Whether ``item`` is in one of the conversation forms (it may still be invalid)."""
+    if isinstance(item, Mapping):
+        inputs = item.get("inputs")
+        return "messages" in item or (isinstance(inputs, Mapping) and "messages" in inputs)
+    if isinstance(item, BaseMessage):
+        return True
+    return (
+        isinstance(item, Sequence)
+        and not isinstance(item, str)
+        and any(isinstance(m, BaseMessage | Mapping) for m in item)
+    )
+
+
+def read_conversation(item: object, where: str) -> Conversation:
+    """The conversation in ``item`` (see the module docstring for the forms).
+
+    Raises:
+        ConfigError: one line naming ``where`` and the fault: no messages, an unknown role, an
+            empty message, a system message after the first turn, or a last turn not the user's.
+    """
+    raw: object = item
+    if isinstance(item, Mapping):
+        inputs = item.get("inputs")
+        raw = (
+            inputs.get("messages")
+            if isinstance(inputs, Mapping) and "messages" in inputs
+            else item.get("messages")
+        )
+    elif isinstance(item, BaseMessage):
+        raw = [item]
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+        raise ConfigError(f"{where}: 'messages' must be a non-empty list of messages")
+    messages = [_message(m, f"{where}, message {n}") for n, m in enumerate(raw, start=1)]
+    system: list[str] = []
+    turns: list[Turn] = []
+    for number, (role, content) in enumerate(messages, start=1):
+        if role == "system":
+            if turns:
+                raise ConfigError(
+                    f"{where}, message {number}: a system message after the conversation began "
+                    "(only leading system messages are kept, as the app's own instruction)"
+                )
+            system.append(content)
+        else:
+            turns.append(Turn(role=role, content=content))
+    if not turns or turns[-1]["role"] != "user":
+        last = turns[-1]["role"] if turns else "system"
+        raise ConfigError(
+            f"{where}: the last message must be the user's (the turn to answer), not the {last}'s"
+        )
+    return Conversation(query=turns[-1]["content"], history=tuple(turns[:-1]), system="\n\n".join(system))
+
+
+def _message(raw: object, where: str) -> tuple[Literal["system", "user", "assistant"], str]:
+    """(role, text) of one message: a LangChain message or a dict with a role (or type)."""
+    if isinstance(raw, Mapping):
+        role = str(raw.get("role", raw.get("type", ""))).strip().lower()
+        if role not in _KNOWN_ROLES:
+            known = "system, developer, user or assistant"
+            raise ConfigError(f"{where}: unknown role {role or '(none)'!r} (want {known})")
+    try:
+        (message,) = convert_to_messages([raw])  # type: ignore[list-item]
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise ConfigError(f"{where}: not a message ({exc})") from exc
+    if isinstance(message, SystemMessage):
+        kind: Literal["system", "user", "assistant"] = "system"
+    elif isinstance(message, HumanMessage):
+        kind = "user"
+    elif isinstance(message, AIMessage):
+        kind = "assistant"
+    else:
+        raise ConfigError(f"{where}: unknown role {message.type!r} (want system, user or assistant)")
+    text = message.text.strip()
+    if not text:
+        raise ConfigError(f"{where}: the {kind} message is empty")
+    return kind, text
+
+
+HISTORY_ID_PREFIX = "drpo-history-"
+"""The id prefix of the earlier turns the responder is shown (what tells them from ICL examples)."""
+
+
+def history_messages(history: Sequence[Turn]) -> list[BaseMessage]:
+    """Earlier turns as chat messages, for the responder."""
+    return [
+        HumanMessage(t["content"], id=f"{HISTORY_ID_PREFIX}{n}")
+        if t["role"] == "user"
+        else AIMessage(t["content"], id=f"{HISTORY_ID_PREFIX}{n}")
+        for n, t in enumerate(history)
+    ]
+
+
+def history_text(history: Sequence[Turn]) -> str:
+    """Earlier turns as text for a judge or rewriter prompt ("" for a single-turn query)."""
+    return "\n\n".join(f"{t['role']}: {t['content']}" for t in history)
+
+
+def conversation_block(history: Sequence[Turn]) -> str:
+    """The earlier turns as a judge prompt shows them ("" for a single-turn query): the judge
+    grades the reply to the last user turn in the light of what was said before."""
+    if not history:
+        return ""
+    return (
+        f"<earlier_turns>\n{history_text(history)}\n</earlier_turns>\n\n"
+        "The query below is the user's latest message in this conversation: read it, and any answer "
+        "to it, in the light of the earlier turns. A reply that ignores or contradicts what the user "
+        "already said is worse.\n\n"
+    )
