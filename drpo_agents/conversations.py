@@ -20,7 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, convert_to_messages
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
 from drpo_agents.errors import ConfigError
@@ -28,6 +35,10 @@ from drpo_agents.errors import ConfigError
 Role = Literal["user", "assistant"]
 _ROLE_ALIASES = {"human": "user", "ai": "assistant", "developer": "system"}
 _KNOWN_ROLES = ("system", "developer", "user", "human", "assistant", "ai")
+_NO_TOOLS = (
+    "tool calls and tool results are not supported in conversations yet: drop the assistant's "
+    "tool call and the tool messages (or keep the assistant's text reply)"
+)
 
 
 class Turn(TypedDict):
@@ -57,8 +68,13 @@ def is_conversation(item: object) -> bool:
     return (
         isinstance(item, Sequence)
         and not isinstance(item, str)
-        and any(isinstance(m, BaseMessage | Mapping) for m in item)
+        and any(isinstance(m, BaseMessage | Mapping) or _is_pair(m) for m in item)
     )
+
+
+def _is_pair(item: object) -> bool:
+    """LangChain's ("user", "text") message shorthand."""
+    return isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item)
 
 
 def read_conversation(item: object, where: str) -> Conversation:
@@ -103,15 +119,24 @@ def read_conversation(item: object, where: str) -> Conversation:
 
 def _message(raw: object, where: str) -> tuple[Literal["system", "user", "assistant"], str]:
     """(role, text) of one message: a LangChain message or a dict with a role (or type)."""
+    if _is_pair(raw):
+        raw = {"role": raw[0], "content": raw[1]}  # type: ignore[index]
     if isinstance(raw, Mapping):
         role = str(raw.get("role", raw.get("type", ""))).strip().lower()
+        if role in ("tool", "function") or raw.get("tool_calls") or raw.get("function_call"):
+            raise ConfigError(f"{where}: {_NO_TOOLS}")
         if role not in _KNOWN_ROLES:
             known = "system, developer, user or assistant"
             raise ConfigError(f"{where}: unknown role {role or '(none)'!r} (want {known})")
+        if "content" not in raw:
+            raise ConfigError(f"{where}: the {role} message has no 'content'")
     try:
         (message,) = convert_to_messages([raw])  # type: ignore[list-item]
     except (ValueError, TypeError, NotImplementedError) as exc:
-        raise ConfigError(f"{where}: not a message ({exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{where}: not a message ({first})") from exc
+    if isinstance(message, ToolMessage) or (isinstance(message, AIMessage) and message.tool_calls):
+        raise ConfigError(f"{where}: {_NO_TOOLS}")
     if isinstance(message, SystemMessage):
         kind: Literal["system", "user", "assistant"] = "system"
     elif isinstance(message, HumanMessage):
@@ -126,18 +151,30 @@ def _message(raw: object, where: str) -> tuple[Literal["system", "user", "assist
     return kind, text
 
 
-HISTORY_ID_PREFIX = "drpo-history-"
-"""The id prefix of the earlier turns the responder is shown (what tells them from ICL examples)."""
+ICL_ID_PREFIX = "drpo-icl-"
+"""The id prefix of the ICL example turns placed before a conversation (by the search and by
+``with_alignment`` alike): what tells an example from an earlier turn of the conversation."""
+
+
+def icl_messages(examples: Sequence[tuple[str, str]]) -> list[BaseMessage]:
+    """(query, answer) examples as user/assistant turns, marked as ICL examples."""
+    turns: list[BaseMessage] = []
+    for number, (query, answer) in enumerate(examples):
+        turns += [
+            HumanMessage(query, id=f"{ICL_ID_PREFIX}{number}-query"),
+            AIMessage(answer, id=f"{ICL_ID_PREFIX}{number}-answer"),
+        ]
+    return turns
+
+
+def is_icl_example(message: BaseMessage) -> bool:
+    """Whether ``message`` is an ICL example turn (see :data:`ICL_ID_PREFIX`)."""
+    return (message.id or "").startswith(ICL_ID_PREFIX)
 
 
 def history_messages(history: Sequence[Turn]) -> list[BaseMessage]:
     """Earlier turns as chat messages, for the responder."""
-    return [
-        HumanMessage(t["content"], id=f"{HISTORY_ID_PREFIX}{n}")
-        if t["role"] == "user"
-        else AIMessage(t["content"], id=f"{HISTORY_ID_PREFIX}{n}")
-        for n, t in enumerate(history)
-    ]
+    return [HumanMessage(t["content"]) if t["role"] == "user" else AIMessage(t["content"]) for t in history]
 
 
 def history_text(history: Sequence[Turn]) -> str:

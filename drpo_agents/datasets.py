@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NotRequired
 
+from langchain_core.messages import BaseMessage
 from pydantic import ValidationError
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
@@ -40,15 +41,23 @@ class Query(TypedDict):
     category: NotRequired[str]
     history: NotRequired[list[Turn]]
     system: NotRequired[str]
+    turns: NotRequired[list[str]]  # held-out only: the user's turns, each setup writing its own replies
 
 
-def normalize_queries(queries: Iterable[Any]) -> list[Query]:
+def is_multi_turn(query: Query) -> bool:
+    """Whether ``query`` is a conversation: earlier turns given, or several user turns to answer."""
+    return "history" in query or len(query.get("turns", [])) > 1
+
+
+def normalize_queries(queries: Iterable[Any], *, user_turns: bool = False) -> list[Query]:
     """Validate training or held-out items and give each an id.
 
     Accepts strings, dicts with a ``"query"`` (or ``"instruction"``) key and optional ``"id"``
     and ``"category"`` (``"red_team"`` marks a query for the safety constraint), and
     conversations (:mod:`drpo_agents.conversations`: OpenAI ``messages``, LangSmith-style
-    ``inputs.messages``, LangChain message lists) whose last message is the user's.
+    ``inputs.messages``, LangChain message lists) whose last message is the user's. With
+    ``user_turns`` (held-out sets), also ``{"turns": ["...", "..."]}``: a conversation given as the
+    user's turns only, which each evaluated setup answers in order with its own earlier replies.
 
     Raises:
         ConfigError: on an empty set, a blank, over-long or duplicate query, a duplicate id, or a
@@ -60,20 +69,34 @@ def normalize_queries(queries: Iterable[Any]) -> list[Query]:
         raise ConfigError(
             "queries must be a list of strings, {'id', 'query'} dicts or conversations, got one dict"
         )
+    items = list(queries)
+    if items and all(isinstance(m, BaseMessage) or _is_message_dict(m) for m in items):
+        raise ConfigError(
+            "queries is one conversation (a list of messages); pass a list of conversations: [messages]"
+        )
     normalized: list[Query] = []
     seen_text: dict[str, int] = {}
     seen_ids: set[str] = set()
-    for index, item in enumerate(queries):
-        where = f"query #{index + 1}"
-        text, query_id, category, conversation = _read_item(item, where)
+    for index, item in enumerate(items):
+        named = item.get("id") if isinstance(item, Mapping) else None
+        where = f"query #{index + 1}" + (f" (id {named!r})" if named is not None else "")
+        if (
+            isinstance(item, dict) and "turns" in item and "messages" not in item
+        ):  # a record's "query" is its last turn
+            text, turns = _user_turns(item, where, allowed=user_turns)
+            query_id, category, conversation = item.get("id"), item.get("category"), None
+        else:
+            turns = None
+            text, query_id, category, conversation = _read_item(item, where)
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"{where} is empty")
-        history = history_text(conversation.history) if conversation else ""
+        history = history_text(conversation.history) if conversation else "\n".join((turns or [])[:-1])
         if len(text) + len(history) > MAX_QUERY_CHARS:
             raise ConfigError(
                 f"{where} is {len(text) + len(history):,} characters long (limit {MAX_QUERY_CHARS:,})"
             )
-        key = " ".join(f"{history}\n{text}".split()).casefold()
+        system = conversation.system if conversation else ""
+        key = " ".join(f"{system}\n{history}\n{text}".split()).casefold()
         if key in seen_text:
             raise ConfigError(f"{where} duplicates query #{seen_text[key] + 1}: {text[:80]!r}")
         seen_text[key] = index
@@ -84,6 +107,8 @@ def normalize_queries(queries: Iterable[Any]) -> list[Query]:
         row: Query = {"id": query_id, "query": text.strip()}
         if category:
             row["category"] = str(category)
+        if turns is not None:
+            row["turns"] = turns
         if conversation is not None:
             if conversation.history:
                 row["history"] = list(conversation.history)
@@ -95,11 +120,35 @@ def normalize_queries(queries: Iterable[Any]) -> list[Query]:
     return normalized
 
 
+def _user_turns(item: Mapping[str, Any], where: str, *, allowed: bool) -> tuple[str, list[str]]:
+    """(last turn, all turns) of a ``{"turns": [...]}`` item, for held-out sets only."""
+    if not allowed:
+        raise ConfigError(
+            f"{where} gives only the user's turns ('turns'): that form is for held-out sets (drpo "
+            "evaluate), where each setup writes its own replies; to train, give the assistant's "
+            "replies too (OpenAI 'messages')"
+        )
+    turns = item["turns"]
+    if not isinstance(turns, list) or not turns:
+        raise ConfigError(f"{where}: 'turns' must be a non-empty list of the user's messages")
+    for number, turn in enumerate(turns, start=1):
+        if not isinstance(turn, str) or not turn.strip():
+            raise ConfigError(f"{where}, turn {number}: must be a non-empty string")
+    cleaned = [t.strip() for t in turns]
+    return cleaned[-1], cleaned
+
+
+def _is_message_dict(item: object) -> bool:
+    return isinstance(item, Mapping) and "content" in item and ("role" in item or "type" in item)
+
+
 def _read_item(item: object, where: str) -> tuple[Any, Any, Any, Conversation | None]:
     """(query text, id, category, conversation or None) of one item, before validation."""
     if isinstance(item, str):
         return item, None, None, None
-    if isinstance(item, dict) and "query" not in item and "instruction" not in item and is_conversation(item):
+    if isinstance(item, dict) and ("query" in item or "instruction" in item) and is_conversation(item):
+        raise ConfigError(f"{where} has both a 'query' and 'messages': give one of them")
+    if isinstance(item, dict) and is_conversation(item):
         read = read_conversation(item, where)
         return read.query, item.get("id"), item.get("category"), read
     if isinstance(item, dict):
@@ -135,11 +184,12 @@ def _read_jsonl(text: str, source: str) -> list[JsonObject]:
     return rows
 
 
-def load_queries(path: str | Path) -> list[Query]:
+def load_queries(path: str | Path, *, user_turns: bool = False) -> list[Query]:
     """Read training or evaluation queries from a file, validated by :func:`normalize_queries`.
 
     Formats: ``.jsonl`` (one object with ``"query"`` or ``"instruction"`` per line), ``.json``
-    (a list of strings or such objects), or plain text (one query per line).
+    (a list of strings or such objects), or plain text (one query per line). Conversations as
+    :func:`normalize_queries` reads them (``user_turns``: held-out sets may give user turns only).
 
     Raises:
         ConfigError: if the file is missing, not UTF-8, malformed, or holds invalid queries.
@@ -166,7 +216,7 @@ def load_queries(path: str | Path) -> list[Query]:
     else:
         rows = [line for line in text.splitlines() if line.strip()]
     try:
-        return normalize_queries(rows)
+        return normalize_queries(rows, user_turns=user_turns)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
 
@@ -227,6 +277,13 @@ def load_training_queries() -> list[Query]:
 def load_eval_queries() -> list[Query]:
     """The packaged held-out evaluation queries (disjoint from the training queries)."""
     return normalize_queries(_read_jsonl(_data_text("eval_queries.jsonl"), "eval_queries.jsonl"))
+
+
+def load_eval_conversations() -> list[Query]:
+    """The packaged multi-turn held-out set: 30 conversations of 2-4 user turns (``turns``), which
+    each evaluated setup answers in order with its own earlier replies."""
+    rows = _read_jsonl(_data_text("eval_conversations.jsonl"), "eval_conversations.jsonl")
+    return normalize_queries(rows, user_turns=True)
 
 
 def query_categories() -> dict[str, str]:

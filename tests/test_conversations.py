@@ -4,6 +4,7 @@ the history in front of the responder and the judge, and a sandbox search that l
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,9 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from drpo_agents import DRPOConfig, optimize
-from drpo_agents.datasets import load_queries, normalize_queries
+from drpo_agents.datasets import load_eval_conversations, load_queries, normalize_queries
 from drpo_agents.errors import ConfigError
-from drpo_agents.evaluation import evaluate
+from drpo_agents.evaluation import EvaluationReport, evaluate
 from drpo_agents.search.estimate import estimate_run
 from drpo_agents.tracing import read_trace
 
@@ -64,7 +65,8 @@ def test_the_forms_apps_export_read_as_one_conversation() -> None:
             [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
             "last message must be the user's",
         ),
-        ([{"role": "tool", "content": "x"}], "unknown role 'tool'"),
+        ([{"role": "tool", "content": "x"}], "tool calls and tool results are not supported"),
+        ([{"role": "robot", "content": "x"}], "unknown role 'robot'"),
         ([{"role": "user", "content": "  "}], "the user message is empty"),
         ([], "non-empty list of messages"),
         (
@@ -189,3 +191,115 @@ def test_the_estimate_counts_the_earlier_turns() -> None:
     for role in ("responder", "judge"):
         assert with_history[role]["calls"] == without[role]["calls"]
         assert with_history[role]["input_tokens"] > without[role]["input_tokens"], role
+
+
+def test_user_turns_are_for_held_out_sets_only() -> None:
+    item = {"id": "m1", "turns": ["I'm in Oslo for 3 days.", "What should I pack?"]}
+    with pytest.raises(
+        ConfigError, match=r"query #1 \(id 'm1'\) gives only the user's turns .* for held-out sets"
+    ):
+        normalize_queries([item])
+    assert normalize_queries([item], user_turns=True) == [
+        {"id": "m1", "query": "What should I pack?", "turns": item["turns"]}
+    ]
+    with pytest.raises(ConfigError, match="query #1, turn 2: must be a non-empty string"):
+        normalize_queries([{"turns": ["hi", " "]}], user_turns=True)
+
+
+@pytest.mark.slow
+def test_evaluate_answers_conversations_turn_by_turn_and_reports_them_apart(tmp_path: Path) -> None:
+    run = drpo("optimize", "--sandbox", "--queries", str(TRAIN), "--run-dir", "run", "--quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    evaluated = drpo("evaluate", "--sandbox", "--artifact", "run", "--conversations", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = EvaluationReport.load(tmp_path / "run" / "evaluation.json")
+    kinds = {r.kind for r in report.records}
+    assert kinds == {"single-turn", "multi-turn"} and len(load_eval_conversations()) == 30
+    conversation = next(r for r in report.records if r.query_id == "m001")
+    turns = conversation.answer_of("drpo").turns  # type: ignore[union-attr]
+    assert turns is not None and len(turns) == 4 and all(t.mean is not None for t in turns)
+    # Each reply came after the setup's own earlier replies: the transcript holds them in order.
+    assert conversation.answer_of("drpo").answer.count("assistant: ") == 4  # type: ignore[union-attr]
+    drpo_result, base = report.setup("drpo"), report.setup("base")
+    assert set(drpo_result.by_kind) == {"single-turn", "multi-turn"} and len(drpo_result.per_turn) == 4
+    assert drpo_result.by_kind["multi-turn"].low > base.by_kind["multi-turn"].high  # type: ignore[operator]
+    assert drpo_result.aspects["Consistency"].mean > base.aspects["Consistency"].mean + 1  # type: ignore[operator]
+    markdown = (tmp_path / "run" / "evaluation.md").read_text(encoding="utf-8")
+    assert "Single-turn and multi-turn queries apart" in markdown and "| turn 4 |" in markdown
+    print(markdown)
+
+
+def test_a_held_out_conversation_overlaps_only_when_it_is_the_same_conversation() -> None:
+    training = load_queries(TRAIN)[:6]
+    artifact = optimize(
+        training,
+        responder="sandbox",
+        judge="sandbox",
+        config=DRPOConfig(depth=1, beam_size=1, n_actions=1, queries_per_step=2, seed=0),
+    )
+    seen = next(q for q in training if q["id"] in artifact.histories)
+    assert artifact.histories[seen["id"]] == seen["history"]
+    same_ending = {
+        "id": "h1",
+        "messages": [
+            {"role": "user", "content": "I'm in Tokyo alone."},
+            {"role": "user", "content": seen["query"]},
+        ],
+    }
+    evaluate([same_ending], responder="sandbox", judge="sandbox", artifact=artifact)  # not an overlap
+    same = {"id": "h2", "messages": [*seen["history"], {"role": "user", "content": seen["query"]}]}
+    with pytest.raises(ConfigError, match="used to optimise the artifact"):
+        evaluate([same], responder="sandbox", judge="sandbox", artifact=artifact)
+
+
+@pytest.mark.parametrize(
+    ("queries", "fault"),
+    [
+        ([HumanMessage("a"), AIMessage("b"), HumanMessage("c")], "queries is one conversation"),
+        (
+            [{"id": "t7", "messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "r"}]}],
+            "query #1 (id 't7'), message 2: tool calls",
+        ),
+        ([{"query": "a", "messages": [{"role": "user", "content": "a"}]}], "both a 'query' and 'messages'"),
+        ([{"messages": [{"role": "user"}]}], "has no 'content'"),
+    ],
+)
+def test_what_apps_get_wrong_is_said_plainly(queries: list[Any], fault: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fault)):
+        normalize_queries(queries)
+
+
+def test_the_same_words_under_another_system_message_are_another_item() -> None:
+    items = [
+        {"messages": [{"role": "system", "content": system}, {"role": "user", "content": "Hello?"}]}
+        for system in ("Talk like a pirate.", "Talk like a lawyer.")
+    ]
+    assert len(normalize_queries(items)) == 2
+    assert normalize_queries([[("user", "hi"), ("assistant", "hello"), ("user", "bye")]])[0]["history"][
+        1
+    ] == {
+        "role": "assistant",
+        "content": "hello",
+    }
+
+
+def test_the_aligned_sandbox_model_uses_earlier_turns_in_an_app(tmp_path: Path) -> None:
+    from drpo_agents import with_alignment
+    from drpo_agents.models.sandbox import SandboxResponder
+
+    artifact = optimize(
+        load_queries(TRAIN),
+        responder="sandbox",
+        judge="sandbox",
+        config=DRPOConfig(depth=4, seed=0),
+    )
+    assert "earlier" in artifact.system_prompt
+    aligned = with_alignment(SandboxResponder(seed=0), artifact)
+    reply = aligned.invoke(
+        [
+            HumanMessage("I bought a Gazelle e-bike in Utrecht for 2,400 euros."),
+            AIMessage("Nice."),
+            HumanMessage("The battery dies fast. What are my options?"),
+        ]
+    )
+    assert "Gazelle" in reply.text and "Utrecht" in reply.text

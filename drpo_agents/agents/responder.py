@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.config import ResponderMode
-from drpo_agents.conversations import Turn, history_messages, history_text
+from drpo_agents.conversations import Turn, history_messages, history_text, icl_messages
 from drpo_agents.infra.calls import CallPlan, ModelCall, arun_plan, call_config, run_plan
 from drpo_agents.prompts import render_prompt
 from drpo_agents.retrieval import ICLRetriever
@@ -41,8 +41,7 @@ def build_chat_messages(
     """System prompt (the app's own instruction after it, as ``with_alignment`` places it), then
     each ICL example as a user/assistant turn, then the conversation's earlier turns, then the query."""
     messages: list[BaseMessage] = [SystemMessage("\n\n".join(filter(None, [system_prompt, app_system])))]
-    for example in examples:
-        messages += [HumanMessage(example.query), AIMessage(example.answer)]
+    messages += icl_messages([(e.query, e.answer) for e in examples])
     messages += history_messages(history)
     messages.append(HumanMessage(query))
     return messages

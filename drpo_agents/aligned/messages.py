@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, SystemMessage
 
 from drpo_agents.artifact import AlignmentArtifact
+from drpo_agents.conversations import icl_messages
 from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.retrieval import ICLRetriever, fit_icl_budget, recorded_retriever, retrieval_text
 
 ALIGNED_SYSTEM_ID = "drpo-aligned-system"
 """The id of the system message the alignment writes; a request that already starts with it is
 aligned (an aligned model may see its own request again, e.g. from ``generate``)."""
-ICL_ID_PREFIX = "drpo-icl-"
 
 
 class AlignmentApplier:
@@ -86,13 +86,7 @@ class AlignmentApplier:
             return []
         text = retrieval_text(conversation)
         examples = fit_icl_budget(self.retriever.retrieve(text, self.k), self.max_icl_tokens) if text else []
-        turns: list[BaseMessage] = []
-        for number, example in enumerate(examples):
-            turns += [
-                HumanMessage(example.query, id=f"{ICL_ID_PREFIX}{number}-query"),
-                AIMessage(example.answer, id=f"{ICL_ID_PREFIX}{number}-answer"),
-            ]
-        return turns
+        return icl_messages([(e.query, e.answer) for e in examples])
 
     def _system_message(self, own: Sequence[SystemMessage]) -> SystemMessage:
         content: str | list[str | dict[str, Any]]

@@ -58,6 +58,11 @@ class AlignmentArtifact(BaseModel):
     )
     best_candidate_id: str | None = None
     parent: ParentRecord | None = Field(None, description="The earlier result this run started from, if any.")
+    histories: dict[str, list[dict[str, str]]] = Field(
+        default_factory=dict,
+        description="The earlier turns of each training or validation query that is a conversation, by "
+        "query id (records quote only the last turn).",
+    )
     memory_runs: list[str] = Field(
         default_factory=list,
         description="Other runs whose critiques this run could recall: those its memory held as "

@@ -23,7 +23,13 @@ from drpo_agents.cli.evaluation import (
     show_evaluation,
 )
 from drpo_agents.cli.summary import print_json, show_inspection
-from drpo_agents.datasets import Query, load_eval_queries, load_icl_examples, load_queries
+from drpo_agents.datasets import (
+    Query,
+    load_eval_conversations,
+    load_eval_queries,
+    load_icl_examples,
+    load_queries,
+)
 from drpo_agents.errors import DRPOError
 from drpo_agents.evaluation.held_out import OverlapError
 from drpo_agents.infra.calls import run_sync
@@ -51,8 +57,11 @@ def evaluate_command(
     judge: Judge = None,
     base_url: BaseUrl = None,
     queries: Annotated[
-        Path | None, typer.Option(help="Held-out queries; default: the packaged evaluation set.")
+        Path | None, typer.Option(help="Held-out queries or conversations; default: the packaged set.")
     ] = None,
+    conversations: Annotated[
+        bool, typer.Option("--conversations", help="Add the packaged 30 multi-turn conversations.")
+    ] = False,
     prompt: Annotated[
         list[str] | None, typer.Option(help="Extra setup NAME=FILE (a system prompt file); repeatable.")
     ] = None,
@@ -86,7 +95,7 @@ def evaluate_command(
     """
     from drpo_agents.evaluation import aevaluate
 
-    loaded, held_out, extra = _evaluation_inputs(artifact, official, queries, prompt)
+    loaded, held_out, extra = _evaluation_inputs(artifact, official, queries, prompt, conversations)
     gate = gate_thresholds(fail_under, min_win_rate, max_regression, baseline)
     models = build_models(model_specs(sandbox, responder, judge, None), base_url)
     folder = out or (run_folder(artifact) if artifact else Path("."))
@@ -118,7 +127,11 @@ def evaluate_command(
 
 
 def _evaluation_inputs(
-    artifact: Path | None, official: Path | None, queries: Path | None, prompts: list[str] | None
+    artifact: Path | None,
+    official: Path | None,
+    queries: Path | None,
+    prompts: list[str] | None,
+    conversations: bool = False,
 ) -> tuple[AlignmentArtifact, list[Query], dict[str, str]]:
     """The artifact (or official trace), the held-out queries and the extra prompt setups."""
     from drpo_agents.official import load_official_trace
@@ -127,7 +140,9 @@ def _evaluation_inputs(
         raise fail("pass exactly one of --artifact or --official")
     try:
         loaded = load_artifact(artifact) if artifact else load_official_trace(official)  # type: ignore[arg-type]
-        held_out = load_queries(queries) if queries else load_eval_queries()
+        held_out = load_queries(queries, user_turns=True) if queries else load_eval_queries()
+        if conversations:
+            held_out += load_eval_conversations()
         extra: dict[str, str] = {}
         for item in prompts or []:
             name, _, path = item.partition("=")

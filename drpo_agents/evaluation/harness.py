@@ -10,8 +10,9 @@ from langchain_core.runnables import RunnableConfig
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import TokenUsage
 from drpo_agents.aspects import CONSISTENCY
-from drpo_agents.datasets import Query, normalize_queries
+from drpo_agents.datasets import Query, is_multi_turn, normalize_queries
 from drpo_agents.errors import ConfigError, error_text, recoverable_errors
+from drpo_agents.evaluation.answering import Answerer
 from drpo_agents.evaluation.gate import DEPLOYED, GateThresholds, check_gate
 from drpo_agents.evaluation.held_out import check_held_out
 from drpo_agents.evaluation.options import EvaluationOptions
@@ -86,9 +87,9 @@ class Harness:
         self.queries = queries
         self.setups = setups
         self.reference = reference
-        self.responders = responders
         self.judge = judge
         self.aspects = list(options.aspects)
+        self.answerer = Answerer(responders, judge, options.aspects)
         self.options = options
         self.config: RunnableConfig | None = (
             {"callbacks": options.callbacks} if options.callbacks is not None else None
@@ -105,7 +106,7 @@ class Harness:
         Raises:
             ConfigError: invalid queries or setups, or queries the artifact was optimised on.
         """
-        items = normalize_queries(queries)
+        items = normalize_queries(queries, user_turns=True)
         if not options.allow_overlap:
             for artifact in (options.artifact, options.baseline):
                 if artifact is not None:
@@ -164,43 +165,16 @@ class Harness:
             payload["history"] = query["history"]
         return task_scope("evaluation_compare", {**payload, "answers": [mine.answer, theirs.answer]})
 
-    def aspects_for(self, query: Query) -> list[str]:
-        """The aspects ``query``'s answers are judged on: the evaluation's, and for a conversation
-        also Consistency (does the reply use and respect the earlier turns)."""
-        if "history" in query and CONSISTENCY not in self.aspects:
-            return [*self.aspects, CONSISTENCY]
-        return self.aspects
-
     def answer_tasks(self) -> list[tuple[EvaluationSetup, Query]]:
         """Every (setup, query) to answer and score."""
         return [(s, q) for s in self.setups for q in self.queries]
 
     def plan_answer(self, setup: EvaluationSetup, query: Query) -> CallPlan[AnswerRecord]:
-        """Answer ``query`` under ``setup`` and score the answer on every aspect."""
-        record = AnswerRecord(setup=setup.name)
+        """Answer ``query`` under ``setup`` and score it (see :class:`Answerer`)."""
         cfg = call_config(
             self.config, "evaluation", "answer", drpo_setup=setup.name, drpo_query_id=query["id"]
         )
-        try:
-            history = query.get("history", [])
-            response = yield from self.responders[setup.name].plan_respond(
-                setup.system_prompt,
-                query["query"],
-                config=cfg,
-                history=history,
-                app_system=query.get("system", ""),
-            )
-            record.answer = response.answer
-            self.usage = merge_usage(self.usage, usage_of("responder", response.messages))
-            scored = yield from self.judge.plan_score(
-                query["query"], response.answer, self.aspects_for(query), config=cfg, history=history
-            )
-        except recoverable_errors() as exc:
-            record.error = error_text(exc)
-            return record
-        self.usage = merge_usage(self.usage, usage_of("judge", scored.messages))
-        record.scores, record.mean = list(scored.value.scores), scored.value.reward
-        return record
+        return (yield from self.answerer.plan_answer(setup, query, cfg))
 
     def comparisons(
         self, answers: Mapping[tuple[str, str], AnswerRecord]
@@ -230,7 +204,7 @@ class Harness:
                     query["query"],
                     first,
                     second,
-                    self.aspects_for(query),
+                    self.answerer.aspects_for(query),
                     config=cfg,
                     history=query.get("history", []),
                 )
@@ -256,6 +230,7 @@ class Harness:
             QueryRecord(
                 query_id=q["id"],
                 query=q["query"],
+                kind="multi-turn" if is_multi_turn(q) else "single-turn",
                 answers=[answers[(s.name, q["id"])] for s in self.setups],
                 pairwise=[pairs[(s.name, q["id"])] for s in self.setups if (s.name, q["id"]) in pairs],
             )
@@ -270,7 +245,7 @@ class Harness:
         # Conversations are also judged on Consistency: a column of its own (over them only).
         aspects = (
             [*self.aspects, CONSISTENCY]
-            if any(self.aspects_for(q) != self.aspects for q in self.queries)
+            if any(self.answerer.aspects_for(q) != self.aspects for q in self.queries)
             else self.aspects
         )
         setups, rates = summarize(
@@ -290,7 +265,10 @@ class Harness:
             records=records,
             bootstrap=bootstrap,
             models=self.models,
-            usage={role: TokenUsage.model_validate(u) for role, u in self.usage.items()},
+            usage={
+                role: TokenUsage.model_validate(u)
+                for role, u in merge_usage(self.answerer.usage, self.usage).items()
+            },
             notes=self.notes,
         )
         if self.options.gate is not None or self.options.baseline is not None:

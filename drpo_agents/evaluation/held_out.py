@@ -13,10 +13,29 @@ def _normalized(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def _key(user_turns: Sequence[str]) -> str:
+    """A query, or a conversation by its user turns (assistant replies differ between setups)."""
+    return "\x1f".join(_normalized(t) for t in user_turns)
+
+
+def _held_out_key(query: Query) -> str:
+    if "turns" in query:
+        return _key(query["turns"])
+    return _key([*(t["content"] for t in query.get("history", []) if t["role"] == "user"), query["query"]])
+
+
 def training_queries(artifact: AlignmentArtifact) -> set[str]:
-    """Normalised text of every query the artifact was optimised with (evaluations and ICL examples)."""
-    queries = {_normalized(e.query) for e in artifact.evaluations if e.query.strip()}
-    return queries | {_normalized(e.query) for e in artifact.icl_examples}
+    """The key of every query the artifact was optimised with (evaluations and ICL examples); a
+    conversation's key is its user turns, so only the same conversation overlaps, not one that
+    merely ends with the same words."""
+    queries = {
+        _key(
+            [*(t["content"] for t in artifact.histories.get(e.query_id, []) if t["role"] == "user"), e.query]
+        )
+        for e in artifact.evaluations
+        if e.query.strip()
+    }
+    return queries | {_key([e.query]) for e in artifact.icl_examples}
 
 
 class OverlapError(ConfigError):
@@ -39,6 +58,6 @@ def check_held_out(queries: Sequence[Query], artifact: AlignmentArtifact) -> Non
         OverlapError: naming the overlapping queries.
     """
     seen = training_queries(artifact)
-    overlap = [q for q in queries if _normalized(q["query"]) in seen]
+    overlap = [q for q in queries if _held_out_key(q) in seen]
     if overlap:
         raise OverlapError(overlap)

@@ -11,6 +11,7 @@ from typing_extensions import TypedDict
 
 from drpo_agents.artifact import TokenUsage
 from drpo_agents.errors import ArtifactError
+from drpo_agents.evaluation.conversation_tables import conversation_tables
 from drpo_agents.infra.json_files import read_json, save_json_atomically
 from drpo_agents.schemas import AspectScore
 
@@ -42,14 +43,25 @@ class Estimate(BaseModel):
         return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
+class TurnRecord(BaseModel):
+    """One reply of a setup in a conversation it answered turn by turn, and its scores."""
+
+    answer: str = ""
+    scores: list[AspectScore] = Field(default_factory=list)
+    mean: float | None = None
+
+
 class AnswerRecord(BaseModel):
-    """One setup's answer to one query and its six-aspect scores."""
+    """One setup's answer to one query and its aspect scores. For a conversation given as the
+    user's turns, ``turns`` holds each reply, ``answer`` the whole conversation, ``scores`` every
+    turn's and ``mean`` the mean of the turns' means."""
 
     setup: str
     answer: str = ""
     scores: list[AspectScore] = Field(default_factory=list)
     mean: float | None = None
     error: str | None = None
+    turns: list[TurnRecord] | None = None
 
 
 class PairwiseRecord(BaseModel):
@@ -72,6 +84,7 @@ class QueryRecord(BaseModel):
 
     query_id: str
     query: str
+    kind: Literal["single-turn", "multi-turn"] = "single-turn"
     answers: list[AnswerRecord] = Field(default_factory=list)
     pairwise: list[PairwiseRecord] = Field(default_factory=list)
 
@@ -89,6 +102,13 @@ class SetupResult(BaseModel):
     aspects: dict[str, Estimate]
     overall: Estimate
     failures: int = 0
+    by_kind: dict[str, Estimate] = Field(
+        default_factory=dict, description="Overall mean over single-turn and over multi-turn queries apart."
+    )
+    per_turn: list[Estimate] = Field(
+        default_factory=list,
+        description="Mean reply score at each turn of the conversations answered turn by turn.",
+    )
 
 
 class WinRate(BaseModel):
@@ -219,6 +239,7 @@ class EvaluationReport(BaseModel):
         for result in self.setups:
             cells = [result.aspects[a].format() for a in self.aspects] + [f"**{result.overall.format()}**"]
             lines.append(f"| {result.name} | " + " | ".join(cells) + " |")
+        lines += conversation_tables(self.records, self.setups)
         if self.win_rates:
             lines += [
                 "",

@@ -72,6 +72,27 @@ def summarize(
             key = aspect.casefold()
             values = [float(s.score) for a in scored for s in a.scores if s.aspect.casefold() == key]
             per_aspect[aspect] = measure(values)
+        kinds = {r.kind for r in records}
+        by_kind = (
+            {
+                kind: measure(
+                    [
+                        a.mean
+                        for r in records
+                        if r.kind == kind
+                        if (a := r.answer_of(setup.name)) and a.mean is not None and a.error is None
+                    ]
+                )
+                for kind in sorted(kinds)
+            }
+            if "multi-turn" in kinds
+            else {}
+        )
+        turned = [a.turns for a in scored if a.turns]
+        per_turn = [
+            measure([mean for t in turned if len(t) > n and (mean := t[n].mean) is not None])
+            for n in range(max((len(t) for t in turned), default=0))
+        ]
         results.append(
             SetupResult(
                 name=setup.name,
@@ -80,6 +101,8 @@ def summarize(
                 aspects=per_aspect,
                 overall=measure([a.mean for a in scored if a.mean is not None]),
                 failures=len(answers) - len(scored),
+                by_kind=by_kind,
+                per_turn=per_turn,
             )
         )
     rates: list[WinRate] = []

@@ -42,6 +42,11 @@ def finalize(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         best_candidate_id=best_id,
         parent=ParentRecord.model_validate(state["parent"]) if state.get("parent") else None,
         memory_runs=state.get("memory_runs", []),
+        histories={
+            q["id"]: [dict(t) for t in q["history"]]
+            for q in [*state.get("query_bank", []), *state.get("validation_bank", [])]
+            if "history" in q
+        },
         candidates=[CandidateRecord.model_validate(c) for c in candidates],
         evaluations=[EvaluationRecord.model_validate(e) for e in evaluations],
         levels=[

@@ -10,7 +10,7 @@ from typing import Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import Field
 
-from drpo_agents.conversations import HISTORY_ID_PREFIX
+from drpo_agents.conversations import is_icl_example
 from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
 from drpo_agents.models.sandbox.features import LIST_LINE, REFUSAL
@@ -140,8 +140,12 @@ class SandboxResponder(SandboxChatModel):
     def _reply(self, messages: list[BaseMessage]) -> JsonObject | str:
         system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
         query = last_request(messages)
-        examples = [str(m.content) for m in messages[:-1] if isinstance(m, AIMessage) and not _earlier(m)]
-        earlier = "\n".join(str(m.content) for m in messages if isinstance(m, HumanMessage) and _earlier(m))
+        # ICL examples are marked (by the search and by with_alignment); the other turns before the
+        # request are the conversation's own.
+        examples = [str(m.content) for m in messages[:-1] if isinstance(m, AIMessage) and is_icl_example(m)]
+        earlier = "\n".join(
+            str(m.content) for m in messages[:-1] if isinstance(m, HumanMessage) and not is_icl_example(m)
+        )
         if not system and "<instructions>" in query:
             # Completion mode: the whole template arrives as one user turn.
             system = tagged(query, "instructions") or ""
@@ -149,8 +153,3 @@ class SandboxResponder(SandboxChatModel):
             queries = re.findall(r"<query>\s*(.*?)\s*</query>", query, re.DOTALL)
             query = queries[-1] if queries else query
         return self.answer(system, query, examples, earlier)
-
-
-def _earlier(message: BaseMessage) -> bool:
-    """An earlier turn of the conversation (not an ICL example)."""
-    return (message.id or "").startswith(HISTORY_ID_PREFIX)

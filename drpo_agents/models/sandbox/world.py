@@ -123,9 +123,11 @@ _STOP = frozenset(
 
 # What a user says once and expects remembered: amounts, dates and quantities (a number with the
 # word after it), and names (a capitalised word that does not open a sentence).
-_AMOUNT = re.compile(r"\b\d[\d,.:]*(?:\s?(?:%|°C|[A-Za-z]+))?")
+_AMOUNT = re.compile(r"\b\d[\d,.:]*(?: ?(?:%|°C|[A-Za-z]+))?")
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)*")
-_NOT_NAMES = frozenset({"I", "I'm", "My", "We", "Our", "The", "What", "How", "Can", "Should"})
+_NOT_NAMES = frozenset(
+    {"I", "I'm", "My", "We", "Our", "The", "What", "How", "Can", "Should", "It", "Is", "And"}
+)
 
 
 def salient_details(text: str, limit: int = 4) -> list[str]:
