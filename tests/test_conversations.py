@@ -139,6 +139,14 @@ def test_cli_optimizes_and_evaluates_on_conversations(tmp_path: Path) -> None:
             judge_saw += any("<earlier_turns>" in t and t.count("user: ") for t in texts)
     assert len(responder_saw) >= 4 and judge_saw >= 4, (len(responder_saw), judge_saw)
 
+    # inspect and the report show the conversations, their earlier turns folded.
+    inspected = drpo("inspect", "run", cwd=tmp_path)
+    assert inspected.returncode == 0 and "Conversations (24 of the training queries" in inspected.stdout
+    assert json.loads(drpo("inspect", "run", "--json", cwd=tmp_path).stdout)["conversations"]["t001"] == 2
+    report = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert '<details class="history"><summary>2 earlier turns</summary>' in report
+    assert "I&#x27;m visiting Rome for 3 days in October" in report or "visiting Rome for 3 days" in report
+
     evaluated = drpo(
         "evaluate", "--sandbox", "--artifact", "run", "--queries", str(HELD_OUT), "--json", cwd=tmp_path
     )

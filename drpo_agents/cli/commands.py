@@ -22,7 +22,8 @@ from drpo_agents.cli.evaluation import (
     gate_thresholds,
     show_evaluation,
 )
-from drpo_agents.cli.summary import print_json, show_inspection
+from drpo_agents.cli.inspection import show_inspection
+from drpo_agents.cli.summary import print_json
 from drpo_agents.datasets import (
     Query,
     load_eval_conversations,
@@ -211,6 +212,7 @@ def inspect_command(
         "gate_decisions": [d.model_dump() for d in artifact.gate_decisions],
         "jury_disagreement": [lvl.jury_disagreement for lvl in artifact.levels],
         "lessons_by_run": artifact.lesson_sources(),
+        "conversations": {query_id: len(turns) for query_id, turns in artifact.histories.items()},
         "parent": artifact.parent.model_dump() if artifact.parent is not None else None,
         "notes": artifact.notes,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from drpo_agents.artifact import CandidateRecord
 from drpo_agents.report.draw import (
     INK,
@@ -189,13 +191,22 @@ def _candidate_detail(view: View, cand: CandidateRecord) -> str:
         )
         blocks.append(
             f'<details class="eval"><summary>Level {record.level}{phase} · {esc(record.query_id or "query")} · '
-            f'{esc(outcome)} {scores}</summary><p class="q">{esc(record.query)}</p>'
+            f"{esc(outcome)} {scores}</summary>{earlier_turns(view.artifact.histories.get(record.query_id, []))}"
+            f'<p class="q">{esc(record.query)}</p>'
             f'<pre class="answer">{esc(record.answer)}</pre><ul class="rationale">{rationale}</ul>'
             + (f'<ul class="rationale">{jurors}</ul>' if jurors else "")
             + "</details>"
         )
     hidden = "" if cand.id == view.artifact.best_candidate_id else " hidden"
     return f'<div class="cand-detail" id="cand-{view.index[cand.id]}"{hidden}>{"".join(blocks)}</div>'
+
+
+def earlier_turns(history: Sequence[Mapping[str, str]]) -> str:
+    """A conversation's earlier turns, folded: one line says how many, a click shows them."""
+    if not history:
+        return ""
+    lines = "".join(f'<p class="turn"><b>{esc(t["role"])}:</b> {esc(t["content"])}</p>' for t in history)
+    return f'<details class="history"><summary>{len(history)} earlier turn{"s" if len(history) > 1 else ""}</summary>{lines}</details>'
 
 
 def tree_section(view: View) -> str:
