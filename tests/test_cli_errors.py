@@ -472,3 +472,28 @@ def test_a_chroma_url_holding_a_secret_is_refused_before_anything_is_written(tmp
             drpo("optimize", "--sandbox", "--memory", url, "--run-dir", "run", cwd=tmp_path), 2, "Chroma"
         )
         assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_delivered_to_a_worker_thread_still_stops_a_blocking_run() -> None:
+    """The kernel may hand a process's SIGINT to any thread; Python then only raises
+    KeyboardInterrupt when the main thread wakes. run_sync waits in slices, so it wakes."""
+    script = """
+import asyncio, signal, threading
+from drpo_agents.infra.calls import run_sync
+
+async def work():
+    await asyncio.sleep(5)
+    print("finished", flush=True)
+
+def interrupt_from_this_thread():
+    threading.Event().wait(0.5)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+threading.Thread(target=interrupt_from_this_thread).start()
+try:
+    run_sync(work())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["interrupted"], result.stdout + result.stderr

@@ -37,7 +37,7 @@ def test_every_template_is_available_and_parses() -> None:
 
 def test_missing_variable_and_unknown_template_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(PromptTemplateError, match="needs variable 'query'"):
-        render_prompt("aspect_selection", None, aspect_catalog="x")
+        render_prompt("aspect_selection", None, aspect_catalog="x", conversation="")
     with pytest.raises(PromptTemplateError, match="no prompt template named 'nope'"):
         load_prompt("nope")
 
@@ -48,7 +48,8 @@ def test_prompts_dir_overrides_a_template_by_name(tmp_path: Path) -> None:
     assert "strict, fair" in render_prompt("judge_system")
 
 
-def test_deployable_graph_module_compiles() -> None:
+def test_deployable_graph_module_compiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRPO_SERVER_DIR", str(tmp_path / "server"))  # its stores, outside the checkout
     spec = importlib.util.spec_from_file_location("drpo_graph_module", REPO_ROOT / "graphs" / "drpo.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

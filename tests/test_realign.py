@@ -277,7 +277,8 @@ def test_a_round_refused_at_its_inputs_takes_the_next_ones_and_leaves_nothing_de
     wrong = tmp_path / "wrong.jsonl"
     wrong.write_text('{"question": "How do tides work?"}\n', encoding="utf-8")
     with pytest.raises(
-        ConfigError, match="query #1 has no 'query' \\(or 'instruction'\\) field; its fields: 'question'"
+        ConfigError,
+        match="query #1 has no 'query' \\(or 'instruction'\\) field, nor 'messages'; its fields: 'question'",
     ):
         _round(deploy, wrong)
     assert Deployment(deploy).current_version() is None  # nothing deployed for a round that did not run

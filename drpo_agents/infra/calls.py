@@ -10,6 +10,7 @@ and without sharing async HTTP clients across event loops.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import threading
 import weakref
@@ -221,6 +222,9 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+SIGNAL_CHECK_SECONDS = 0.2  # how often a blocked run_sync wakes to let a pending Ctrl-C through
+
+
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code, on one long-lived background event loop.
 
@@ -230,6 +234,10 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """
     future = asyncio.run_coroutine_threadsafe(coroutine, _background_loop())
     try:
+        while not future.done():
+            # Timed waits, not one without end: Ctrl-C's signal may land on a worker thread, and
+            # the main thread only runs Python's handler (raising KeyboardInterrupt) when it wakes.
+            concurrent.futures.wait([future], timeout=SIGNAL_CHECK_SECONDS)
         return future.result()
     except KeyboardInterrupt:
         future.cancel()  # stop the run (it stays resumable from its last checkpoint)
