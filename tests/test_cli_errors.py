@@ -69,6 +69,12 @@ def one_error(
     return lines[0]
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default action. A shell without job control starts background jobs
+    with SIGINT ignored, a disposition children inherit and Python then keeps (no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def resume_dir(line: str) -> str:
     match = re.search(r"drpo resume (\S+)", line)
     assert match, line
@@ -315,6 +321,7 @@ def test_ctrl_c_mid_run_says_how_to_resume_and_resume_finishes(tmp_path: Path) -
         text=True,
         cwd=tmp_path,
         env={**ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        preexec_fn=default_sigint,
     )
     try:
         # level 2's rewrite has started and hangs
@@ -495,5 +502,7 @@ try:
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, preexec_fn=default_sigint
+    )
     assert result.stdout.split() == ["interrupted"], result.stdout + result.stderr
