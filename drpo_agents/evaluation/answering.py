@@ -25,14 +25,14 @@ class Answerer:
         self.responders = responders
         self.judge = judge
         self.aspects = list(aspects)
+        # A reply after earlier turns is also judged on Consistency (does it use and respect them).
+        self.conversation_aspects = self.aspects + ([CONSISTENCY] if CONSISTENCY not in self.aspects else [])
         self.usage: UsageByRole = {}
 
     def aspects_for(self, query: Query) -> list[str]:
         """The aspects ``query``'s answers are judged on: the evaluation's, and for a conversation
         also Consistency (does the reply use and respect the earlier turns)."""
-        if is_multi_turn(query) and CONSISTENCY not in self.aspects:
-            return [*self.aspects, CONSISTENCY]
-        return self.aspects
+        return self.conversation_aspects if is_multi_turn(query) else self.aspects
 
     def plan_answer(
         self, setup: EvaluationSetup, query: Query, cfg: RunnableConfig
@@ -77,9 +77,7 @@ class Answerer:
             setup.system_prompt, text, config=cfg, history=history, app_system=query.get("system", "")
         )
         self.usage = merge_usage(self.usage, usage_of("responder", response.messages))
-        aspects = (
-            [*self.aspects, CONSISTENCY] if history and CONSISTENCY not in self.aspects else self.aspects
-        )
+        aspects = self.conversation_aspects if history else self.aspects
         scored = yield from self.judge.plan_score(text, response.answer, aspects, config=cfg, history=history)
         self.usage = merge_usage(self.usage, usage_of("judge", scored.messages))
         return TurnRecord(answer=response.answer, scores=list(scored.value.scores), mean=scored.value.reward)

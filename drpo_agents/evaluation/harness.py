@@ -9,7 +9,6 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.artifact import TokenUsage
-from drpo_agents.aspects import CONSISTENCY
 from drpo_agents.datasets import Query, is_multi_turn, normalize_queries
 from drpo_agents.errors import ConfigError, error_text, recoverable_errors
 from drpo_agents.evaluation.answering import Answerer
@@ -243,11 +242,8 @@ class Harness:
             unit="query",
         )
         # Conversations are also judged on Consistency: a column of its own (over them only).
-        aspects = (
-            [*self.aspects, CONSISTENCY]
-            if any(self.answerer.aspects_for(q) != self.aspects for q in self.queries)
-            else self.aspects
-        )
+        multi_turn = any(is_multi_turn(q) for q in self.queries)
+        aspects = self.answerer.conversation_aspects if multi_turn else self.aspects
         setups, rates = summarize(
             records,
             self.setups,

@@ -223,7 +223,7 @@ class ChromaCritiqueMemory:
             self._ledger().upsert(ids=[run_id], embeddings=[_LEDGER_VECTOR], metadatas=[{"owner": owner}])
 
     def _ledger(self) -> Any:
-        """The finished runs' collection (ids only). A memory written before the ledger existed
+        """The finished runs' collection (run ids, each with its owner). A memory written before the ledger existed
         gets one that names every run it holds: those runs wrote before any run of this version."""
         if self._runs is None:
             name = f"{self.prefix}-runs"
