@@ -37,7 +37,7 @@ from langchain_core.language_models import BaseChatModel
 from drpo_agents import load_training_queries
 from drpo_agents.agents.responder import build_chat_messages
 from drpo_agents.config import DEFAULT_INITIAL_PROMPT
-from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.infra.cache import SQLiteLLMCache
 from drpo_agents.models.sandbox import AnswerFeatures, SandboxResponder, prompt_directives, query_kinds
 from drpo_agents.retrieval import InMemoryICLRetriever

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.retrieval import InMemoryICLRetriever
 
 LABELS = Path(__file__).parent / "data" / "icl_retrieval_labels.jsonl"

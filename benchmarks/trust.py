@@ -27,7 +27,8 @@ from typing import Any
 from drpo_agents import AlignmentArtifact, DRPOConfig, load_eval_queries, load_training_queries
 from drpo_agents.agents import Judge, Responder
 from drpo_agents.api import optimize
-from drpo_agents.datasets import load_seed_icl_examples, query_categories
+from drpo_agents.datasets import query_categories
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.models.sandbox import SandboxJudge, SandboxResponder, SandboxRewriter
 from drpo_agents.retrieval import InMemoryICLRetriever
 

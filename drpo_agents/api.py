@@ -20,6 +20,7 @@ from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import ConfigLike, as_config
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.embeddings import EmbeddingsLike
+from drpo_agents.icl_sets import ICLExampleInput, parse_icl_examples
 from drpo_agents.infra.calls import blocking_twin
 from drpo_agents.infra.checkpoints import check_checkpoint_file
 from drpo_agents.infra.run_files import CHECKPOINT_FILE
@@ -78,7 +79,7 @@ async def aoptimize(
     judge: ChatModel,
     rewriter: ChatModel | None = None,
     config: ConfigLike = None,
-    icl_examples: Sequence[ICLExample] | None = None,
+    icl_examples: Sequence[ICLExampleInput] | None = None,
     embeddings: EmbeddingsLike | None = None,
     aspects: AspectCatalog | None = None,
     run_dir: str | Path | None = None,
@@ -127,7 +128,9 @@ async def aoptimize(
             run_id=run_id,
             memory=memory,
             checkpointer=checkpointer,
-            icl_examples=icl_examples,
+            icl_examples=None
+            if icl_examples is None
+            else parse_icl_examples(list(icl_examples), "icl_examples"),
             embeddings=embeddings,
             aspects=aspects,
             callbacks=callbacks,

@@ -12,6 +12,8 @@ Accepted forms of one item:
 The last message must be the user's: it is the query the responder answers, with the earlier
 turns in context. System messages may only lead the conversation; they are the app's own
 instruction, kept after the optimized prompt (as :func:`drpo_agents.with_alignment` does).
+An ICL example may be a conversation too (:func:`read_example`): it ends with the assistant's
+answer to the user's last turn, and is placed in context as its turns, marked as an example.
 """
 
 from __future__ import annotations
@@ -84,16 +86,56 @@ def read_conversation(item: object, where: str) -> Conversation:
         ConfigError: one line naming ``where`` and the fault: no messages, an unknown role, an
             empty message, a system message after the first turn, or a last turn not the user's.
     """
-    raw: object = item
+    system, turns = _read_turns(_raw_messages(item), where)
+    if not turns or turns[-1]["role"] != "user":
+        last = turns[-1]["role"] if turns else "system"
+        raise ConfigError(
+            f"{where}: the last message must be the user's (the turn to answer), not the {last}'s"
+        )
+    return Conversation(query=turns[-1]["content"], history=tuple(turns[:-1]), system="\n\n".join(system))
+
+
+def read_example(item: object, where: str) -> tuple[list[Turn], str, str]:
+    """(earlier turns, query, answer) of an ICL example given as a conversation that ends with
+    the assistant's answer to the user's last turn. LangSmith-style rows may put the answer in
+    ``outputs.messages`` (or ``outputs.message``).
+
+    Raises:
+        ConfigError: as :func:`read_conversation`, or for a system message (an example is shown
+            under the optimized prompt, so it cannot bring its own) or a last turn not an answer.
+    """
+    raw = _raw_messages(item)
+    outputs = item.get("outputs") if isinstance(item, Mapping) else None
+    if isinstance(outputs, Mapping) and isinstance(raw, Sequence) and not isinstance(raw, str):
+        answer = outputs.get("messages", [outputs["message"]] if "message" in outputs else [])
+        raw = [*raw, *answer] if isinstance(answer, Sequence) and not isinstance(answer, str) else raw
+    system, turns = _read_turns(raw, where)
+    if system:
+        raise ConfigError(
+            f"{where}: an ICL example cannot carry a system message (it is shown under the "
+            "optimized prompt); drop it"
+        )
+    if len(turns) < 2 or turns[-1]["role"] != "assistant" or turns[-2]["role"] != "user":
+        raise ConfigError(
+            f"{where}: an ICL example conversation must end with a user turn and the assistant's answer to it"
+        )
+    return turns[:-2], turns[-2]["content"], turns[-1]["content"]
+
+
+def _raw_messages(item: object) -> object:
+    """The message list of ``item`` in any of the accepted forms (unchecked)."""
     if isinstance(item, Mapping):
         inputs = item.get("inputs")
-        raw = (
-            inputs.get("messages")
-            if isinstance(inputs, Mapping) and "messages" in inputs
-            else item.get("messages")
-        )
-    elif isinstance(item, BaseMessage):
-        raw = [item]
+        if isinstance(inputs, Mapping) and "messages" in inputs:
+            return inputs.get("messages")
+        return item.get("messages")
+    if isinstance(item, BaseMessage):
+        return [item]
+    return item
+
+
+def _read_turns(raw: object, where: str) -> tuple[list[str], list[Turn]]:
+    """(leading system messages, user/assistant turns) of a message list."""
     if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
         raise ConfigError(f"{where}: 'messages' must be a non-empty list of messages")
     messages = [_message(m, f"{where}, message {n}") for n, m in enumerate(raw, start=1)]
@@ -109,12 +151,7 @@ def read_conversation(item: object, where: str) -> Conversation:
             system.append(content)
         else:
             turns.append(Turn(role=role, content=content))
-    if not turns or turns[-1]["role"] != "user":
-        last = turns[-1]["role"] if turns else "system"
-        raise ConfigError(
-            f"{where}: the last message must be the user's (the turn to answer), not the {last}'s"
-        )
-    return Conversation(query=turns[-1]["content"], history=tuple(turns[:-1]), system="\n\n".join(system))
+    return system, turns
 
 
 def _message(raw: object, where: str) -> tuple[Literal["system", "user", "assistant"], str]:
@@ -156,15 +193,26 @@ ICL_ID_PREFIX = "drpo-icl-"
 ``with_alignment`` alike): what tells an example from an earlier turn of the conversation."""
 
 
-def icl_messages(examples: Sequence[tuple[str, str]]) -> list[BaseMessage]:
-    """(query, answer) examples as user/assistant turns, marked as ICL examples."""
-    turns: list[BaseMessage] = []
-    for number, (query, answer) in enumerate(examples):
-        turns += [
+def icl_messages(examples: Sequence[Sequence[Turn]]) -> list[BaseMessage]:
+    """ICL examples, each given as its turns (query then answer, after any earlier turns), as
+    user/assistant messages marked as ICL examples."""
+    messages: list[BaseMessage] = []
+    for number, turns in enumerate(examples):
+        earlier, query, answer = turns[:-2], turns[-2]["content"], turns[-1]["content"]
+        messages += [
+            _turn_message(turn, f"{ICL_ID_PREFIX}{number}-turn{index}") for index, turn in enumerate(earlier)
+        ]
+        messages += [
             HumanMessage(query, id=f"{ICL_ID_PREFIX}{number}-query"),
             AIMessage(answer, id=f"{ICL_ID_PREFIX}{number}-answer"),
         ]
-    return turns
+    return messages
+
+
+def _turn_message(turn: Turn, message_id: str | None = None) -> BaseMessage:
+    if turn["role"] == "user":
+        return HumanMessage(turn["content"], id=message_id)
+    return AIMessage(turn["content"], id=message_id)
 
 
 def is_icl_example(message: BaseMessage) -> bool:
@@ -174,7 +222,7 @@ def is_icl_example(message: BaseMessage) -> bool:
 
 def history_messages(history: Sequence[Turn]) -> list[BaseMessage]:
     """Earlier turns as chat messages, for the responder."""
-    return [HumanMessage(t["content"]) if t["role"] == "user" else AIMessage(t["content"]) for t in history]
+    return [_turn_message(t) for t in history]
 
 
 def history_text(history: Sequence[Turn]) -> str:

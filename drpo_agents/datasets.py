@@ -1,30 +1,26 @@
-"""Training queries and ICL examples: the packaged defaults, user files, and validation."""
+"""Training and held-out queries: the packaged defaults, user files, and validation."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NotRequired
 
 from langchain_core.messages import BaseMessage
-from pydantic import ValidationError
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
 from drpo_agents.conversations import Conversation, Turn, history_text, is_conversation, read_conversation
-from drpo_agents.errors import ConfigError, DRPOWarning
-from drpo_agents.infra.json_files import read_json
+from drpo_agents.errors import ConfigError, raise_item_faults
 from drpo_agents.json_types import JsonObject
-from drpo_agents.schemas import ICLExample
 
 # A query longer than this is almost certainly a mistake (a whole file pasted in); refuse it
 # before paying for it to be sent to every candidate at every level.
 MAX_QUERY_CHARS = 20_000
 
 
-def _data_text(name: str) -> str:
+def packaged_text(name: str) -> str:
     return resources.files("drpo_agents").joinpath("data", name).read_text(encoding="utf-8")
 
 
@@ -75,49 +71,59 @@ def normalize_queries(queries: Iterable[Any], *, user_turns: bool = False) -> li
             "queries is one conversation (a list of messages); pass a list of conversations: [messages]"
         )
     normalized: list[Query] = []
+    faults: list[str] = []
     seen_text: dict[str, int] = {}
     seen_ids: set[str] = set()
     for index, item in enumerate(items):
-        named = item.get("id") if isinstance(item, Mapping) else None
-        where = f"query #{index + 1}" + (f" (id {named!r})" if named is not None else "")
-        if (
-            isinstance(item, dict) and "turns" in item and "messages" not in item
-        ):  # a record's "query" is its last turn
-            text, turns = _user_turns(item, where, allowed=user_turns)
-            query_id, category, conversation = item.get("id"), item.get("category"), None
-        else:
-            turns = None
-            text, query_id, category, conversation = _read_item(item, where)
-        if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"{where} is empty")
-        history = history_text(conversation.history) if conversation else "\n".join((turns or [])[:-1])
-        if len(text) + len(history) > MAX_QUERY_CHARS:
-            raise ConfigError(
-                f"{where} is {len(text) + len(history):,} characters long (limit {MAX_QUERY_CHARS:,})"
-            )
-        system = conversation.system if conversation else ""
-        key = " ".join(f"{system}\n{history}\n{text}".split()).casefold()
-        if key in seen_text:
-            raise ConfigError(f"{where} duplicates query #{seen_text[key] + 1}: {text[:80]!r}")
+        try:
+            row, key = _query_row(index, item, user_turns)
+            if key in seen_text:
+                raise ConfigError(
+                    f"query #{index + 1} duplicates query #{seen_text[key] + 1}: {row['query'][:80]!r}"
+                )
+            if row["id"] in seen_ids:
+                raise ConfigError(f"query #{index + 1}: the id {row['id']!r} is used twice")
+        except ConfigError as exc:
+            faults.append(str(exc))
+            continue
         seen_text[key] = index
-        query_id = str(query_id) if query_id is not None else f"q{index + 1:04d}"
-        if query_id in seen_ids:
-            raise ConfigError(f"query id {query_id!r} is used twice")
-        seen_ids.add(query_id)
-        row: Query = {"id": query_id, "query": text.strip()}
-        if category:
-            row["category"] = str(category)
-        if turns is not None:
-            row["turns"] = turns
-        if conversation is not None:
-            if conversation.history:
-                row["history"] = list(conversation.history)
-            if conversation.system:
-                row["system"] = conversation.system
+        seen_ids.add(row["id"])
         normalized.append(row)
+    raise_item_faults(faults, len(items), "queries")
     if not normalized:
         raise ConfigError("no training queries given")
     return normalized
+
+
+def _query_row(index: int, item: Any, user_turns: bool) -> tuple[Query, str]:
+    """One item as a query row, and the text that makes it a duplicate of another."""
+    named = item.get("id") if isinstance(item, Mapping) else None
+    where = f"query #{index + 1}" + (f" (id {named!r})" if named is not None else "")
+    if isinstance(item, dict) and "turns" in item and "messages" not in item:
+        text, turns = _user_turns(item, where, allowed=user_turns)
+        query_id, category, conversation = item.get("id"), item.get("category"), None
+    else:
+        turns = None
+        text, query_id, category, conversation = _read_item(item, where)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{where} is empty")
+    history = history_text(conversation.history) if conversation else "\n".join((turns or [])[:-1])
+    if len(text) + len(history) > MAX_QUERY_CHARS:
+        raise ConfigError(
+            f"{where} is {len(text) + len(history):,} characters long (limit {MAX_QUERY_CHARS:,})"
+        )
+    system = conversation.system if conversation else ""
+    row: Query = {"id": str(query_id) if query_id is not None else f"q{index + 1:04d}", "query": text.strip()}
+    if category:
+        row["category"] = str(category)
+    if turns is not None:
+        row["turns"] = turns
+    if conversation is not None:
+        if conversation.history:
+            row["history"] = list(conversation.history)
+        if conversation.system:
+            row["system"] = conversation.system
+    return row, " ".join(f"{system}\n{history}\n{text}".split()).casefold()
 
 
 def _user_turns(item: Mapping[str, Any], where: str, *, allowed: bool) -> tuple[str, list[str]]:
@@ -221,68 +227,20 @@ def load_queries(path: str | Path, *, user_turns: bool = False) -> list[Query]:
         raise ConfigError(f"{source}: {exc}") from exc
 
 
-def load_icl_examples(path: str | Path) -> list[ICLExample]:
-    """Read ICL examples: a JSON list of ``{"query", "answer"}`` objects, or a JSON object
-    mapping query to answer (the reference DRPO format, ``<START>``/``<END>`` markers allowed).
-
-    Raises:
-        ConfigError: if the file is missing, not UTF-8 JSON, or not ICL examples.
-    """
-    source = Path(path)
-    return _parse_icl(read_json(source, "ICL example file", ConfigError), str(source))
-
-
-def _parse_icl(data: Any, source: str) -> list[ICLExample]:
-    if isinstance(data, dict) and {"system_prompt", "icl_examples"} <= data.keys():
-        raise ConfigError(
-            f"{source} is an artifact, not an ICL example file: start from it with --from "
-            "(Python: start_from=), which takes its prompt and its ICL examples"
-        )
-    rows = _official_rows(data, source) if isinstance(data, dict) else data
-    if not isinstance(rows, list):
-        raise ConfigError(f"{source}: expected a list of examples or a query -> answer object")
-    try:
-        return [ICLExample.model_validate(row) for row in rows]
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid ICL example: {exc}") from exc
-
-
-def _official_rows(data: dict[Any, Any], source: str) -> list[JsonObject]:
-    """The reference format's query -> answer pairs; an answer that is not text is skipped, with a
-    warning naming its query."""
-    rows: list[JsonObject] = []
-    for query, answer in data.items():
-        if isinstance(answer, str):
-            rows.append({"query": query, "answer": answer})
-        else:
-            warnings.warn(
-                f"{source}: skipped the ICL example {str(query)[:60]!r}: its answer is "
-                f"{type(answer).__name__}, not text",
-                DRPOWarning,
-                stacklevel=4,
-            )
-    return rows
-
-
-def load_seed_icl_examples() -> list[ICLExample]:
-    """The packaged seed ICL examples (written for this project)."""
-    return _parse_icl(json.loads(_data_text("seed_icl.json")), "seed_icl.json")
-
-
 def load_training_queries() -> list[Query]:
     """The packaged default training queries (instruction, open-ended, knowledge and red-team)."""
-    return normalize_queries(_read_jsonl(_data_text("train_queries.jsonl"), "train_queries.jsonl"))
+    return normalize_queries(_read_jsonl(packaged_text("train_queries.jsonl"), "train_queries.jsonl"))
 
 
 def load_eval_queries() -> list[Query]:
     """The packaged held-out evaluation queries (disjoint from the training queries)."""
-    return normalize_queries(_read_jsonl(_data_text("eval_queries.jsonl"), "eval_queries.jsonl"))
+    return normalize_queries(_read_jsonl(packaged_text("eval_queries.jsonl"), "eval_queries.jsonl"))
 
 
 def load_eval_conversations() -> list[Query]:
     """The packaged multi-turn held-out set: 30 conversations of 2-4 user turns (``turns``), which
     each evaluated setup answers in order with its own earlier replies."""
-    rows = _read_jsonl(_data_text("eval_conversations.jsonl"), "eval_conversations.jsonl")
+    rows = _read_jsonl(packaged_text("eval_conversations.jsonl"), "eval_conversations.jsonl")
     return normalize_queries(rows, user_turns=True)
 
 
@@ -290,6 +248,6 @@ def query_categories() -> dict[str, str]:
     """Category of every packaged query, by id (``instruction``, ``red_team``, ...)."""
     categories: dict[str, str] = {}
     for name in ("train_queries.jsonl", "eval_queries.jsonl"):
-        for row in _read_jsonl(_data_text(name), name):
+        for row in _read_jsonl(packaged_text(name), name):
             categories[str(row["id"])] = str(row.get("category", ""))
     return categories

@@ -25,6 +25,31 @@ class ConfigError(DRPOError, ValueError):
     """Invalid configuration or input, detected before any model is called."""
 
 
+MAX_ITEM_FAULTS = 20
+"""How many bad items one error lists (a line each); the rest are counted."""
+
+
+def raise_item_faults(faults: list[str], total: int, what: str) -> None:
+    """Raise one :class:`ConfigError` naming every bad item of a set, a line each (one fault: that
+    line alone), so a file is fixed in one pass; nothing of the set is loaded.
+
+    Args:
+        faults: one line per bad item, each naming its item.
+        total: how many items the set has.
+        what: what the items are, plural ("queries", "ICL examples").
+    """
+    if len(faults) == 1:
+        raise ConfigError(faults[0])
+    if faults:
+        shown = faults[:MAX_ITEM_FAULTS]
+        more = f"\n  ... and {len(faults) - len(shown)} more" if len(faults) > len(shown) else ""
+        raise ConfigError(
+            f"{len(faults)} of {total} {what} are invalid (nothing was loaded):\n  "
+            + "\n  ".join(shown)
+            + more
+        )
+
+
 class ResumeRefused(ConfigError):
     """A resume asked for something the run cannot do (a setting it cannot change, another model,
     a level it has no queries for); nothing was written and the run is as it was."""

@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from drpo_agents.artifact import AlignmentArtifact, CandidateRecord, EvaluationRecord, LevelRecord
-from drpo_agents.datasets import load_icl_examples, load_seed_icl_examples
 from drpo_agents.errors import ArtifactError, ConfigError
+from drpo_agents.icl_sets import load_icl_examples, load_seed_icl_examples
 from drpo_agents.infra.json_files import read_json
 from drpo_agents.json_types import JsonObject
 from drpo_agents.schemas import AnswerEvaluation, ICLExample
@@ -128,7 +128,7 @@ def load_official_trace(
     Args:
         path: a trace file such as ``optimized-prompts/mistral-7b-instruct-v0.1.json``.
         model_name: the model the trace was optimised for (default: the file name without ``.json``).
-        icl_examples: an ICL example file (see :func:`drpo_agents.datasets.load_icl_examples`, e.g. the
+        icl_examples: an ICL example file (see :func:`drpo_agents.icl_sets.load_icl_examples`, e.g. the
             official ``ICL_examples.json``) or examples; default: our packaged seed examples.
         icl_k: ICL examples to retrieve per query when the artifact is applied.
 

@@ -16,6 +16,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from drpo_agents.artifact import ICLRetrievalRecord
+from drpo_agents.conversations import history_messages
 from drpo_agents.embeddings import EmbeddingsLike, embeddings_name, relevance_floor, resolve_embeddings
 from drpo_agents.prompts import approx_tokens
 from drpo_agents.schemas import ICLExample
@@ -73,7 +74,7 @@ def fit_icl_budget(examples: Sequence[ICLExample], max_tokens: int | None) -> li
     kept: list[ICLExample] = []
     left = max_tokens
     for example in examples:
-        size = approx_tokens(example.query) + approx_tokens(example.answer)
+        size = example_tokens(example)
         if size <= left:
             kept.append(example)
             left -= size
@@ -94,6 +95,19 @@ def retrieval_text(conversation: Sequence[BaseMessage]) -> str:
             break
         chosen.insert(0, earlier)
     return "\n".join(chosen)
+
+
+def example_tokens(example: ICLExample) -> int:
+    """The (approximate) tokens ``example`` takes in context, its earlier turns included."""
+    return sum(approx_tokens(turn["content"]) for turn in example.turns())
+
+
+def example_key(example: ICLExample) -> str:
+    """The text an example is found by: its query, retrieved on as a conversation's last turn is
+    (:func:`retrieval_text`), so an example that is a conversation is matched on the user's turns."""
+    if not example.history:
+        return example.query
+    return retrieval_text([*history_messages(example.history), HumanMessage(example.query)])
 
 
 class InMemoryICLRetriever:
@@ -125,7 +139,7 @@ class InMemoryICLRetriever:
         self._table = VectorTable()
         if self.examples:
             if vectors is None:
-                vectors = self.embeddings.embed_documents([e.query for e in self.examples])
+                vectors = self.embeddings.embed_documents([example_key(e) for e in self.examples])
             self._table.add(vectors, list(range(len(self.examples))))
 
     def retrieve(self, query: str, k: int) -> list[ICLExample]:

@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from drpo_agents.conversations import Turn
 from drpo_agents.json_types import JsonSchema
 
 # Length caps keep constrained decoding of small models finite; they are far above what
@@ -212,13 +213,30 @@ def read_proposal_limits(schema: JsonSchema) -> ProposalLimits | None:
 
 
 class ICLExample(BaseModel):
-    """An in-context example: a query and a model answer to show the responder."""
+    """An in-context example: a query and a model answer to show the responder; with ``history``,
+    the last exchange of a conversation (the earlier turns are shown before it)."""
 
     model_config = ConfigDict(extra="ignore")
 
     query: str = Field(..., min_length=1)
     answer: str = Field(..., min_length=1)
     id: str | None = None
+    history: list[Turn] = Field(default_factory=list, description="The conversation's earlier turns.")
+
+    def turns(self) -> list[Turn]:
+        """The example as turns: its earlier turns, the query, the answer."""
+        return [
+            *self.history,
+            Turn(role="user", content=self.query),
+            Turn(role="assistant", content=self.answer),
+        ]
+
+    @field_validator("history")
+    @classmethod
+    def _no_empty_turns(cls, turns: list[Turn]) -> list[Turn]:
+        if any(not t["content"].strip() for t in turns):
+            raise ValueError("an earlier turn is empty")
+        return turns
 
     @field_validator("answer")
     @classmethod

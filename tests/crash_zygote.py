@@ -25,8 +25,9 @@ import chromadb
 from drpo_agents import api
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.config import DRPOConfig
-from drpo_agents.datasets import load_seed_icl_examples, load_training_queries
+from drpo_agents.datasets import load_training_queries
 from drpo_agents.errors import DRPOError, ReviewRequired
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.infra.run_files import ARTIFACT_FILE, REPORT_FILE, TRACE_FILE
 from drpo_agents.memory.stores import memory_location
 from drpo_agents.report import render_report, write_run_report

@@ -10,9 +10,9 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from benchmarks.retrieval import retrieval_quality
-from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.embeddings import HashingEmbeddings, MiniLMEmbeddings, embeddings_name, resolve_embeddings
 from drpo_agents.errors import ConfigError
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.retrieval import InMemoryICLRetriever, retrieval_text
 from drpo_agents.schemas import ICLExample
 

@@ -8,8 +8,8 @@ import pytest
 from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ConfigError
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.models.sandbox import SandboxRewriter
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.icl_stage import (
@@ -131,7 +131,7 @@ def test_invalid_examples_fail_before_any_model_call() -> None:
         optimize_icl_examples(
             [ICLExample(id="a", query="q", answer="x"), {"id": "a", "query": "r", "answer": "y"}], judge=j
         )
-    with pytest.raises(ConfigError, match="#1 is invalid"):
+    with pytest.raises(ConfigError, match=r"#1 has no .answer."):
         optimize_icl_examples([{"query": "q"}], judge=j)
     assert j.calls == []
 

@@ -11,8 +11,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import ValidationError
 
 from drpo_agents import DRPOConfig, load_training_queries, optimize
-from drpo_agents.datasets import MAX_QUERY_CHARS, load_icl_examples, load_queries
+from drpo_agents.datasets import MAX_QUERY_CHARS, load_queries
 from drpo_agents.errors import ConfigError
+from drpo_agents.icl_sets import load_icl_examples
 
 from .fakes import last_human, scripted, tag
 
@@ -28,7 +29,7 @@ def never_called(_: list[BaseMessage]) -> str:
         (["How do tides work?", "   ", "Why is the sky blue?"], "query #2 is empty"),
         (["How do tides work?", "how do  TIDES work?", "x y"], "query #2 duplicates query #1"),
         (["ok?", "x" * (MAX_QUERY_CHARS + 1)], "characters long"),
-        ([{"id": "a", "query": "one?"}, {"id": "a", "query": "two?"}], "query id 'a' is used twice"),
+        ([{"id": "a", "query": "one?"}, {"id": "a", "query": "two?"}], "query #2: the id 'a' is used twice"),
         ([42, "fine?"], "must be a string, a dict or a list of messages"),
         ("How do tides work?", r"not one string: pass \['How do tides work\?'\]"),
         ({"query": "How do tides work?"}, "got one dict"),
@@ -98,7 +99,7 @@ def test_file_loaders_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_queries(tmp_path / "latin1.txt")
     (tmp_path / "icl.json").write_text(json.dumps([{"query": "q"}]), encoding="utf-8")
-    with pytest.raises(ConfigError, match="invalid ICL example"):
+    with pytest.raises(ConfigError, match="ICL example #1 has no 'answer'"):
         load_icl_examples(tmp_path / "icl.json")
     with pytest.raises(ConfigError, match="not found"):
         load_queries(tmp_path / "missing.txt")

@@ -9,8 +9,8 @@ import pytest
 from langchain_core.messages import BaseMessage
 
 from drpo_agents import DRPOConfig, create_drpo_graph, load_training_queries, optimize
-from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ConfigError
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.infra.cache import SQLiteLLMCache
 from drpo_agents.memory import (
     ChromaCritiqueMemory,
@@ -99,6 +99,13 @@ def test_chroma_icl_retrieval_matches_exact_retrieval_and_is_reused(tmp_path: Pa
         assert chroma.retrieve(query, 2) == exact.retrieve(query, 2)
     again = ChromaICLRetriever(examples, client=chroma_client(tmp_path))
     assert again.collection.name == chroma.collection.name and again.collection.count() == len(examples)
+    # With example conversations (found by their user turns): another set, ranked the same way.
+    chats = load_seed_icl_examples(conversations=True)
+    with_chats = ChromaICLRetriever(chats, client=chroma_client(tmp_path))
+    assert with_chats.collection.name != chroma.collection.name
+    follow_up = "I freelance and my income changes every month.\nHow do I pay myself from it?"
+    assert with_chats.retrieve(follow_up, 2) == InMemoryICLRetriever(chats).retrieve(follow_up, 2)
+    assert with_chats.retrieve(follow_up, 1)[0].id == "conv02"
 
 
 def _capturing_rewriter(seen: list[str]):

@@ -10,8 +10,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from drpo_agents import AlignmentArtifact, with_alignment
 from drpo_agents.aligned import ModelMismatchWarning
-from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ArtifactError
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.official import load_official_trace
 
 from .fakes import scripted

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from drpo_agents.aspects import AspectCatalog
-from drpo_agents.datasets import load_icl_examples
+from drpo_agents.icl_sets import load_icl_examples
 from drpo_agents.schemas import AnswerEvaluation, AspectSelection
 
 

@@ -9,7 +9,7 @@ import pytest
 from drpo_agents import DRPOConfig, load_eval_queries, load_training_queries, optimize
 from drpo_agents.agents import Judge, PromptRewriter, Responder, RewriteCase
 from drpo_agents.agents.rewriter import proposals_schema
-from drpo_agents.datasets import load_seed_icl_examples
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.models import sandbox_models
 from drpo_agents.models.registry import model_identity, resolve_model
 from drpo_agents.models.sandbox import SandboxResponder, prompt_directives, query_kinds, score_aspect

@@ -178,7 +178,7 @@ def test_shuffled_query_order_depends_only_on_the_seed() -> None:
 
 
 def test_icl_stage_runs_first_and_the_search_uses_the_optimized_examples() -> None:
-    from drpo_agents.datasets import load_seed_icl_examples
+    from drpo_agents.icl_sets import load_seed_icl_examples
 
     seeds = load_seed_icl_examples()
     graph = create_drpo_graph("sandbox", "sandbox", config=DRPOConfig(depth=2, icl_iters=2, icl_k=2))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from drpo_agents import AlignmentArtifact, DRPOConfig, ReviewRequired, load_training_queries, optimize, resume
-from drpo_agents.datasets import load_icl_examples
 from drpo_agents.errors import ConfigError, DRPOWarning
+from drpo_agents.icl_sets import load_icl_examples
 from drpo_agents.official import load_official_trace
 from drpo_agents.schemas import ICLExample
 from drpo_agents.warm_start import artifact_sha256, starting_point

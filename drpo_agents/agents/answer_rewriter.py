@@ -8,6 +8,7 @@ from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.agents.rewriter import format_evaluation
 from drpo_agents.agents.structured_agent import StructuredAgent
+from drpo_agents.conversations import Turn, conversation_block
 from drpo_agents.infra.calls import CallPlan
 from drpo_agents.prompts import render_prompt
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite
@@ -30,11 +31,14 @@ class AnswerRewriter(StructuredAgent):
         *,
         earlier_attempts: Sequence[str] = (),
         config: RunnableConfig | None = None,
+        history: Sequence[Turn] = (),
     ) -> CallPlan[StructuredResult[AnswerRewrite]]:
-        """A better answer to ``query`` than ``answer``, given the judge's ``evaluation`` (a call plan)."""
+        """A better answer to ``query`` than ``answer``, given the judge's ``evaluation`` (a call
+        plan); ``history``: the example conversation's earlier turns, shown before the query."""
         prompt = render_prompt(
             "icl_answer_rewrite",
             self.prompts_dir,
+            conversation=conversation_block(history),
             query=query,
             answer=answer,
             evaluation=format_evaluation(evaluation),

@@ -41,7 +41,7 @@ def build_chat_messages(
     """System prompt (the app's own instruction after it, as ``with_alignment`` places it), then
     each ICL example as a user/assistant turn, then the conversation's earlier turns, then the query."""
     messages: list[BaseMessage] = [SystemMessage("\n\n".join(filter(None, [system_prompt, app_system])))]
-    messages += icl_messages([(e.query, e.answer) for e in examples])
+    messages += icl_messages([e.turns() for e in examples])
     messages += history_messages(history)
     messages.append(HumanMessage(query))
     return messages
@@ -56,7 +56,10 @@ def build_completion_prompt(
 ) -> str:
     """The plain-text prompt a base (non-chat) model continues; it ends inside an open <answer>."""
     shots = "".join(
-        render_prompt("completion_example", prompts_dir, query=e.query, answer=e.answer) + "\n\n"
+        render_prompt(
+            "completion_example", prompts_dir, query=_with_history(e.query, e.history), answer=e.answer
+        )
+        + "\n\n"
         for e in examples
     )
     return (
@@ -65,10 +68,15 @@ def build_completion_prompt(
             prompts_dir,
             system_prompt=system_prompt,
             examples=shots,
-            query=f"{history_text(history)}\n\nuser: {query}" if history else query,
+            query=_with_history(query, history),
         )
         + "\n"
     )
+
+
+def _with_history(query: str, history: Sequence[Turn]) -> str:
+    """A query as completion mode shows it: after the conversation's earlier turns, if any."""
+    return f"{history_text(history)}\n\nuser: {query}" if history else query
 
 
 def _clean_completion(text: str) -> str:

@@ -86,7 +86,7 @@ class AlignmentApplier:
             return []
         text = retrieval_text(conversation)
         examples = fit_icl_budget(self.retriever.retrieve(text, self.k), self.max_icl_tokens) if text else []
-        return icl_messages([(e.query, e.answer) for e in examples])
+        return icl_messages([e.turns() for e in examples])
 
     def _system_message(self, own: Sequence[SystemMessage]) -> SystemMessage:
         content: str | list[str | dict[str, Any]]

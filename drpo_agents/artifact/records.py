@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drpo_agents.conversations import Turn
 from drpo_agents.schemas import AspectScore
 
 
@@ -154,6 +155,7 @@ class ICLOptimizationRecord(BaseModel):
 
     example_id: str
     query: str
+    history: list[Turn] = Field(default_factory=list, description="An example conversation's earlier turns.")
     aspects: list[str] = Field(default_factory=list)
     original_answer: str
     final_answer: str

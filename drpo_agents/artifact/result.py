@@ -19,6 +19,7 @@ from drpo_agents.artifact.records import (
     TokenUsage,
     ValidationRecord,
 )
+from drpo_agents.conversations import Turn
 from drpo_agents.errors import ArtifactError
 from drpo_agents.infra.json_files import read_json, save_json_atomically
 from drpo_agents.json_types import JsonObject
@@ -58,7 +59,7 @@ class AlignmentArtifact(BaseModel):
     )
     best_candidate_id: str | None = None
     parent: ParentRecord | None = Field(None, description="The earlier result this run started from, if any.")
-    histories: dict[str, list[dict[str, str]]] = Field(
+    histories: dict[str, list[Turn]] = Field(
         default_factory=dict,
         description="The earlier turns of each training or validation query that is a conversation, by "
         "query id (records quote only the last turn).",

@@ -28,11 +28,11 @@ from drpo_agents.datasets import (
     Query,
     load_eval_conversations,
     load_eval_queries,
-    load_icl_examples,
     load_queries,
 )
 from drpo_agents.errors import DRPOError
 from drpo_agents.evaluation.held_out import OverlapError
+from drpo_agents.icl_sets import load_icl_examples
 from drpo_agents.infra.calls import run_sync
 from drpo_agents.infra.run_files import (
     CLI_FILE,

@@ -54,8 +54,9 @@ from drpo_agents.cli.options import (
     ValidationSizeOption,
 )
 from drpo_agents.cli.summary import progress_bar, show_before_after, show_run
-from drpo_agents.datasets import load_icl_examples, load_queries, load_training_queries
+from drpo_agents.datasets import load_queries, load_training_queries
 from drpo_agents.errors import ConfigError, DRPOError
+from drpo_agents.icl_sets import load_icl_examples
 from drpo_agents.infra.calls import run_sync
 from drpo_agents.infra.run_files import (
     ARTIFACT_FILE,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +19,9 @@ from drpo_agents.artifact import AlignmentArtifact, LevelRecord
 from drpo_agents.cli.app import console
 from drpo_agents.infra.run_files import ARTIFACT_FILE
 from drpo_agents.run_spec import ProgressCallback, ProgressEvent
+
+if TYPE_CHECKING:  # langchain is imported when a run has finished, not at start-up
+    from langchain_core.messages import BaseMessage
 
 
 def print_table(title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[str]]) -> None:
@@ -186,28 +189,36 @@ def _memory_line(run_id: str, sources: dict[str, int]) -> str:
 # The held-out query of the before/after demo: an open question whose answer gains from what DRPO's
 # prompts typically add (structure, depth, a balanced view), so the difference is visible.
 DEMO_QUERY_ID = "e014"
+# After a run on conversations, the demo is a held-out conversation whose second turn leans on
+# what the user said in the first.
+DEMO_CONVERSATION_ID = "m001"
 
 
 def show_before_after(responder: Any, initial_prompt: str, artifact: AlignmentArtifact) -> None:
-    """Show how the aligned model answers a held-out query, before and after (what users came for)."""
+    """Show how the aligned model answers held-out input, before and after (what users came for):
+    a query, or after a run on conversations the second turn of a conversation, each model
+    answering the first turn itself."""
     from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import HumanMessage, SystemMessage
+    from langchain_core.messages import SystemMessage
 
     from drpo_agents.aligned import with_alignment
-    from drpo_agents.datasets import load_eval_queries
 
     if not isinstance(responder, BaseChatModel):
         return
-    held_out = load_eval_queries()
-    query = next((q for q in held_out if q["id"] == DEMO_QUERY_ID), held_out[0])["query"]
+    turns = _demo_turns(conversation=bool(artifact.histories))
     try:
-        before = responder.invoke([SystemMessage(initial_prompt), HumanMessage(query)])
-        after = with_alignment(responder, artifact).invoke(query)
+        before = _answer_turns(lambda m: responder.invoke([SystemMessage(initial_prompt), *m]), turns)
+        after = _answer_turns(with_alignment(responder, artifact).invoke, turns)
     except Exception as exc:  # a demo answer must not turn a finished run into a failure
         console.print(f"[yellow]warning:[/] could not produce the before/after answers: {exc}")
         return
     out = Console()
-    out.print(f"\n[bold]Held-out query:[/] {escape(query)}")
+    if len(turns) == 1:
+        out.print(f"\n[bold]Held-out query:[/] {escape(turns[0])}")
+    else:
+        out.print("\n[bold]Held-out conversation[/] (each model answered the earlier turns itself):")
+        for turn in turns:
+            out.print(f"  [bold]user:[/] {escape(turn)}")
     for title, answer in (("before (initial prompt)", before), ("after (optimized prompt + ICL)", after)):
         out.print(
             Panel(
@@ -217,6 +228,28 @@ def show_before_after(responder: Any, initial_prompt: str, artifact: AlignmentAr
                 expand=False,
             )
         )
+
+
+def _demo_turns(*, conversation: bool) -> list[str]:
+    """The user turns of the demo: one held-out query, or two turns of a held-out conversation."""
+    from drpo_agents.datasets import load_eval_conversations, load_eval_queries
+
+    if conversation:
+        chats = load_eval_conversations()
+        return next((c for c in chats if c["id"] == DEMO_CONVERSATION_ID), chats[0])["turns"][:2]
+    held_out = load_eval_queries()
+    return [next((q for q in held_out if q["id"] == DEMO_QUERY_ID), held_out[0])["query"]]
+
+
+def _answer_turns(model: Callable[[list[BaseMessage]], BaseMessage], turns: Sequence[str]) -> BaseMessage:
+    """The model's reply to the last of ``turns``, having answered each earlier turn itself."""
+    from langchain_core.messages import HumanMessage
+
+    messages: list[BaseMessage] = []
+    for turn in turns:
+        messages.append(HumanMessage(turn))
+        messages.append(model(messages))
+    return messages[-1]
 
 
 def _answer_note(metadata: dict[str, Any]) -> str | None:

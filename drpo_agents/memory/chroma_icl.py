@@ -8,7 +8,7 @@ from typing import Any
 from drpo_agents.embeddings import EmbeddingsLike, embeddings_name, resolve_embeddings
 from drpo_agents.memory.base import digest
 from drpo_agents.memory.chroma import SPACE, Unreachable
-from drpo_agents.retrieval import InMemoryICLRetriever
+from drpo_agents.retrieval import InMemoryICLRetriever, example_key
 from drpo_agents.schemas import ICLExample
 
 
@@ -32,8 +32,11 @@ class ChromaICLRetriever:
     ) -> None:
         self.examples = list(examples)
         self.embeddings = resolve_embeddings(embeddings)
+        # An example's earlier turns count only when it has some, so sets stored before examples
+        # could be conversations keep their collection.
         set_id = digest(
-            embeddings_name(self.embeddings), *(f"{e.query}\x1e{e.answer}" for e in self.examples)
+            embeddings_name(self.embeddings),
+            *(f"{e.query}\x1e{e.answer}" + (f"\x1e{e.history}" if e.history else "") for e in self.examples),
         )
         ids = [str(i) for i in range(len(self.examples))]
         vectors: list[Any] = []
@@ -44,8 +47,8 @@ class ChromaICLRetriever:
             if self.examples and self.collection.count() != len(self.examples):
                 self.collection.upsert(
                     ids=ids,
-                    embeddings=self.embeddings.embed_documents([e.query for e in self.examples]),
-                    documents=[e.query for e in self.examples],
+                    embeddings=self.embeddings.embed_documents([example_key(e) for e in self.examples]),
+                    documents=[example_key(e) for e in self.examples],
                 )
             if self.examples:
                 stored = self.collection.get(ids=ids, include=["embeddings"])

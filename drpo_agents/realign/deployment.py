@@ -25,8 +25,8 @@ from pydantic import BaseModel, Field
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.config import DEFAULT_INITIAL_PROMPT
-from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.errors import ArtifactError
+from drpo_agents.icl_sets import load_seed_icl_examples
 from drpo_agents.infra.json_files import save_json_atomically
 from drpo_agents.infra.run_files import CURRENT_FILE
 

@@ -8,6 +8,8 @@ import math
 import re
 from collections.abc import Sequence
 
+from drpo_agents.conversations import Turn
+
 SVG_NS = "http://www.w3.org/2000/svg"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 INK = "#1d2433"
@@ -98,3 +100,11 @@ def legend_html(items: Sequence[tuple[str, str]], *, line: bool = False, extra: 
         + extra
         + "</div>"
     )
+
+
+def earlier_turns(history: Sequence[Turn]) -> str:
+    """A conversation's earlier turns, folded: one line says how many, a click shows them."""
+    if not history:
+        return ""
+    lines = "".join(f'<p class="turn"><b>{esc(t["role"])}:</b> {esc(t["content"])}</p>' for t in history)
+    return f'<details class="history"><summary>{len(history)} earlier turn{"s" if len(history) > 1 else ""}</summary>{lines}</details>'

@@ -13,6 +13,7 @@ from drpo_agents.report.draw import (
     INK,
     PURPLE,
     SCORE_COLORS,
+    earlier_turns,
     empty_note,
     esc,
     fmt_num,
@@ -104,7 +105,7 @@ def final_section(view: View) -> str:
     prompt = art.system_prompt
     examples = "".join(
         f'<details class="icl"{" open" if i < 2 else ""}><summary><span class="tag">{esc(ex.id or f"#{i + 1}")}</span> '
-        f'{esc(ex.query)}</summary><pre class="answer">{esc(ex.answer)}</pre></details>'
+        f'{esc(ex.query)}</summary>{earlier_turns(ex.history)}<pre class="answer">{esc(ex.answer)}</pre></details>'
         for i, ex in enumerate(art.icl_examples)
     )
     return (
@@ -243,7 +244,7 @@ def icl_section(view: View) -> str:
     for rec in view.artifact.icl_optimization:
         status = "rewritten" if rec.improved else "original kept"
         rows.append(
-            f"<tr><td><code>{esc(rec.example_id)}</code></td><td>{esc(rec.query[:120])}</td>"
+            f"<tr><td><code>{esc(rec.example_id)}</code></td><td>{esc(rec.query[:120])}{earlier_turns(rec.history)}</td>"
             f"<td>{fmt_num(rec.initial_reward)} → {fmt_num(rec.best_reward)}</td><td>{len(rec.rounds)}</td>"
             f"<td>{esc(status)}</td><td>{esc(rec.error or rec.stop_reason)}</td></tr>"
         )

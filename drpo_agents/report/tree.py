@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from drpo_agents.artifact import CandidateRecord
 from drpo_agents.report.draw import (
     INK,
     PURPLE,
+    earlier_turns,
     empty_note,
     esc,
     fmt_num,
@@ -199,14 +198,6 @@ def _candidate_detail(view: View, cand: CandidateRecord) -> str:
         )
     hidden = "" if cand.id == view.artifact.best_candidate_id else " hidden"
     return f'<div class="cand-detail" id="cand-{view.index[cand.id]}"{hidden}>{"".join(blocks)}</div>'
-
-
-def earlier_turns(history: Sequence[Mapping[str, str]]) -> str:
-    """A conversation's earlier turns, folded: one line says how many, a click shows them."""
-    if not history:
-        return ""
-    lines = "".join(f'<p class="turn"><b>{esc(t["role"])}:</b> {esc(t["content"])}</p>' for t in history)
-    return f'<details class="history"><summary>{len(history)} earlier turn{"s" if len(history) > 1 else ""}</summary>{lines}</details>'
 
 
 def tree_section(view: View) -> str:

@@ -12,9 +12,9 @@ from langgraph.config import get_config
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import DRPOError
+from drpo_agents.icl_sets import icl_example, seed_icl_examples_for
 from drpo_agents.memory import RunLedger
 from drpo_agents.rewards import length_adjusted_rewards, length_slope, mean
-from drpo_agents.schemas import ICLExample
 from drpo_agents.search.budget import BUDGET_STOPS, budget_stop
 from drpo_agents.search.context import SearchContext, std
 from drpo_agents.search.records import (
@@ -119,8 +119,11 @@ def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
         update["memory_owner"] = run_owner()
         if config.memory_scope != "run":
             update["memory_runs"] = sorted(ctx.memory.finished_runs(update["memory_owner"]))
+    examples = state.get("icl_examples") or ctx.icl_examples
+    if examples is None:
+        examples = seed_icl_examples_for([*queries, *validation_bank])
     update["icl_examples"] = [
-        ICLExample.model_validate(e).model_dump() for e in (state.get("icl_examples") or ctx.icl_examples)
+        icl_example(e, f"ICL example #{n}").model_dump() for n, e in enumerate(examples, 1)
     ]
     return update
 

@@ -13,7 +13,6 @@ from langchain_core.language_models import BaseChatModel
 from drpo_agents.agents import Judge, PromptRewriter, Responder
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import DRPOConfig
-from drpo_agents.datasets import load_seed_icl_examples
 from drpo_agents.embeddings import EmbeddingsLike, resolve_embeddings
 from drpo_agents.infra.cache import cached_copies
 from drpo_agents.infra.journal import ResponseJournal, journaled_copies
@@ -77,7 +76,7 @@ def build_context(
             methods=methods,
         ),
         config=config,
-        icl_examples=list(icl_examples) if icl_examples is not None else load_seed_icl_examples(),
+        icl_examples=list(icl_examples) if icl_examples is not None else None,
         models=identities,
         notes=notes,
         memory=memory if config.critique_memory else None,

@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from drpo_agents.agents.rewriter import proposals_schema
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import DRPOConfig, Role
+from drpo_agents.conversations import conversation_block
 from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.json_types import JsonSchema
 from drpo_agents.prompts import approx_tokens, render_prompt
-from drpo_agents.retrieval import InMemoryICLRetriever, fit_icl_budget
+from drpo_agents.retrieval import InMemoryICLRetriever, example_tokens, fit_icl_budget
 from drpo_agents.schemas import AnswerEvaluation, AnswerRewrite, AspectSelection, ICLExample, ProposalLimits
 
 _SCORE_FRAME_TOKENS = 12
@@ -88,7 +89,7 @@ class CallSizes:
             shots = fit_icl_budget(
                 self.retriever.retrieve(query, self.config.icl_k), self.config.max_icl_tokens
             )
-            self._icl[query] = sum(approx_tokens(e.query) + approx_tokens(e.answer) for e in shots)
+            self._icl[query] = sum(example_tokens(e) for e in shots)
         return self._icl[query]
 
     def respond(self, level: int, query: str) -> tuple[float, int]:
@@ -161,6 +162,7 @@ class CallSizes:
             answer=example.answer,
             evaluation=self._evaluation(),
             earlier_attempts="(none)",
+            conversation=conversation_block(example.history),
         )
         output = min(
             self.lengths.proposal + approx_tokens(example.answer), self.config.role_max_tokens["rewriter"]

@@ -59,7 +59,7 @@ class SearchContext:
     judge: Judge
     rewriter: PromptRewriter
     config: DRPOConfig
-    icl_examples: list[ICLExample]
+    icl_examples: list[ICLExample] | None  # None: the packaged seeds for the run's queries
     models: dict[str, str]  # role -> model identity
     notes: list[str]
     memory: CritiqueMemory | None  # None when config.critique_memory is off

@@ -26,8 +26,9 @@ from typing_extensions import TypedDict
 
 from drpo_agents.config import DRPOConfig
 from drpo_agents.conversations import history_text
-from drpo_agents.datasets import Query, load_seed_icl_examples
+from drpo_agents.datasets import Query
 from drpo_agents.embeddings import EmbeddingsLike
+from drpo_agents.icl_sets import seed_icl_examples_for
 from drpo_agents.prompts import approx_tokens
 from drpo_agents.schemas import ICLExample
 from drpo_agents.search.beam import split_queries
@@ -115,11 +116,14 @@ def _walk(
 
     for example in examples if config.icl_iters else ():
         # The ICL stage: select, score, then every round rewrites and rescores (judge only, no jury).
-        select([{"id": "", "query": example.query}])
-        score(example.query, approx_tokens(example.answer), 1)
+        shown: Query = {"id": "", "query": example.query}
+        if example.history:
+            shown["history"] = list(example.history)
+        select([shown])
+        score(sized(shown), approx_tokens(example.answer), 1)
         rewrite_in, rewrite_out = calls.rewrite_answer(example)
         tally.add("rewriter", config.icl_iters, rewrite_in, rewrite_out, parsed=True)
-        score(example.query, max(1, rewrite_out - calls.lengths.proposal), config.icl_iters)
+        score(sized(shown), max(1, rewrite_out - calls.lengths.proposal), config.icl_iters)
 
     children = 1  # level 0 evaluates the initial prompt alone
     for level in range(levels + 1):
@@ -196,7 +200,8 @@ def estimate_run(
         models: role -> model name or identity (``"responder"``, ``"judge"``, ``"rewriter"``,
             ``"jury"``), as the price table is keyed; without it, no price is given.
         jurors: further judge models (``optimize``'s ``jury``); 0 uses ``config.jury_size``.
-        icl_examples: the ICL examples the responder retrieves from (default: the seed set).
+        icl_examples: the ICL examples the responder retrieves from (default: the seed set the
+            run would start from, :func:`~drpo_agents.icl_sets.seed_icl_examples_for`).
         embeddings: the run's ICL retrieval embeddings (default: the run's default, MiniLM).
         output_lengths: typical reply lengths; the defaults suit capable chat models.
         parse_retry_rate: expected re-asks per structured call (0 = none).
@@ -205,8 +210,8 @@ def estimate_run(
         DRPOError: if the queries are too few for the config (as the run itself would).
     """
     lengths = output_lengths or OutputLengths()
-    examples = list(icl_examples) if icl_examples is not None else load_seed_icl_examples()
     bank, validation = split_queries(config, queries)
+    examples = list(icl_examples) if icl_examples is not None else seed_icl_examples_for([*bank, *validation])
     calls = CallSizes(config, examples, lengths, embeddings)
     judges = (1, jurors) if jurors else (config.jury_size, 0)
     batches = math.ceil(len(bank) / config.queries_per_step) - 1  # levels the queries allow

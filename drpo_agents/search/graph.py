@@ -81,7 +81,8 @@ def create_drpo_graph(
         rewriter: the prompt rewriter; defaults to the judge's model.
         config: search hyper-parameters (a :class:`DRPOConfig` or a dict of its fields); the
             defaults reproduce the reference DRPO search.
-        icl_examples: the ICL set the responder retrieves from; defaults to the packaged seed set.
+        icl_examples: the ICL set the responder retrieves from; defaults to the packaged seed set
+            (with its example conversations when a training query is a conversation).
         embeddings: embeddings for ICL retrieval: ``"minilm"`` (the default: semantic, offline),
             ``"hashing"`` (lexical, no model), LangChain ``Embeddings`` or a Chroma embedding
             function. Examples less similar than ``config.icl_min_similarity`` are left out.

@@ -11,12 +11,13 @@ recorded, and keeps the best answer so far (at worst, the original).
 
 from __future__ import annotations
 
-from typing import cast
+from typing import NotRequired, cast
 
 from langchain_core.runnables import RunnableConfig
 from typing_extensions import TypedDict
 
 from drpo_agents.agents import AnswerRewriter, Judge
+from drpo_agents.conversations import Turn
 from drpo_agents.errors import error_text, recoverable_errors
 from drpo_agents.infra.calls import CallPlan
 from drpo_agents.schemas import AnswerEvaluation
@@ -30,6 +31,7 @@ class PreparedExample(TypedDict):
     id: str
     query: str
     answer: str
+    history: NotRequired[list[Turn]]  # an example conversation's earlier turns
 
 
 class ICLRound(TypedDict):
@@ -49,6 +51,7 @@ class ICLExampleRecord(TypedDict):
 
     example_id: str
     query: str
+    history: NotRequired[list[Turn]]
     aspects: list[str]
     original_answer: str
     final_answer: str
@@ -92,7 +95,7 @@ def _weakest(evaluation: AnswerEvaluation) -> str:
 
 def _new_record(example: PreparedExample) -> ICLExampleRecord:
     """The record of an example before its first round: the original answer kept, nothing scored."""
-    return {
+    record: ICLExampleRecord = {
         "example_id": example["id"],
         "query": example["query"],
         "aspects": [],
@@ -105,6 +108,9 @@ def _new_record(example: PreparedExample) -> ICLExampleRecord:
         "stop_reason": "",
         "error": None,
     }
+    if example.get("history"):
+        record["history"] = example["history"]
+    return record
 
 
 def plan_optimize_example(
@@ -119,7 +125,7 @@ def plan_optimize_example(
 
     Returns the example's record and the usage of its calls.
     """
-    query, original = example["query"], example["answer"]
+    query, original, history = example["query"], example["answer"], example.get("history", [])
     record = _new_record(example)
     usage: UsageByRole = {}
     cfg = cast(
@@ -134,11 +140,11 @@ def plan_optimize_example(
         return record, usage
 
     try:
-        selection = yield from judge.plan_select_aspects(query, config=cfg)
+        selection = yield from judge.plan_select_aspects(query, config=cfg, history=history)
         usage = merge_usage(usage, usage_of("judge", selection.messages))
         aspects = selection.value.selected_aspects
         record["aspects"] = list(aspects)
-        scored = yield from judge.plan_score(query, original, aspects, config=cfg)
+        scored = yield from judge.plan_score(query, original, aspects, config=cfg, history=history)
     except recoverable_errors() as exc:
         # Without a score of the original nothing can be compared: keep it unchanged.
         return finish("the original answer could not be judged", exc)
@@ -153,11 +159,11 @@ def plan_optimize_example(
         new_answer, analysis = "", ""
         try:
             rewrite = yield from rewriter.plan_rewrite(
-                query, best_answer, best, earlier_attempts=earlier, config=cfg
+                query, best_answer, best, earlier_attempts=earlier, config=cfg, history=history
             )
             usage = merge_usage(usage, usage_of("rewriter", rewrite.messages))
             new_answer, analysis = rewrite.value.new_answer, rewrite.value.analysis
-            rescored = yield from judge.plan_score(query, new_answer, aspects, config=cfg)
+            rescored = yield from judge.plan_score(query, new_answer, aspects, config=cfg, history=history)
         except recoverable_errors() as exc:
             record["rounds"].append(
                 _round(number, new_answer, None, accepted=False, analysis=analysis, error=error_text(exc))

@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
 from drpo_agents.agents import AnswerRewriter, Judge
@@ -31,6 +31,7 @@ from drpo_agents.artifact import ICLOptimizationRecord
 from drpo_agents.aspects import AspectCatalog
 from drpo_agents.config import DEFAULT_ROLE_MAX_TOKENS, DRPOConfig, Role, StructuredOutputMethod
 from drpo_agents.errors import ConfigError
+from drpo_agents.icl_sets import icl_example
 from drpo_agents.infra.calls import CallPlan, plan_node
 from drpo_agents.models.roles import prepare_role_models
 from drpo_agents.schemas import ICLExample
@@ -80,7 +81,7 @@ class ICLExampleTask(TypedDict):
 
 
 class ICLStageInput(TypedDict):
-    """The seed examples: :class:`ICLExample` objects or ``{"query", "answer", "id"?}`` dicts."""
+    """The seed examples: :class:`ICLExample` objects or ``{"query", "answer", "id"?, "history"?}`` dicts."""
 
     icl_examples: Required[list[Any]]
 
@@ -119,14 +120,13 @@ class _ICLStage:
         """Validate the examples and give each a unique id (``icl01``, ... when missing)."""
         prepared: list[PreparedExample] = []
         for index, raw in enumerate(state.get("icl_examples") or []):
-            try:
-                example = raw if isinstance(raw, ICLExample) else ICLExample.model_validate(raw)
-            except ValidationError as exc:
-                raise ConfigError(f"ICL example #{index + 1} is invalid: {exc}") from exc
+            example = icl_example(raw, f"ICL example #{index + 1}")
             example_id = example.id or f"icl{index + 1:02d}"
             if any(p["id"] == example_id for p in prepared):
                 raise ConfigError(f"ICL example id {example_id!r} is used twice")
             prepared.append({"id": example_id, "query": example.query, "answer": example.answer})
+            if example.history:
+                prepared[-1]["history"] = example.history
         return {"icl_prepared": prepared}
 
     def route_examples(self, state: ICLStageState) -> list[Send] | str:
@@ -144,7 +144,14 @@ class _ICLStage:
         results = state.get("icl_results") or {}
         records = [results[e["id"]] for e in state.get("icl_prepared", [])]
         examples = [
-            shot_of(ICLExample(id=r["example_id"], query=r["query"], answer=r["final_answer"]))
+            shot_of(
+                ICLExample(
+                    id=r["example_id"],
+                    query=r["query"],
+                    answer=r["final_answer"],
+                    history=r.get("history", []),
+                )
+            )
             for r in records
         ]
         return {"optimized_icl_examples": examples, "icl_records": records}

@@ -205,11 +205,15 @@ class ICLShot(TypedDict):
     query: str
     answer: str
     id: str | None
+    history: NotRequired[list[Turn]]  # only for an example that is a conversation
 
 
 def shot_of(example: ICLExample) -> ICLShot:
     """``example`` as a record."""
-    return {"query": example.query, "answer": example.answer, "id": example.id}
+    shot: ICLShot = {"query": example.query, "answer": example.answer, "id": example.id}
+    if example.history:
+        shot["history"] = list(example.history)
+    return shot
 
 
 class EvaluateTask(TypedDict):

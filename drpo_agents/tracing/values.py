@@ -3,8 +3,8 @@
 :class:`JsonlTracer` (``drpo_agents.tracing``) writes a run's inputs and outputs through
 :class:`TraceValues`, and :func:`resolve_texts` turns a read line back into plain values:
 
-- A message is ``{"type", "content"}`` (plus ``tool_calls``, ``usage_metadata``, ``name`` when
-  set), not LangChain's ``dumpd`` constructor form; pydantic models and dataclasses are dumped.
+- A message is ``{"type", "content"}`` (plus ``id``, ``tool_calls``, ``usage_metadata``, ``name``
+  when set: the id tells an ICL example's turns from the conversation's own), not LangChain's ``dumpd`` constructor form; pydantic models and dataclasses are dumped.
 - A text of :data:`MIN_SHARED_TEXT` characters or more is written once per trace file, where it
   first appears, as ``{"$text": ID, "value": TEXT}``; every later occurrence is ``{"$text": ID}``
   (``ID``: a hash of the text). System prompts, ICL answers and ``Send`` payloads repeat in
@@ -212,10 +212,10 @@ class TraceValues:
 
 
 def _message(message: BaseMessage) -> dict[str, Any]:
-    """A message as the trace keeps it: type and content, and tool calls, usage and name if set."""
+    """A message as the trace keeps it: type and content, and id, tool calls, usage and name if set."""
     record: dict[str, Any] = {"type": message.type, "content": message.content}
     fields = vars(message)  # not getattr: a field a message type lacks costs pydantic a lookup
-    for field in ("name", "tool_calls", "tool_call_id", "usage_metadata"):
+    for field in ("id", "name", "tool_calls", "tool_call_id", "usage_metadata"):
         value = fields.get(field)
         if value:
             record[field] = value

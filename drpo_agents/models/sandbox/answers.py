@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 
 from drpo_agents.models.sandbox.features import (
     FABRICATED,
@@ -15,7 +16,7 @@ from drpo_agents.models.sandbox.features import (
     UNSAFE,
     AnswerFeatures,
 )
-from drpo_agents.models.sandbox.world import query_kinds, topic_of
+from drpo_agents.models.sandbox.world import query_kinds, salient_details, topic_of
 
 ANSWER_FILLER = "In conclusion, this is an important topic with many aspects to consider."
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -82,9 +83,18 @@ def _with_reasons(query: str, answer: str) -> str:
     return "\n".join(lines)
 
 
-def fix_answer(aspect: str, query: str, answer: str, rng: random.Random) -> str:
-    """Edit ``answer`` toward a better score on ``aspect`` (what the sandbox judge looks for)."""
+def context_line(details: Sequence[str]) -> str:
+    """The line with which a reply reuses what the user said earlier."""
+    return f"Going by what you told me ({', '.join(details)}), I have tailored this to you."
+
+
+def fix_answer(aspect: str, query: str, answer: str, rng: random.Random, earlier: str = "") -> str:
+    """Edit ``answer`` toward a better score on ``aspect`` (what the sandbox judge looks for);
+    ``earlier``: what the user said in the conversation's earlier turns."""
     name = aspect.casefold()
+    if name == "consistency":
+        missing = [d for d in salient_details(earlier) if d.casefold() not in answer.casefold()]
+        return f"{context_line(missing)}\n{answer}" if missing else answer
     harmful = "harmful" in query_kinds(query)
     f = AnswerFeatures.of(answer)
     if harmful and name in {"safety", "helpfulness", "sensitivity", "compliance"}:

@@ -129,6 +129,13 @@ def tagged(text: str, name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def earlier_user_turns(request: str) -> str:
+    """What the user said in the ``<earlier_turns>`` block of a request (the ``user: ...`` turns
+    of ``conversations.conversation_block``), a line each; "" without one."""
+    turns = re.split(r"\n\n(?=(?:user|assistant): )", (tagged(request, "earlier_turns") or "").strip())
+    return "\n".join(t.removeprefix("user: ") for t in turns if t.startswith("user: "))
+
+
 # The structured-output re-ask turn (prompts/structured_output_retry.md) starts with this.
 _RETRY_TURN = "Your previous reply could not be used"
 

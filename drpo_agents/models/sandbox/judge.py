@@ -10,19 +10,13 @@ from langchain_core.messages import BaseMessage
 from pydantic import Field
 
 from drpo_agents.json_types import JsonObject
-from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
+from drpo_agents.models.sandbox.chat import SandboxChatModel, earlier_user_turns, last_request, tagged
 from drpo_agents.models.sandbox.features import clamp_score
 from drpo_agents.models.sandbox.scoring import score_aspect, select_aspects_for
 from drpo_agents.models.sandbox.world import seeded_rng
 
 # Answers of this many words get no length bonus from a length-biased judge.
 _NEUTRAL_LENGTH = 80
-
-
-def _user_turns(earlier_turns: str) -> str:
-    """The user's lines of an ``<earlier_turns>`` block (``user: ...`` / ``assistant: ...``)."""
-    turns = re.split(r"\n\n(?=(?:user|assistant): )", earlier_turns.strip())
-    return "\n".join(t.removeprefix("user: ") for t in turns if t.startswith("user: "))
 
 
 def _length_bonus(answer: str, length_bias: float) -> float:
@@ -62,7 +56,7 @@ class SandboxJudge(SandboxChatModel):
         if "<answer_a>" in text and "<answer_b>" in text:
             return self.compare(query, tagged(text, "answer_a") or "", tagged(text, "answer_b") or "", text)
         answer = tagged(text, "answer")
-        earlier = _user_turns(tagged(text, "earlier_turns") or "")
+        earlier = earlier_user_turns(text)
         if answer is None:
             return select_aspects_for(query, earlier)
         aspects = re.findall(r"^- ([^:\n]+):", tagged(text, "aspects") or "", re.M) or [
@@ -106,7 +100,7 @@ class SandboxJudge(SandboxChatModel):
         depends on which answer is shown first. Verdicts are always exact: ``noise`` and
         ``length_bias`` affect pointwise scores only.
         """
-        earlier = _user_turns(tagged(prompt, "earlier_turns") or "")
+        earlier = earlier_user_turns(prompt)
         aspects = re.findall(r"^- ([^:\n]+):", tagged(prompt, "aspects") or "", re.M) or list(
             select_aspects_for(query, earlier)["selected_aspects"]
         )

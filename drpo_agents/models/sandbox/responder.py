@@ -12,6 +12,7 @@ from pydantic import Field
 
 from drpo_agents.conversations import is_icl_example
 from drpo_agents.json_types import JsonObject
+from drpo_agents.models.sandbox.answers import context_line
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
 from drpo_agents.models.sandbox.features import LIST_LINE, REFUSAL
 from drpo_agents.models.sandbox.world import (
@@ -50,8 +51,11 @@ class SandboxResponder(SandboxChatModel):
         }
         return replace(base, **changes)
 
-    def behaviours(self, system_prompt: str, query: str, examples: Sequence[str] = ()) -> set[str]:
-        """Which behaviours this prompt and these ICL answers trigger for ``query`` (seeded)."""
+    def behaviours(
+        self, system_prompt: str, query: str, examples: Sequence[str] = (), context_shown: bool = False
+    ) -> set[str]:
+        """Which behaviours this prompt and these ICL answers trigger for ``query`` (seeded);
+        ``context_shown``: an ICL example conversation's answer reuses what its user said earlier."""
         world = self.world()
         rng = seeded_rng(self.seed, system_prompt, query)
         words = len(system_prompt.split())
@@ -63,13 +67,23 @@ class SandboxResponder(SandboxChatModel):
             probability["refuse_harm"] = max(probability["refuse_harm"], world.icl_refusal)
         if any(len(LIST_LINE.findall(e)) >= 3 for e in examples):
             probability["structure"] = max(probability["structure"], world.icl_structure)
+        if context_shown:
+            probability["context"] = max(probability.get("context", 0.0), world.icl_context)
         return {name for name, p in sorted(probability.items()) if rng.random() < p}
 
-    def answer(self, system_prompt: str, query: str, examples: Sequence[str] = (), earlier: str = "") -> str:
+    def answer(
+        self,
+        system_prompt: str,
+        query: str,
+        examples: Sequence[str] = (),
+        earlier: str = "",
+        context_shown: bool = False,
+    ) -> str:
         """The simulated answer to ``query`` under ``system_prompt``; ``earlier``: what the user said
-        in the conversation's earlier turns, which it reuses only when the prompt asks it to."""
+        in the conversation's earlier turns, which it reuses only when the prompt asks it to or an
+        ICL example conversation shows it (``context_shown``)."""
         kinds = query_kinds(query)
-        does = self.behaviours(system_prompt, query, examples)
+        does = self.behaviours(system_prompt, query, examples, context_shown)
         details = salient_details(earlier) if earlier and "context" in does else []
         topic = topic_of(query)
         rng = seeded_rng(self.seed, "text", system_prompt, query)
@@ -101,7 +115,7 @@ class SandboxResponder(SandboxChatModel):
         elif empathy:
             lines.append("I understand why this matters to you.")
         if details:
-            lines.append(f"Going by what you told me ({', '.join(details)}), I have tailored this to you.")
+            lines.append(context_line(details))
         lines.append(f"Here is an overview of {topic}.")
         count = 3 + (2 if "depth" in does else 0) - (1 if "concise" in does else 0)
         angles = [
@@ -152,4 +166,19 @@ class SandboxResponder(SandboxChatModel):
             examples = re.findall(r"<answer>\s*(.*?)\s*</answer>", query, re.DOTALL)
             queries = re.findall(r"<query>\s*(.*?)\s*</query>", query, re.DOTALL)
             query = queries[-1] if queries else query
-        return self.answer(system, query, examples, earlier)
+        return self.answer(system, query, examples, earlier, _shows_context(messages[:-1]))
+
+
+def _shows_context(messages: Sequence[BaseMessage]) -> bool:
+    """Whether an ICL example that is a conversation answers with every detail its user gave in
+    the example's earlier turns (its turns share the id prefix ``drpo-icl-N-``)."""
+    examples: dict[str, list[BaseMessage]] = {}
+    for message in messages:
+        if is_icl_example(message):
+            examples.setdefault(str(message.id).split("-")[2], []).append(message)
+    for turns in examples.values():
+        earlier = "\n".join(m.text for m in turns[:-2] if isinstance(m, HumanMessage))
+        details = salient_details(earlier)
+        if details and all(d.casefold() in turns[-1].text.casefold() for d in details):
+            return True
+    return False

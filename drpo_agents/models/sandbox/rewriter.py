@@ -12,9 +12,11 @@ from pydantic import Field
 from drpo_agents.config import DEFAULT_INITIAL_PROMPT
 from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.answers import ANSWER_FILLER, add_line, fix_answer
-from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
+from drpo_agents.models.sandbox.chat import SandboxChatModel, earlier_user_turns, last_request, tagged
 from drpo_agents.models.sandbox.world import seeded_rng, topic_of
 from drpo_agents.schemas import ProposalLimits, read_proposal_limits
+
+_Critique = Sequence[tuple[str, int, str]]  # (aspect, score, rationale) per aspect
 
 _GUIDANCE: dict[str, tuple[str, ...]] = {
     "Safety": (
@@ -145,6 +147,7 @@ class SandboxRewriter(SandboxChatModel):
                 tagged(example, "answer") or "",
                 [(a.strip(), int(sc), r) for a, sc, r in _EVAL_LINE.findall(example)],
                 context=tagged(answer_request, "earlier_attempts") or "",
+                earlier=earlier_user_turns(answer_request),
             )
         current = tagged(text, "current_prompt") or DEFAULT_INITIAL_PROMPT
         # The count and bullet budget come from the schema the request asked for (whatever the
@@ -266,9 +269,10 @@ class SandboxRewriter(SandboxChatModel):
         return actions
 
     def rewrite_answer(
-        self, query: str, answer: str, evaluation: Sequence[tuple[str, int, str]], *, context: str = ""
+        self, query: str, answer: str, evaluation: _Critique, *, context: str = "", earlier: str = ""
     ) -> dict[str, str]:
-        """An edited answer aimed at the lowest-scoring aspects (AnswerRewrite-shaped dict).
+        """An edited answer aimed at the lowest-scoring aspects (AnswerRewrite-shaped dict);
+        ``earlier``: what the user said in the example conversation's earlier turns.
 
         One or two weak aspects are fixed per call (so several rounds may be needed), and with
         probability ``trap_rate / 2`` the edit also pads the answer with filler, which the judge
@@ -281,7 +285,7 @@ class SandboxRewriter(SandboxChatModel):
         targets = weak[:count] if rng.random() < 0.6 else rng.sample(weak, k=count)
         new = answer.strip()
         for aspect in targets:
-            new = fix_answer(aspect, query, new, rng)
+            new = fix_answer(aspect, query, new, rng, earlier)
         if new == answer.strip():
             new = add_line(new, f"For example, imagine putting this into practice with {topic_of(query)}.")
             if new == answer.strip():

@@ -137,7 +137,7 @@ def salient_details(text: str, limit: int = 4) -> list[str]:
         detail = match.group(0).strip(" ,.")
         number, _, unit = detail.partition(" ")
         if unit and unit.casefold() in _STOP | {"and", "has", "had", "was"}:  # "14 and": no unit
-            detail = number
+            detail = number.strip(" ,.")
         if detail and detail not in _NOT_NAMES and not any(detail in earlier for earlier in found):
             found.append(detail)
     return found[:limit]
@@ -164,6 +164,8 @@ class SandboxWorld:
             than others; see ``PRESETS``).
         icl_refusal: probability of refusing when an ICL answer in context refuses.
         icl_structure: probability of a list when an ICL answer in context is a list.
+        icl_context: probability of reusing what the user said earlier when an ICL example
+            conversation in context shows it.
     """
 
     attention_span: int = 5
@@ -185,6 +187,7 @@ class SandboxWorld:
     follow: tuple[tuple[str, float], ...] = ()
     icl_refusal: float = 0.6
     icl_structure: float = 0.5
+    icl_context: float = 0.6
 
     def follow_rate(self, directive: str, position: int, prompt_words: int) -> float:
         """Probability of following ``directive`` at ``position`` (0-based) in a prompt this long."""
@@ -219,5 +222,6 @@ PRESETS: dict[str, SandboxWorld] = {
         follow=(("structure", 0.25), ("examples", 0.45), ("empathy", 0.08), ("depth", 0.05)),
         icl_refusal=0.0,
         icl_structure=0.3,
+        icl_context=0.0,  # not measured: assumed as weak as its imitation of ICL refusals
     ),
 }
