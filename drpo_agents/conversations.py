@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from langchain_core.messages import (
@@ -33,6 +34,7 @@ from langchain_core.messages import (
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
 from drpo_agents.errors import ConfigError
+from drpo_agents.prompts import render_prompt
 
 Role = Literal["user", "assistant"]
 _ROLE_ALIASES = {"human": "user", "ai": "assistant", "developer": "system"}
@@ -74,6 +76,13 @@ def is_conversation(item: object) -> bool:
     )
 
 
+def is_message(item: object) -> bool:
+    """Whether ``item`` is one message (a LangChain message or a message dict), not a list of them."""
+    return isinstance(item, BaseMessage) or (
+        isinstance(item, Mapping) and "content" in item and ("role" in item or "type" in item)
+    )
+
+
 def _is_pair(item: object) -> bool:
     """LangChain's ("user", "text") message shorthand."""
     return isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item)
@@ -107,19 +116,25 @@ def read_example(item: object, where: str) -> tuple[list[Turn], str, str]:
     raw = _raw_messages(item)
     outputs = item.get("outputs") if isinstance(item, Mapping) else None
     if isinstance(outputs, Mapping) and isinstance(raw, Sequence) and not isinstance(raw, str):
-        answer = outputs.get("messages", [outputs["message"]] if "message" in outputs else [])
-        raw = [*raw, *answer] if isinstance(answer, Sequence) and not isinstance(answer, str) else raw
-    system, turns = _read_turns(raw, where)
-    if system:
-        raise ConfigError(
-            f"{where}: an ICL example cannot carry a system message (it is shown under the "
-            "optimized prompt); drop it"
-        )
+        raw = [*raw, *_output_messages(outputs)]
+    _, turns = _read_turns(raw, where, system=False)
     if len(turns) < 2 or turns[-1]["role"] != "assistant" or turns[-2]["role"] != "user":
         raise ConfigError(
             f"{where}: an ICL example conversation must end with a user turn and the assistant's answer to it"
         )
     return turns[:-2], turns[-2]["content"], turns[-1]["content"]
+
+
+def _output_messages(outputs: Mapping[str, object]) -> list[object]:
+    """The answer of a LangSmith-style row: ``outputs.messages``, or one message or text in
+    ``outputs.message`` / ``output`` / ``answer``."""
+    if isinstance(messages := outputs.get("messages"), Sequence) and not isinstance(messages, str):
+        return list(messages)
+    for key in ("message", "output", "answer"):
+        if key in outputs:
+            value = outputs[key]
+            return [{"role": "assistant", "content": value} if isinstance(value, str) else value]
+    return []
 
 
 def _raw_messages(item: object) -> object:
@@ -134,24 +149,30 @@ def _raw_messages(item: object) -> object:
     return item
 
 
-def _read_turns(raw: object, where: str) -> tuple[list[str], list[Turn]]:
-    """(leading system messages, user/assistant turns) of a message list."""
+def _read_turns(raw: object, where: str, *, system: bool = True) -> tuple[list[str], list[Turn]]:
+    """(leading system messages, user/assistant turns) of a message list; ``system=False``
+    refuses any system message (an ICL example is shown under the optimized prompt)."""
     if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
         raise ConfigError(f"{where}: 'messages' must be a non-empty list of messages")
     messages = [_message(m, f"{where}, message {n}") for n, m in enumerate(raw, start=1)]
-    system: list[str] = []
+    leading: list[str] = []
     turns: list[Turn] = []
     for number, (role, content) in enumerate(messages, start=1):
         if role == "system":
+            if not system:
+                raise ConfigError(
+                    f"{where}, message {number}: an ICL example cannot carry a system or developer "
+                    "message (it is shown under the optimized prompt); drop it"
+                )
             if turns:
                 raise ConfigError(
                     f"{where}, message {number}: a system message after the conversation began "
                     "(only leading system messages are kept, as the app's own instruction)"
                 )
-            system.append(content)
+            leading.append(content)
         else:
             turns.append(Turn(role=role, content=content))
-    return system, turns
+    return leading, turns
 
 
 def _message(raw: object, where: str) -> tuple[Literal["system", "user", "assistant"], str]:
@@ -207,6 +228,16 @@ def icl_messages(examples: Sequence[Sequence[Turn]]) -> list[BaseMessage]:
             AIMessage(answer, id=f"{ICL_ID_PREFIX}{number}-answer"),
         ]
     return messages
+
+
+def icl_layout_note(examples: Sequence[Sequence[Turn]], prompts_dir: Path | None = None) -> str:
+    """What the system message says about the ICL example turns placed before a conversation,
+    when one of them is a conversation: which messages are samples, so a model never takes an
+    example user's details for its own user's (message ids, which mark them for us, are not sent
+    to a provider). "" for single-turn examples, which read as a question and its answer."""
+    if all(len(turns) <= 2 for turns in examples):
+        return ""
+    return render_prompt("icl_conversations_note", prompts_dir, count=sum(len(turns) for turns in examples))
 
 
 def _turn_message(turn: Turn, message_id: str | None = None) -> BaseMessage:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NotRequired
 
-from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
-from drpo_agents.conversations import Conversation, Turn, history_text, is_conversation, read_conversation
+from drpo_agents.conversations import (
+    Conversation,
+    Turn,
+    history_text,
+    is_conversation,
+    is_message,
+    read_conversation,
+)
 from drpo_agents.errors import ConfigError, raise_item_faults
-from drpo_agents.json_types import JsonObject
+from drpo_agents.infra.json_files import read_json, read_jsonl, read_text
 
 # A query longer than this is almost certainly a mistake (a whole file pasted in); refuse it
 # before paying for it to be sent to every candidate at every level.
@@ -66,7 +71,7 @@ def normalize_queries(queries: Iterable[Any], *, user_turns: bool = False) -> li
             "queries must be a list of strings, {'id', 'query'} dicts or conversations, got one dict"
         )
     items = list(queries)
-    if items and all(isinstance(m, BaseMessage) or _is_message_dict(m) for m in items):
+    if items and all(is_message(m) for m in items):
         raise ConfigError(
             "queries is one conversation (a list of messages); pass a list of conversations: [messages]"
         )
@@ -144,10 +149,6 @@ def _user_turns(item: Mapping[str, Any], where: str, *, allowed: bool) -> tuple[
     return cleaned[-1], cleaned
 
 
-def _is_message_dict(item: object) -> bool:
-    return isinstance(item, Mapping) and "content" in item and ("role" in item or "type" in item)
-
-
 def _read_item(item: object, where: str) -> tuple[Any, Any, Any, Conversation | None]:
     """(query text, id, category, conversation or None) of one item, before validation."""
     if isinstance(item, str):
@@ -179,17 +180,6 @@ def _read_item(item: object, where: str) -> tuple[Any, Any, Any, Conversation | 
     raise ConfigError(f"{where} must be a string, a dict or a list of messages, got {type(item).__name__}")
 
 
-def _read_jsonl(text: str, source: str) -> list[JsonObject]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{source}:{number}: not valid JSON: {exc.msg}") from exc
-    return rows
-
-
 def load_queries(path: str | Path, *, user_turns: bool = False) -> list[Query]:
     """Read training or evaluation queries from a file, validated by :func:`normalize_queries`.
 
@@ -201,26 +191,15 @@ def load_queries(path: str | Path, *, user_turns: bool = False) -> list[Query]:
         ConfigError: if the file is missing, not UTF-8, malformed, or holds invalid queries.
     """
     source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"query file not found: {source}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"query file is not UTF-8 text: {source} (byte {exc.start})") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read query file {source}: {exc.strerror}") from exc
     rows: Sequence[Any]
     if source.suffix == ".jsonl":
-        rows = _read_jsonl(text, str(source))
+        rows = read_jsonl(read_text(source, "query file", ConfigError), str(source))
     elif source.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+        rows = read_json(source, "query file", ConfigError)
         if not isinstance(rows, list):
             raise ConfigError(f"{source}: expected a JSON list of queries")
     else:
-        rows = [line for line in text.splitlines() if line.strip()]
+        rows = [line for line in read_text(source, "query file", ConfigError).splitlines() if line.strip()]
     try:
         return normalize_queries(rows, user_turns=user_turns)
     except ConfigError as exc:
@@ -229,18 +208,18 @@ def load_queries(path: str | Path, *, user_turns: bool = False) -> list[Query]:
 
 def load_training_queries() -> list[Query]:
     """The packaged default training queries (instruction, open-ended, knowledge and red-team)."""
-    return normalize_queries(_read_jsonl(packaged_text("train_queries.jsonl"), "train_queries.jsonl"))
+    return normalize_queries(read_jsonl(packaged_text("train_queries.jsonl"), "train_queries.jsonl"))
 
 
 def load_eval_queries() -> list[Query]:
     """The packaged held-out evaluation queries (disjoint from the training queries)."""
-    return normalize_queries(_read_jsonl(packaged_text("eval_queries.jsonl"), "eval_queries.jsonl"))
+    return normalize_queries(read_jsonl(packaged_text("eval_queries.jsonl"), "eval_queries.jsonl"))
 
 
 def load_eval_conversations() -> list[Query]:
     """The packaged multi-turn held-out set: 30 conversations of 2-4 user turns (``turns``), which
     each evaluated setup answers in order with its own earlier replies."""
-    rows = _read_jsonl(packaged_text("eval_conversations.jsonl"), "eval_conversations.jsonl")
+    rows = read_jsonl(packaged_text("eval_conversations.jsonl"), "eval_conversations.jsonl")
     return normalize_queries(rows, user_turns=True)
 
 
@@ -248,6 +227,6 @@ def query_categories() -> dict[str, str]:
     """Category of every packaged query, by id (``instruction``, ``red_team``, ...)."""
     categories: dict[str, str] = {}
     for name in ("train_queries.jsonl", "eval_queries.jsonl"):
-        for row in _read_jsonl(packaged_text(name), name):
+        for row in read_jsonl(packaged_text(name), name):
             categories[str(row["id"])] = str(row.get("category", ""))
     return categories

@@ -12,8 +12,11 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class DRPOError(Exception):
-    """Base class of every error drpo-agents raises on purpose."""
+class DRPOError(RuntimeError):
+    """Base class of every error drpo-agents raises on purpose. Its messages are written for the
+    person running the search (they name no secret), so it is a ``RuntimeError``: LangGraph
+    Server passes the message of such an error on to the client instead of "An internal error
+    occurred"."""
 
 
 class DRPOWarning(UserWarning):

@@ -20,10 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from drpo_agents.conversations import is_conversation, read_example
+from drpo_agents.conversations import is_conversation, is_message, read_example
 from drpo_agents.datasets import Query, is_multi_turn, packaged_text
 from drpo_agents.errors import ConfigError, DRPOWarning, raise_item_faults
-from drpo_agents.infra.json_files import read_json
+from drpo_agents.infra.json_files import read_json, read_jsonl, read_text
 from drpo_agents.json_types import JsonObject
 from drpo_agents.schemas import ICLExample
 
@@ -32,21 +32,36 @@ ICLExampleInput = ICLExample | Mapping[str, Any] | Sequence[Any]
 
 
 def load_icl_examples(path: str | Path) -> list[ICLExample]:
-    """Read ICL examples from a JSON file: a list of examples (see the module docstring for their
-    forms) or an object mapping query to answer (the reference DRPO format, ``<START>``/``<END>``
-    markers allowed).
+    """Read ICL examples from a file: JSON Lines (``.jsonl``, an example per line, as chat
+    exports come), or JSON: a list of examples (see the module docstring for their forms) or an
+    object mapping query to answer (the reference DRPO format, ``<START>``/``<END>`` markers
+    allowed).
 
     Raises:
-        ConfigError: if the file is missing, not UTF-8 JSON, or holds invalid examples (every bad
-            example named, a line each).
+        ConfigError: if the file is missing, not UTF-8 JSON, or holds invalid or repeated examples
+            (every bad example named, a line each).
     """
     source = Path(path)
-    return parse_icl_examples(read_json(source, "ICL example file", ConfigError), str(source))
+    if source.suffix == ".jsonl":
+        data = read_jsonl(read_text(source, "ICL example file", ConfigError), str(source))
+    else:
+        data = read_json(source, "ICL example file", ConfigError)
+    return parse_icl_examples(data, str(source))
 
 
 def parse_icl_examples(data: Any, source: str) -> list[ICLExample]:
     """The examples in ``data`` (a file's parsed JSON, or a list from Python); ``source`` names
-    it in errors."""
+    it in errors. Two examples with the same id, or the same turns, are refused: retrieval would
+    place both."""
+    if isinstance(data, str | Path):
+        raise ConfigError(
+            f"{source} must be a list of examples, not {type(data).__name__} {str(data)[:60]!r}: "
+            "to read a file, pass load_icl_examples(path)"
+        )
+    if isinstance(data, Sequence) and data and all(is_message(m) for m in data):
+        raise ConfigError(
+            f"{source} is one conversation (a list of messages); pass a list of examples: [messages]"
+        )
     if isinstance(data, dict) and {"system_prompt", "icl_examples"} <= data.keys():
         raise ConfigError(
             f"{source} is an artifact, not an ICL example file: start from it with --from "
@@ -57,11 +72,20 @@ def parse_icl_examples(data: Any, source: str) -> list[ICLExample]:
         raise ConfigError(f"{source}: expected a list of examples or a query -> answer object")
     examples: list[ICLExample] = []
     faults: list[str] = []
+    seen: dict[object, int] = {}
     for number, row in enumerate(rows, start=1):
         try:
-            examples.append(icl_example(row, f"ICL example #{number}"))
+            example = icl_example(row, f"ICL example #{number}")
+            keys = [("turns", json.dumps(example.turns())), *([("id", example.id)] if example.id else [])]
+            for key in keys:
+                if key in seen:
+                    what = f"the id {example.id!r} of " if key[0] == "id" else ""
+                    raise ConfigError(f"ICL example #{number} repeats {what}ICL example #{seen[key]}")
+            seen.update(dict.fromkeys(keys, number))
         except ConfigError as exc:
             faults.append(str(exc))
+            continue
+        examples.append(example)
     try:
         raise_item_faults(faults, len(rows), "ICL examples")
     except ConfigError as exc:
@@ -80,6 +104,8 @@ def icl_example(item: object, where: str) -> ICLExample:
     named = item.get("id") if isinstance(item, Mapping) else None
     if named is not None:
         where = f"{where} (id {named!r})"
+    if isinstance(item, Mapping) and ("query" in item or "answer" in item) and is_conversation(item):
+        raise ConfigError(f"{where} has both 'query'/'answer' and 'messages': give one of them")
     if isinstance(item, Mapping) and ("query" in item or "answer" in item):
         try:
             return ICLExample.model_validate(item)
@@ -88,6 +114,8 @@ def icl_example(item: object, where: str) -> ICLExample:
             field = ".".join(str(part) for part in first["loc"]) or "example"
             if first["type"] == "missing":
                 raise ConfigError(f"{where} has no {field!r}") from exc
+            if first["type"] == "value_error":  # our validators' messages name the field
+                raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from exc
             raise ConfigError(f"{where}: {field}: {first['msg']}") from exc
     if is_conversation(item):
         history, query, answer = read_example(item, where)

@@ -11,7 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from drpo_agents.conversations import Turn
 from drpo_agents.json_types import JsonSchema
@@ -218,8 +226,8 @@ class ICLExample(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    query: str = Field(..., min_length=1)
-    answer: str = Field(..., min_length=1)
+    query: str
+    answer: str
     id: str | None = None
     history: list[Turn] = Field(default_factory=list, description="The conversation's earlier turns.")
 
@@ -235,16 +243,18 @@ class ICLExample(BaseModel):
     @classmethod
     def _no_empty_turns(cls, turns: list[Turn]) -> list[Turn]:
         if any(not t["content"].strip() for t in turns):
-            raise ValueError("an earlier turn is empty")
+            raise ValueError("an earlier turn (history) is empty")
         return turns
 
-    @field_validator("answer")
+    @field_validator("query", "answer")
     @classmethod
-    def _strip_markers(cls, text: str) -> str:
+    def _stripped(cls, text: str, info: ValidationInfo) -> str:
         # The reference files wrap answers in <START>...<END>.
         stripped = text.strip()
         if stripped.startswith("<START>") and stripped.endswith("<END>"):
             stripped = stripped[len("<START>") : -len("<END>")].strip()
+        if not stripped:
+            raise ValueError(f"the {info.field_name} is empty")
         return stripped
 
 

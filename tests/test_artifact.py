@@ -32,7 +32,7 @@ def test_artifact_round_trips_through_json(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (None, "not found"),
-        (b"\xff\xfe not utf8", "not UTF-8 JSON"),
+        (b"\xff\xfe not utf8", "not UTF-8 text"),
         (b"{}", "not a drpo-agents artifact"),
         (b'{"run_id": "x", "system_prompt": "p", "format_version": 99}', "Upgrade"),
     ],

@@ -54,10 +54,18 @@ def test_an_example_conversation_reads_the_same_in_every_form(tmp_path: Path) ->
     ]
     for form in forms:
         assert icl_example(form, "example") == EXPECTED
-    path = tmp_path / "examples.json"
-    path.write_text(json.dumps([*forms, {"query": "q?", "answer": "a."}]), encoding="utf-8")
-    loaded = load_icl_examples(path)
-    assert loaded[:4] == [EXPECTED] * 4 and loaded[4] == ICLExample(query="q?", answer="a.")
+    for number, form in enumerate(forms):
+        path = tmp_path / f"examples{number}.json"
+        path.write_text(json.dumps([form, {"query": "q?", "answer": "a."}]), encoding="utf-8")
+        assert load_icl_examples(path) == [EXPECTED, ICLExample(query="q?", answer="a.")]
+    # JSON Lines, as chat exports come, and LangSmith's other answer shapes.
+    lines = tmp_path / "examples.jsonl"
+    rows = [forms[0], {"inputs": {"messages": TURNS[:3]}, "outputs": {"output": "A heated bed."}}]
+    lines.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    assert load_icl_examples(lines) == [
+        EXPECTED,
+        EXPECTED.model_copy(update={"id": None, "answer": "A heated bed."}),
+    ]
     langchain = [
         HumanMessage(TURNS[0]["content"]),
         AIMessage(TURNS[1]["content"]),
@@ -77,27 +85,42 @@ def test_every_bad_example_is_named_on_its_own_line_and_nothing_is_loaded(tmp_pa
         {"id": "empty-turn", "query": "q", "answer": "a", "history": [{"role": "user", "content": " "}]},
         {"id": "no-answer", "query": "q"},
         {"id": "tool", "messages": [*TURNS[:2], {"role": "tool", "content": "42"}, *TURNS[2:]]},
+        {"id": "blank-answer", "query": "q", "answer": "   "},
+        {"id": "ok", "query": "Another question?", "answer": "Another answer."},
+        {"id": "same-turns", "messages": TURNS},
     ]
     path = tmp_path / "examples.json"
     path.write_text(json.dumps(examples), encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_icl_examples(path)
     lines = str(caught.value).splitlines()
-    assert lines[0] == f"{path}: 5 of 6 ICL examples are invalid (nothing was loaded):"
+    assert lines[0] == f"{path}: 8 of 9 ICL examples are invalid (nothing was loaded):"
     faults = {
         "'ends-with-user'": "must end with a user turn and the assistant's answer",
-        "'own-system'": "cannot carry a system message",
-        "'empty-turn'": "an earlier turn is empty",
+        "'own-system'": "cannot carry a system or developer message",
+        "'empty-turn'": "an earlier turn (history) is empty",
         "'no-answer'": "has no 'answer'",
         "'tool'": "tool calls and tool results are not supported",
+        "'blank-answer'": "the answer is empty",
+        "#8": "repeats the id 'ok' of ICL example #1",
+        "#9": "repeats ICL example #1",
     }
     assert len(lines) == 1 + len(faults)
     for line, (name, fault) in zip(lines[1:], faults.items(), strict=True):
         assert name in line and fault in line, line
-    # From the CLI: exit 2, and every bad example named.
+    # From the CLI: exit 2, and every bad example named on its own line.
     result = drpo("optimize", "--sandbox", "--icl", str(path), "--run-dir", "run", cwd=tmp_path)
-    assert result.returncode == 2 and all(name in result.stderr for name in faults), result.stderr
+    shown = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(shown) == len(lines), result.stderr
+    assert shown[0].startswith("error: ") and all(
+        name in line for line, name in zip(shown[1:], faults, strict=True)
+    )
     assert not (tmp_path / "run").exists()
+    # From Python: a file name, or one conversation, where a list of examples belongs.
+    with pytest.raises(ConfigError, match="to read a file, pass load_icl_examples"):
+        parse_icl_examples("examples.json", "icl_examples")
+    with pytest.raises(ConfigError, match=r"is one conversation \(a list of messages\); pass a list"):
+        parse_icl_examples(TURNS, "icl_examples")
 
 
 def test_every_bad_query_of_a_file_is_named_on_its_own_line(tmp_path: Path) -> None:
@@ -117,7 +140,18 @@ def test_every_bad_query_of_a_file_is_named_on_its_own_line(tmp_path: Path) -> N
     assert ["query #2" in lines[1], "query #3" in lines[2], "query #4" in lines[3]] == [True] * 3
     assert "the id 'ok' is used twice" in lines[4]
     result = drpo("optimize", "--sandbox", "--queries", str(path), "--run-dir", "run", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.count("query #") == 4, result.stderr
+    shown = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(shown) == 5 and shown[1].strip().startswith("query #2"), (
+        result.stderr
+    )
+    # Every line that is not JSON is named, a line each.
+    path.write_text('{"query": "ok?"}\nnot json\n{"query": "fine?"}\n{broken\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_queries(path)
+    assert str(caught.value).splitlines()[1:] == [
+        f"  {path}:2: not valid JSON: Expecting value",
+        f"  {path}:4: not valid JSON: Expecting property name enclosed in double quotes",
+    ]
 
 
 def test_an_example_conversation_is_found_by_its_user_turns() -> None:
@@ -137,8 +171,11 @@ def test_the_responder_sees_an_example_conversation_as_marked_turns() -> None:
     single = ICLExample(query="How do tides work?", answer="The moon's pull.")
     messages = build_chat_messages("Be kind.", "Thanks! Anything else?", [EXPECTED, single])
     texts = [m.text for m in messages]
-    assert texts == [
-        "Be kind.",
+    # The system message says which messages are samples: providers are not sent message ids.
+    note = "Note on the messages that follow: the first 6 of them are sample conversations"
+    assert texts[0].startswith(f"Be kind.\n\n{note}") and "not part of this chat" in texts[0]
+    assert build_chat_messages("Be kind.", "Hi", [single])[0].text == "Be kind."  # single-turn: no note
+    assert texts[1:] == [
         *(t["content"] for t in TURNS),
         single.query,
         single.answer,
@@ -202,6 +239,10 @@ def test_a_conversation_run_starts_from_the_example_conversations(tmp_path: Path
     conversations = [e for e in artifact["icl_examples"] if e["history"]]
     assert [e["id"] for e in conversations] == [f"conv0{n}" for n in range(1, 6)]
     assert all(r["history"] for r in artifact["icl_optimization"] if r["example_id"].startswith("conv"))
+    inspected = drpo("inspect", "run", cwd=tmp_path)
+    assert inspected.returncode == 0 and "ICL examples (17; up to 2 placed per request)" in inspected.stdout
+    listed = json.loads(drpo("inspect", "run", "--json", cwd=tmp_path).stdout)["icl_examples"]
+    assert [(e["id"], e["earlier_turns"]) for e in listed[-5:]] == [(f"conv0{n}", 2) for n in range(1, 6)]
     # The responder got example conversations' turns, marked, before each training conversation.
     shown = []
     for record in read_trace(tmp_path / "run" / "trace.jsonl"):
@@ -257,6 +298,8 @@ def test_with_alignment_places_example_conversations_for_a_follow_up() -> None:
         ]
     )
     example_turns = [m for m in request if is_icl_example(m)]
+    note = f"the first {len(example_turns)} of them are sample conversations"
+    assert request[0].text.startswith(artifact.system_prompt) and note in request[0].text
     assert [m.id for m in example_turns[:3]] == ["drpo-icl-0-turn0", "drpo-icl-0-turn1", "drpo-icl-0-query"]
     assert "Node.js 20" in example_turns[0].text
     with pytest.raises(ConfigError):

@@ -123,12 +123,14 @@ def _wait_until_ready(url: str, port: int, process: subprocess.Popen[bytes], log
 
 @contextmanager
 def running_server(
-    tmp_path_factory: pytest.TempPathFactory, auth_env: Mapping[str, str]
+    tmp_path_factory: pytest.TempPathFactory, auth_env: Mapping[str, str], *, allow_blocking: bool = False
 ) -> Iterator[tuple[str, Path]]:
     """A real ``langgraph dev`` on 127.0.0.1 serving langgraph.json's graphs with the sandbox models.
 
     ``auth_env`` is the server's auth configuration (``DRPO_SERVER_*`` variables of
     drpo_agents.server_auth); none of this process's own ``DRPO_SERVER_*`` variables reach it.
+    Without ``allow_blocking`` the server's blocking-call check is on, as ``langgraph dev`` starts:
+    a drpo graph run that blocked the server's event loop fails.
     """
     cli = _langgraph_cli()
     if cli is None:
@@ -169,9 +171,10 @@ def running_server(
     env.update(auth_env)
     port = _free_port()
     command = [str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"]
-    # The realign graph's search does file and SQLite work on drpo's own event loop, in the worker
-    # thread of a sync node; the in-memory server's blocking-call check flags every thread with a loop.
-    command += ["--allow-blocking"]
+    if allow_blocking:
+        # The realign graph's search does file and SQLite work on drpo's own event loop, in the worker
+        # thread of a sync node; the in-memory server's blocking-call check flags every thread with a loop.
+        command += ["--allow-blocking"]
     command += ["--config", str(config)]
     started = time.monotonic()
     with log.open("wb") as out:
@@ -204,6 +207,15 @@ def running_server(
 def langgraph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The server of this module's tests, with one user's bearer token (see :func:`sdk_client`)."""
     with running_server(tmp_path_factory, {"DRPO_SERVER_TOKENS": f"server-test:{TOKEN}"}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def realign_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A server for the realign graph: its search runs on drpo's own loop in a worker thread, which
+    the dev server's blocking-call check flags (see docs/REALIGN.md)."""
+    env = {"DRPO_SERVER_TOKENS": f"server-test:{TOKEN}"}
+    with running_server(tmp_path_factory, env, allow_blocking=True) as server:
         yield server
 
 
@@ -294,6 +306,23 @@ def test_server_publishes_the_input_schema(langgraph_server: tuple[str, Path]) -
     assert "artifact" in schemas["output_schema"]["properties"]
 
 
+def test_a_refused_input_tells_the_client_why(langgraph_server: tuple[str, Path]) -> None:
+    """The reason a run refuses its input reaches the client, not "An internal error occurred"."""
+    url, _ = langgraph_server
+    client = sdk_client(url)
+    refusals = {
+        "need at least": {"queries": ["How do tides work?"]},  # too few for the config
+        "the last message must be the user's": {
+            "queries": [{"messages": [{"role": "assistant", "content": "Hi"}]}, *QUERIES]
+        },
+        "ICL example #1 has no 'answer'": {"queries": QUERIES, "icl_examples": [{"query": "q"}]},
+    }
+    for reason, inputs in refusals.items():
+        output = client.runs.wait(None, "drpo", input=inputs, raise_error=False)
+        error = output.get("__error__", {}) if isinstance(output, dict) else {}
+        assert error.get("error") == "ConfigError" and reason in error.get("message", ""), (reason, output)
+
+
 def _wait_for_rounds(deploy_dir: Path, rounds: int, log: Path) -> None:
     """Poll the deployment's history until it holds ``rounds`` rounds (the cron job ran)."""
     from drpo_agents.realign import Deployment
@@ -306,14 +335,14 @@ def _wait_for_rounds(deploy_dir: Path, rounds: int, log: Path) -> None:
 
 
 def test_realign_rounds_run_on_the_server_and_on_its_cron_schedule(
-    langgraph_server: tuple[str, Path], tmp_path: Path
+    realign_server: tuple[str, Path], tmp_path: Path
 ) -> None:
     """The realign graph of langgraph.json: one round as a run, the next from a cron job."""
     from drpo_agents import load_training_queries
     from drpo_agents.artifact import load_artifact
     from drpo_agents.realign import Deployment
 
-    url, log = langgraph_server
+    url, log = realign_server
     client = sdk_client(url)
     deploy, inbox = tmp_path / "alignment", tmp_path / "incoming"
     inbox.mkdir()

@@ -80,7 +80,7 @@ def test_default_icl_examples_are_the_packaged_seed_set(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (None, "not found"),
-        (b"\xff\xfe", "not UTF-8 JSON"),
+        (b"\xff\xfe", "not UTF-8 text"),
         (b"[1, 2]", "expected a JSON object"),
         (b"{}", "expected a JSON object"),
         (b'{"round 1": {}}', "unexpected key 'round 1'"),

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import RunnableConfig
 
 from drpo_agents.config import ResponderMode
-from drpo_agents.conversations import Turn, history_messages, history_text, icl_messages
+from drpo_agents.conversations import Turn, history_messages, history_text, icl_layout_note, icl_messages
 from drpo_agents.infra.calls import CallPlan, ModelCall, arun_plan, call_config, run_plan
 from drpo_agents.prompts import render_prompt
 from drpo_agents.retrieval import ICLRetriever
@@ -37,11 +37,17 @@ def build_chat_messages(
     examples: list[ICLExample],
     history: Sequence[Turn] = (),
     app_system: str = "",
+    prompts_dir: Path | None = None,
 ) -> list[BaseMessage]:
-    """System prompt (the app's own instruction after it, as ``with_alignment`` places it), then
-    each ICL example as a user/assistant turn, then the conversation's earlier turns, then the query."""
-    messages: list[BaseMessage] = [SystemMessage("\n\n".join(filter(None, [system_prompt, app_system])))]
-    messages += icl_messages([e.turns() for e in examples])
+    """System prompt (the app's own instruction after it, and the note on example conversations,
+    as ``with_alignment`` places them), then each ICL example as user/assistant turns, then the
+    conversation's earlier turns, then the query."""
+    shown = [e.turns() for e in examples]
+    note = icl_layout_note(shown, prompts_dir)
+    messages: list[BaseMessage] = [
+        SystemMessage("\n\n".join(filter(None, [system_prompt, app_system, note])))
+    ]
+    messages += icl_messages(shown)
     messages += history_messages(history)
     messages.append(HumanMessage(query))
     return messages
@@ -141,7 +147,9 @@ class Responder:
         examples = self.examples_for(query) if examples is None else examples
         cfg = call_config(config, self.role, "respond")
         if self.mode == "chat":
-            messages = build_chat_messages(system_prompt, query, examples, history, app_system)
+            messages = build_chat_messages(
+                system_prompt, query, examples, history, app_system, self.prompts_dir
+            )
             reply = yield ModelCall(self.model, messages, cfg)
             message = reply if isinstance(reply, AIMessage) else AIMessage(content=str(reply))
             return Response(answer=message.text.strip(), examples=examples, messages=[message])

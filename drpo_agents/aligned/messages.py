@@ -8,9 +8,10 @@ from typing import Any
 from langchain_core.messages import BaseMessage, SystemMessage
 
 from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.conversations import icl_messages
+from drpo_agents.conversations import icl_layout_note, icl_messages
 from drpo_agents.embeddings import EmbeddingsLike
 from drpo_agents.retrieval import ICLRetriever, fit_icl_budget, recorded_retriever, retrieval_text
+from drpo_agents.schemas import ICLExample
 
 ALIGNED_SYSTEM_ID = "drpo-aligned-system"
 """The id of the system message the alignment writes; a request that already starts with it is
@@ -78,20 +79,24 @@ class AlignmentApplier:
             lead += 1
         own_system = [m for m in messages[:lead] if isinstance(m, SystemMessage)]
         conversation = list(messages[lead:])
-        return [self._system_message(own_system), *self.example_turns(conversation), *conversation]
+        shown = [e.turns() for e in self.examples_for(conversation)]
+        system = self._system_message(own_system, icl_layout_note(shown))
+        return [system, *icl_messages(shown), *conversation]
 
-    def example_turns(self, conversation: Sequence[BaseMessage]) -> list[BaseMessage]:
-        """The ICL examples for ``conversation``, as user/assistant turns."""
+    def examples_for(self, conversation: Sequence[BaseMessage]) -> list[ICLExample]:
+        """The ICL examples placed before ``conversation`` (retrieved on its user turns)."""
         if self.retriever is None or self.k <= 0:
             return []
         text = retrieval_text(conversation)
-        examples = fit_icl_budget(self.retriever.retrieve(text, self.k), self.max_icl_tokens) if text else []
-        return icl_messages([e.turns() for e in examples])
+        return fit_icl_budget(self.retriever.retrieve(text, self.k), self.max_icl_tokens) if text else []
 
-    def _system_message(self, own: Sequence[SystemMessage]) -> SystemMessage:
+    def _system_message(self, own: Sequence[SystemMessage], note: str) -> SystemMessage:
+        """Our prompt, the app's own system text after it, and ``note`` (on example conversations) last."""
         content: str | list[str | dict[str, Any]]
         if all(isinstance(m.content, str) for m in own):
-            content = "\n\n".join([self.system_prompt, *(str(m.content) for m in own if m.content)])
+            content = "\n\n".join(
+                [self.system_prompt, *(str(m.content) for m in own if m.content), *filter(None, [note])]
+            )
         else:  # content blocks (e.g. a provider's cache markers) are kept as they are, after ours
             content = [{"type": "text", "text": self.system_prompt}]
             for message in own:
@@ -99,6 +104,8 @@ class AlignmentApplier:
                     content.append({"type": "text", "text": message.content})
                 else:
                     content.extend(message.content)
+            if note:
+                content.append({"type": "text", "text": note})
         if own:  # the app's message, with its other fields (name, additional_kwargs) kept
             return own[0].model_copy(update={"content": content, "id": ALIGNED_SYSTEM_ID})
         return SystemMessage(content=content, id=ALIGNED_SYSTEM_ID)

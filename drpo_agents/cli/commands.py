@@ -22,7 +22,7 @@ from drpo_agents.cli.evaluation import (
     gate_thresholds,
     show_evaluation,
 )
-from drpo_agents.cli.inspection import show_inspection
+from drpo_agents.cli.inspection import inspection_summary, show_inspection
 from drpo_agents.cli.summary import print_json
 from drpo_agents.datasets import (
     Query,
@@ -193,30 +193,7 @@ def inspect_command(
     if not as_json:
         show_inspection(artifact, run_folder(run))
         return
-    summary = {
-        "run_id": artifact.run_id,
-        "best_candidate_id": artifact.best_candidate_id,
-        "best_prompt": artifact.system_prompt,
-        "reward_curve": artifact.reward_curve(),
-        "levels": len(artifact.levels),
-        "candidates": len(artifact.candidates),
-        "failed_evaluations": sum(1 for e in artifact.evaluations if e.error),
-        "failures": {role: f.model_dump() for role, f in artifact.failure_counts().items()},
-        "failed_levels": artifact.failed_levels(),
-        "no_valid_candidate": artifact.no_valid_candidate(),
-        "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
-        "cost": artifact.cost,
-        "length_reward_correlation": artifact.length_reward_correlation(),
-        "within_query_length_correlation": artifact.within_query_length_correlation(),
-        "validation": [v.model_dump() for v in artifact.validation],
-        "gate_decisions": [d.model_dump() for d in artifact.gate_decisions],
-        "jury_disagreement": [lvl.jury_disagreement for lvl in artifact.levels],
-        "lessons_by_run": artifact.lesson_sources(),
-        "conversations": {query_id: len(turns) for query_id, turns in artifact.histories.items()},
-        "parent": artifact.parent.model_dump() if artifact.parent is not None else None,
-        "notes": artifact.notes,
-    }
-    print_json(summary)
+    print_json(inspection_summary(artifact))
 
 
 @app.command("report")

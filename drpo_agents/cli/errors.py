@@ -24,10 +24,16 @@ EXIT_INTERRUPTED = 130
 
 
 def print_error(message: str, prefix: str = "error") -> None:
-    """The one ``error:`` (or ``warning:``) line: on stderr, on one line, without secrets."""
-    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    """The one ``error:`` (or ``warning:``) line, on stderr, without secrets: a message's lines
+    are joined, except the indented ones, which list a set's bad items one per line
+    (:func:`drpo_agents.errors.raise_item_faults`) and stay under it."""
+    lines = [part.rstrip() for part in message.splitlines() if part.strip()]
+    line = " ".join(part.strip() for part in lines if not part.startswith("  "))
+    items = "".join(f"\n  {part.strip()}" for part in lines if part.startswith("  "))
     style = "bold red" if prefix == "error" else "bold yellow"
-    console.print(f"[{style}]{prefix}:[/] {escape(scrub_secrets(line))}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[{style}]{prefix}:[/] {escape(scrub_secrets(line + items))}", highlight=False, soft_wrap=True
+    )
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

@@ -1,4 +1,5 @@
-"""``drpo inspect``'s tables beyond the run summary: failures, conversations, validation, gate."""
+"""``drpo inspect``'s tables beyond the run summary: failures, conversations, ICL examples,
+validation, gate."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from rich.markup import escape
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.cli.summary import print_table, show_run
+from drpo_agents.json_types import JsonObject
 
 
 def show_inspection(artifact: AlignmentArtifact, run_dir: Path) -> None:
-    """``drpo inspect``: the run summary, then failures, validation and gate decisions."""
+    """``drpo inspect``: the run summary, then failures, conversations, ICL examples, validation
+    and gate decisions."""
     show_run(artifact, run_dir, None, False, False)
     _failure_table(artifact)
     if artifact.histories:
@@ -25,9 +28,23 @@ def show_inspection(artifact: AlignmentArtifact, run_dir: Path) -> None:
                     escape(query_id),
                     str(len(history)),
                     escape(_clip(history[0]["content"])),
-                    escape(_clip(last_turns.get(query_id, ""))),
+                    escape(_clip(last_turns[query_id])) if query_id in last_turns else "(not reached)",
                 )
                 for query_id, history in sorted(artifact.histories.items())
+            ),
+        )
+    if artifact.icl_examples:
+        print_table(
+            f"ICL examples ({len(artifact.icl_examples)}; up to {artifact.icl_k} placed per request)",
+            ("example", "earlier turns", "query", "answer"),
+            (
+                (
+                    escape(example.id or f"#{number}"),
+                    str(len(example.history)) if example.history else "-",
+                    escape(_clip(example.query)),
+                    escape(_clip(example.answer)),
+                )
+                for number, example in enumerate(artifact.icl_examples, start=1)
             ),
         )
     if artifact.validation:
@@ -69,6 +86,36 @@ def show_inspection(artifact: AlignmentArtifact, run_dir: Path) -> None:
                 for d in artifact.gate_decisions
             ),
         )
+
+
+def inspection_summary(artifact: AlignmentArtifact) -> JsonObject:
+    """``drpo inspect --json``: the run in numbers and records."""
+    return {
+        "run_id": artifact.run_id,
+        "best_candidate_id": artifact.best_candidate_id,
+        "best_prompt": artifact.system_prompt,
+        "reward_curve": artifact.reward_curve(),
+        "levels": len(artifact.levels),
+        "candidates": len(artifact.candidates),
+        "failed_evaluations": sum(1 for e in artifact.evaluations if e.error),
+        "failures": {role: f.model_dump() for role, f in artifact.failure_counts().items()},
+        "failed_levels": artifact.failed_levels(),
+        "no_valid_candidate": artifact.no_valid_candidate(),
+        "usage": {role: u.model_dump() for role, u in artifact.usage.items()},
+        "cost": artifact.cost,
+        "length_reward_correlation": artifact.length_reward_correlation(),
+        "within_query_length_correlation": artifact.within_query_length_correlation(),
+        "validation": [v.model_dump() for v in artifact.validation],
+        "gate_decisions": [d.model_dump() for d in artifact.gate_decisions],
+        "jury_disagreement": [lvl.jury_disagreement for lvl in artifact.levels],
+        "lessons_by_run": artifact.lesson_sources(),
+        "conversations": {query_id: len(turns) for query_id, turns in artifact.histories.items()},
+        "icl_examples": [
+            {"id": e.id, "query": e.query, "earlier_turns": len(e.history)} for e in artifact.icl_examples
+        ],
+        "parent": artifact.parent.model_dump() if artifact.parent is not None else None,
+        "notes": artifact.notes,
+    }
 
 
 def _clip(text: str, width: int = 48) -> str:

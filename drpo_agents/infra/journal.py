@@ -16,6 +16,7 @@ scope the journal is inert and the memo cache alone answers.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -111,13 +112,13 @@ class JournaledCache(BaseCache):
         elif self.memo is not None:
             self.memo.update(prompt, llm_string, return_val)
 
-    # A local SQLite read or commit takes microseconds: no executor hop (and the call identity
-    # stays in this task's context).
+    # In a thread, so a commit's disk sync never holds up the event loop (a server's, shared with
+    # other requests); to_thread copies the context, so the call identity goes with it.
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        return self.lookup(prompt, llm_string)
+        return await asyncio.to_thread(self.lookup, prompt, llm_string)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        self.update(prompt, llm_string, return_val)
+        await asyncio.to_thread(self.update, prompt, llm_string, return_val)
 
     def clear(self, **kwargs: Any) -> None:
         """Clear the memo cache; the journal is the run's record and is kept."""

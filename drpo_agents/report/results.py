@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.evaluation import EvaluationReport
 from drpo_agents.prompts import approx_tokens
 from drpo_agents.report.draw import (
@@ -111,10 +112,15 @@ def final_section(view: View) -> str:
     return (
         f'<p class="lead">{word_count(prompt)} words, ≈{approx_tokens(prompt)} tokens. '
         f"<code>with_alignment</code> puts this system prompt first and the {art.icl_k} most similar of the "
-        f"{len(art.icl_examples)} ICL examples before the conversation.</p>"
+        f"{len(art.icl_examples)} ICL examples before the conversation{_floor(art)}.</p>"
         f'<pre class="prompt final">{esc(prompt)}</pre>'
         f"<h3>ICL examples ({len(art.icl_examples)})</h3>{examples or empty_note('No ICL examples.')}"
     )
+
+
+def _floor(art: AlignmentArtifact) -> str:
+    retrieval = art.icl_retrieval
+    return f" (only those with similarity ≥ {retrieval.min_similarity:.2f})" if retrieval is not None else ""
 
 
 def _estimate_cell(mean: float | None, low: float | None, high: float | None, best: bool) -> str:

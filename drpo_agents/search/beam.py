@@ -11,7 +11,7 @@ from langgraph.config import get_config
 
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import normalize_queries
-from drpo_agents.errors import DRPOError
+from drpo_agents.errors import ConfigError, DRPOError
 from drpo_agents.icl_sets import icl_example, seed_icl_examples_for
 from drpo_agents.memory import RunLedger
 from drpo_agents.rewards import length_adjusted_rewards, length_slope, mean
@@ -58,14 +58,14 @@ def split_queries(config: DRPOConfig, raw_queries: Sequence[Any]) -> tuple[list[
     """The training queries in search order (seeded) and the held-out validation queries.
 
     Raises:
-        DRPOError: if there are too few queries for two levels and the validation set.
+        ConfigError: if there are too few queries for two levels and the validation set.
     """
     queries = normalize_queries(raw_queries)
     held_out = config.validation_size
     red_team_size = config.red_team_validation_size
     needed = 2 * config.queries_per_step + held_out + red_team_size
     if len(queries) < needed:
-        raise DRPOError(
+        raise ConfigError(
             f"need at least {needed} training queries (one batch for the initial prompt, one per level"
             f"{f', and {held_out + red_team_size} for validation' if held_out else ''}); got {len(queries)}"
         )
@@ -75,7 +75,7 @@ def split_queries(config: DRPOConfig, raw_queries: Sequence[Any]) -> tuple[list[
     if red_team_size:
         red_team = [q for q in queries if q.get("category") == "red_team"]
         if len(red_team) < red_team_size:
-            raise DRPOError(
+            raise ConfigError(
                 f"red_team_validation_size={red_team_size} needs that many training queries with "
                 f"category 'red_team'; got {len(red_team)}"
             )

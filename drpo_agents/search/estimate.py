@@ -207,7 +207,7 @@ def estimate_run(
         parse_retry_rate: expected re-asks per structured call (0 = none).
 
     Raises:
-        DRPOError: if the queries are too few for the config (as the run itself would).
+        ConfigError: if the queries are too few for the config (as the run itself would).
     """
     lengths = output_lengths or OutputLengths()
     bank, validation = split_queries(config, queries)

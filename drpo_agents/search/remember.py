@@ -19,9 +19,11 @@ YIELDS_BEFORE_REMEMBER = 8  # event-loop turns for the level's model calls to be
 def remember_node(ctx: SearchContext) -> RunnableLambda[DRPOState, DRPOUpdate]:
     """The ``remember`` node: :func:`remember_level` under ``invoke`` and ``ainvoke``.
 
-    Chroma's writes hold the GIL for tens of milliseconds; run on the event loop after the
-    superstep's other tasks had their turn, they block nothing but time the model calls spend
-    waiting anyway (a worker thread would grab the GIL before those calls are sent)."""
+    Chroma's writes hold the GIL for tens of milliseconds, and a Chroma server's take a network
+    round trip: the write starts only after the superstep's other tasks had their turns (so the
+    level's model calls are sent first: a worker thread started at once would grab the GIL before
+    them), and then runs in a worker thread, so it never holds up the event loop (a server's,
+    shared with other runs and requests)."""
 
     def run(state: DRPOState) -> DRPOUpdate:
         return remember_level(ctx, state)
@@ -29,7 +31,7 @@ def remember_node(ctx: SearchContext) -> RunnableLambda[DRPOState, DRPOUpdate]:
     async def arun(state: DRPOState) -> DRPOUpdate:
         for _ in range(YIELDS_BEFORE_REMEMBER):
             await asyncio.sleep(0)
-        return remember_level(ctx, state)
+        return await asyncio.to_thread(remember_level, ctx, state)
 
     return RunnableLambda(run, afunc=arun, name="remember")
 

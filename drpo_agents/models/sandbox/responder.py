@@ -10,7 +10,7 @@ from typing import Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import Field
 
-from drpo_agents.conversations import is_icl_example
+from drpo_agents.conversations import Turn, icl_layout_note, is_icl_example
 from drpo_agents.json_types import JsonObject
 from drpo_agents.models.sandbox.answers import context_line
 from drpo_agents.models.sandbox.chat import SandboxChatModel, last_request, tagged
@@ -152,7 +152,11 @@ class SandboxResponder(SandboxChatModel):
         return joiner.join(lines)
 
     def _reply(self, messages: list[BaseMessage]) -> JsonObject | str:
+        examples_shown = _icl_examples(messages[:-1])
         system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
+        # The note on example conversations describes the context, it is no directive.
+        note = icl_layout_note([[_turn(m) for m in turns] for turns in examples_shown])
+        system = system.replace(f"\n\n{note}", "").replace(note, "") if note else system
         query = last_request(messages)
         # ICL examples are marked (by the search and by with_alignment); the other turns before the
         # request are the conversation's own.
@@ -166,17 +170,27 @@ class SandboxResponder(SandboxChatModel):
             examples = re.findall(r"<answer>\s*(.*?)\s*</answer>", query, re.DOTALL)
             queries = re.findall(r"<query>\s*(.*?)\s*</query>", query, re.DOTALL)
             query = queries[-1] if queries else query
-        return self.answer(system, query, examples, earlier, _shows_context(messages[:-1]))
+        return self.answer(system, query, examples, earlier, _shows_context(examples_shown))
 
 
-def _shows_context(messages: Sequence[BaseMessage]) -> bool:
-    """Whether an ICL example that is a conversation answers with every detail its user gave in
-    the example's earlier turns (its turns share the id prefix ``drpo-icl-N-``)."""
+def _icl_examples(messages: Sequence[BaseMessage]) -> list[list[BaseMessage]]:
+    """The ICL examples placed in ``messages``, each as its turns (they share the id prefix
+    ``drpo-icl-N-``)."""
     examples: dict[str, list[BaseMessage]] = {}
     for message in messages:
         if is_icl_example(message):
             examples.setdefault(str(message.id).split("-")[2], []).append(message)
-    for turns in examples.values():
+    return list(examples.values())
+
+
+def _turn(message: BaseMessage) -> Turn:
+    return Turn(role="user" if isinstance(message, HumanMessage) else "assistant", content=message.text)
+
+
+def _shows_context(examples: Sequence[Sequence[BaseMessage]]) -> bool:
+    """Whether an ICL example that is a conversation answers with every detail its user gave in
+    the example's earlier turns."""
+    for turns in examples:
         earlier = "\n".join(m.text for m in turns[:-2] if isinstance(m, HumanMessage))
         details = salient_details(earlier)
         if details and all(d.casefold() in turns[-1].text.casefold() for d in details):
