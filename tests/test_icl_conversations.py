@@ -344,3 +344,15 @@ def test_python_takes_example_conversations_in_the_forms_apps_export() -> None:
             config=config,
             icl_examples=[{"id": "x", "messages": TURNS[:3]}],
         )
+
+
+def test_a_deployment_for_conversations_starts_from_the_example_conversations(tmp_path: Path) -> None:
+    from drpo_agents.artifact import load_artifact
+    from drpo_agents.realign import Deployment
+
+    single: list[Any] = [{"id": "q1", "query": "How do tides work?"}]
+    for name, queries in (("chats", load_queries(TRAIN)), ("single", single)):
+        deployment = Deployment(tmp_path / name)
+        assert deployment.deploy_first(None, queries) == "v0000"
+        examples = load_artifact(tmp_path / name).icl_examples
+        assert any(e.history for e in examples) == (name == "chats"), name

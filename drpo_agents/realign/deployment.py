@@ -18,6 +18,7 @@ instant leaves ``current.json`` pointing at the old version or the new one, neve
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,8 +26,9 @@ from pydantic import BaseModel, Field
 
 from drpo_agents.artifact import AlignmentArtifact
 from drpo_agents.config import DEFAULT_INITIAL_PROMPT
+from drpo_agents.datasets import Query
 from drpo_agents.errors import ArtifactError
-from drpo_agents.icl_sets import load_seed_icl_examples
+from drpo_agents.icl_sets import seed_icl_examples_for
 from drpo_agents.infra.json_files import save_json_atomically
 from drpo_agents.infra.run_files import CURRENT_FILE
 
@@ -94,14 +96,17 @@ class Deployment:
             raise ArtifactError(f"{self.pointer} points outside {VERSIONS_DIR}/: {target}")
         return target.stem
 
-    def deploy_first(self, artifact: AlignmentArtifact | None) -> str:
+    def deploy_first(self, artifact: AlignmentArtifact | None, queries: Sequence[Query] = ()) -> str:
         """Deploy ``artifact`` (default: the plain initial prompt with the packaged seed ICL
-        examples) as ``v0000`` when nothing is deployed yet; the deployed version either way."""
+        examples a run on ``queries`` starts from) as ``v0000`` when nothing is deployed yet; the
+        deployed version either way."""
         current = self.current_version()
         if current is not None:
             return current
         initial = artifact or AlignmentArtifact(
-            run_id="initial", system_prompt=DEFAULT_INITIAL_PROMPT, icl_examples=load_seed_icl_examples()
+            run_id="initial",
+            system_prompt=DEFAULT_INITIAL_PROMPT,
+            icl_examples=seed_icl_examples_for(queries),
         )
         self.promote(initial, "v0000")
         return "v0000"

@@ -200,7 +200,7 @@ class _Steps:
                 "record": record.model_dump(mode="json"),
             }
         initial = load_artifact(self.settings.initial) if self.settings.initial is not None else None
-        deployed = deployment.deploy_first(initial)
+        deployed = deployment.deploy_first(initial, fresh)
         train, held_out = split_held_out(fresh, self.settings.held_out_fraction, self.settings.config.seed)
         return {
             "round": number,
