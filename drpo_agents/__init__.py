@@ -20,19 +20,40 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drpo_agents.aligned import with_alignment
-from drpo_agents.api import aoptimize, aresume, optimize, resume
-from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.config import DRPOConfig
-from drpo_agents.datasets import load_eval_queries, load_training_queries
-from drpo_agents.errors import DRPOError, ReviewRequired
-from drpo_agents.evaluation import aevaluate, evaluate
-from drpo_agents.report import write_report
-from drpo_agents.search import create_drpo_graph
+if TYPE_CHECKING:
+    from drpo_agents.aligned import with_alignment
+    from drpo_agents.api import aoptimize, aresume, optimize, resume
+    from drpo_agents.artifact import AlignmentArtifact
+    from drpo_agents.config import DRPOConfig
+    from drpo_agents.datasets import load_eval_queries, load_training_queries
+    from drpo_agents.errors import DRPOError, ReviewRequired
+    from drpo_agents.evaluation import aevaluate, evaluate
+    from drpo_agents.report import write_report
+    from drpo_agents.search import create_drpo_graph
 
 __version__ = "0.1.0"
+
+# The root's names and their modules, imported when first used: importing a submodule (the
+# ``drpo`` command's entry point, a sandbox model) does not load LangGraph, Chroma and the rest.
+_PUBLIC = {
+    "with_alignment": "drpo_agents.aligned",
+    "aoptimize": "drpo_agents.api",
+    "aresume": "drpo_agents.api",
+    "optimize": "drpo_agents.api",
+    "resume": "drpo_agents.api",
+    "AlignmentArtifact": "drpo_agents.artifact",
+    "DRPOConfig": "drpo_agents.config",
+    "load_eval_queries": "drpo_agents.datasets",
+    "load_training_queries": "drpo_agents.datasets",
+    "DRPOError": "drpo_agents.errors",
+    "ReviewRequired": "drpo_agents.errors",
+    "aevaluate": "drpo_agents.evaluation",
+    "evaluate": "drpo_agents.evaluation",
+    "write_report": "drpo_agents.report",
+    "create_drpo_graph": "drpo_agents.search",
+}
 
 __all__ = [
     "AlignmentArtifact",
@@ -102,7 +123,12 @@ _MOVED = {
 
 
 def __getattr__(name: str) -> Any:
-    """A moved name, from its module, with a warning that names the import to use instead."""
+    """A public name, from its module (kept here once loaded); a moved name with a warning that
+    names the import to use instead."""
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
     module = _MOVED.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -115,4 +141,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_MOVED])
+    return sorted({*globals(), *_PUBLIC, *_MOVED})

@@ -281,6 +281,7 @@ def test_a_driver_cleanup_warning_beside_the_error_is_not_shown(tmp_path: Path) 
     script = """
 import logging
 import drpo_agents.cli as cli
+import drpo_agents.cli.dispatch as dispatch
 from drpo_agents.errors import ServiceUnavailableError
 
 def failing_app(**options):
@@ -290,7 +291,7 @@ def failing_app(**options):
     logging.getLogger("psycopg").warning("unknown PostgreSQL timezone: %r; will use UTC", "Mars/Olympus")
     raise ServiceUnavailableError("the Chroma server stopped answering")
 
-cli.app = failing_app
+dispatch.app = failing_app
 cli.main()
 """
     result = subprocess.run(
@@ -337,6 +338,48 @@ def test_ctrl_c_mid_run_says_how_to_resume_and_resume_finishes(tmp_path: Path) -
     resumed = drpo("resume", "run", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert len(json.loads(resumed.stdout)["reward_curve"]) == 3
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line_too(tmp_path: Path) -> None:
+    """A Ctrl-C in the first second, while LangChain and LangGraph load, is one ``error:`` line and
+    exit 130, not Python's traceback (the entry point loads them inside its own handling)."""
+    process = subprocess.Popen(
+        # -X importtime reports each import on stderr as it finishes: the first LangChain module's
+        # line says the command's libraries are loading.
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "drpo_agents",
+            "optimize",
+            "--sandbox",
+            "--run-dir",
+            "run",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=ENV,
+        preexec_fn=default_sigint,
+    )
+    try:
+        assert process.stderr is not None
+        loaded: list[str] = []
+        for line in process.stderr:
+            loaded.append(line)
+            if "langchain_core" in line:
+                break
+        # Nothing drpo needs to run the command loaded before the entry point took over.
+        assert not any("langchain" in line or "langgraph" in line for line in loaded[:-1]), loaded
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    shown = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert process.returncode == 130 and shown == ["error: interrupted"], rest[-2000:]
+    assert not (tmp_path / "run").exists()
 
 
 # -- failure must not look like success -------------------------------------------------------

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from drpo_agents.artifact import AlignmentArtifact, load_artifact
-from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.cli.build import build_model, build_models, model_specs, read_cli_record
 from drpo_agents.cli.errors import EXIT_FAILED, EXIT_USAGE, fail
 from drpo_agents.cli.evaluation import (
@@ -24,6 +23,7 @@ from drpo_agents.cli.evaluation import (
 )
 from drpo_agents.cli.inspection import inspection_summary, show_inspection
 from drpo_agents.cli.summary import print_json
+from drpo_agents.cli.typer_app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.datasets import (
     Query,
     load_eval_conversations,

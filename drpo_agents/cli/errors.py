@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from drpo_agents.artifact import AlignmentArtifact
-from drpo_agents.cli.app import console
+from drpo_agents.cli.typer_app import console
 from drpo_agents.errors import ArtifactError, ConfigError, DRPOError, ResumeRefused
 from drpo_agents.run_spec import ProgressCallback, ProgressEvent
 from drpo_agents.tracing import scrub_secrets

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app
 from drpo_agents.cli.build import build_model, build_models, load_config, model_specs
 from drpo_agents.cli.errors import EXIT_FAILED, fail
 from drpo_agents.cli.evaluation import FailUnderOption, MinWinRateOption
@@ -22,6 +21,7 @@ from drpo_agents.cli.options import (
     SeedOption,
 )
 from drpo_agents.cli.summary import print_json
+from drpo_agents.cli.typer_app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app
 from drpo_agents.errors import ConfigError, DRPOError
 from drpo_agents.evaluation import GateThresholds
 from drpo_agents.infra.calls import run_sync

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from drpo_agents.api import aresume
-from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, app
 from drpo_agents.cli.build import CLIRecord, ModelSpecs, build_models, read_cli_record
 from drpo_agents.cli.errors import NoValidCandidate, fail, resumable
 from drpo_agents.cli.options import (
@@ -25,6 +24,7 @@ from drpo_agents.cli.options import (
 )
 from drpo_agents.cli.run import ask_reviewer, write_html_report
 from drpo_agents.cli.summary import progress_bar, show_run
+from drpo_agents.cli.typer_app import AsJson, BaseUrl, Judge, Quiet, Responder, app
 from drpo_agents.errors import ResumeRefused
 from drpo_agents.infra.calls import run_sync
 from drpo_agents.infra.run_files import CLI_FILE, TRACE_FILE

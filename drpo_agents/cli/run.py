@@ -12,7 +12,6 @@ from pathlib import Path
 from rich.panel import Panel
 
 from drpo_agents.api import arun_optimization
-from drpo_agents.cli.app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.cli.build import (
     build_models,
     load_config,
@@ -54,6 +53,7 @@ from drpo_agents.cli.options import (
     ValidationSizeOption,
 )
 from drpo_agents.cli.summary import progress_bar, show_before_after, show_run
+from drpo_agents.cli.typer_app import AsJson, BaseUrl, Judge, Quiet, Responder, Sandbox, app, console
 from drpo_agents.datasets import load_queries, load_training_queries
 from drpo_agents.errors import ConfigError, DRPOError
 from drpo_agents.icl_sets import load_icl_examples

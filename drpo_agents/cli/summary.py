@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from drpo_agents.artifact import AlignmentArtifact, LevelRecord
-from drpo_agents.cli.app import console
+from drpo_agents.cli.typer_app import console
 from drpo_agents.infra.run_files import ARTIFACT_FILE
 from drpo_agents.run_spec import ProgressCallback, ProgressEvent
 
