@@ -128,9 +128,7 @@ async def aoptimize(
             run_id=run_id,
             memory=memory,
             checkpointer=checkpointer,
-            icl_examples=None
-            if icl_examples is None
-            else parse_icl_examples(list(icl_examples), "icl_examples"),
+            icl_examples=None if icl_examples is None else parse_icl_examples(icl_examples, "icl_examples"),
             embeddings=embeddings,
             aspects=aspects,
             callbacks=callbacks,

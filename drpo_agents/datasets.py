@@ -66,6 +66,8 @@ def normalize_queries(queries: Iterable[Any], *, user_turns: bool = False) -> li
     """
     if isinstance(queries, str):
         raise ConfigError(f"queries must be a list of queries, not one string: pass [{_preview(queries)}]")
+    if not isinstance(queries, Iterable) or isinstance(queries, bytes):
+        raise ConfigError(f"queries must be a list of queries, got {type(queries).__name__}")
     if isinstance(queries, Mapping):
         raise ConfigError(
             "queries must be a list of strings, {'id', 'query'} dicts or conversations, got one dict"

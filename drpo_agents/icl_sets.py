@@ -58,6 +58,8 @@ def parse_icl_examples(data: Any, source: str) -> list[ICLExample]:
             f"{source} must be a list of examples, not {type(data).__name__} {str(data)[:60]!r}: "
             "to read a file, pass load_icl_examples(path)"
         )
+    if isinstance(data, Mapping) and (is_conversation(data) or {"query", "answer"} & data.keys()):
+        raise ConfigError(f"{source} is one example (a dict); pass a list of examples: [example]")
     if isinstance(data, Sequence) and data and all(is_message(m) for m in data):
         raise ConfigError(
             f"{source} is one conversation (a list of messages); pass a list of examples: [messages]"
@@ -68,6 +70,8 @@ def parse_icl_examples(data: Any, source: str) -> list[ICLExample]:
             "(Python: start_from=), which takes its prompt and its ICL examples"
         )
     rows = _official_rows(data, source) if isinstance(data, dict) else data
+    if isinstance(rows, tuple):
+        rows = list(rows)
     if not isinstance(rows, list):
         raise ConfigError(f"{source}: expected a list of examples or a query -> answer object")
     examples: list[ICLExample] = []

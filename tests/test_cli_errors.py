@@ -340,6 +340,20 @@ def test_ctrl_c_mid_run_says_how_to_resume_and_resume_finishes(tmp_path: Path) -
     assert len(json.loads(resumed.stdout)["reward_curve"]) == 3
 
 
+def test_langgraph_devs_blocking_check_on_drpos_own_loop_says_what_to_do() -> None:
+    from drpo_agents.errors import DRPOError
+    from drpo_agents.infra.calls import run_sync
+
+    class BlockingError(Exception):  # what `langgraph dev`'s check (blockbuster) raises
+        pass
+
+    async def blocked() -> None:
+        raise BlockingError("Blocking call to os.mkdir")
+
+    with pytest.raises(DRPOError, match="start the server with --allow-blocking"):
+        run_sync(blocked())
+
+
 def test_ctrl_c_while_the_command_loads_is_one_line_too(tmp_path: Path) -> None:
     """A Ctrl-C in the first second, while LangChain and LangGraph load, is one ``error:`` line and
     exit 130, not Python's traceback (the entry point loads them inside its own handling)."""

@@ -121,6 +121,12 @@ def test_every_bad_example_is_named_on_its_own_line_and_nothing_is_loaded(tmp_pa
         parse_icl_examples("examples.json", "icl_examples")
     with pytest.raises(ConfigError, match=r"is one conversation \(a list of messages\); pass a list"):
         parse_icl_examples(TURNS, "icl_examples")
+    with pytest.raises(ConfigError, match=r"is one example \(a dict\); pass a list of examples"):
+        parse_icl_examples({"query": "q", "answer": "a"}, "icl_examples")
+    with pytest.raises(
+        ConfigError, match=r"^icl_examples must be a list of examples, not str 'examples\.jsonl'"
+    ):
+        optimize(["a?", "b?"], responder="sandbox", judge="sandbox", icl_examples="examples.jsonl")
 
 
 def test_every_bad_query_of_a_file_is_named_on_its_own_line(tmp_path: Path) -> None:

@@ -316,11 +316,23 @@ def test_a_refused_input_tells_the_client_why(langgraph_server: tuple[str, Path]
             "queries": [{"messages": [{"role": "assistant", "content": "Hi"}]}, *QUERIES]
         },
         "ICL example #1 has no 'answer'": {"queries": QUERIES, "icl_examples": [{"query": "q"}]},
+        "ICL example #2 repeats ICL example #1": {
+            "queries": QUERIES,
+            "icl_examples": [{"query": "q", "answer": "a"}] * 2,
+        },
+        "to read a file, pass load_icl_examples": {"queries": QUERIES, "icl_examples": "examples.jsonl"},
+        "queries must be a list of queries, got int": {"queries": 5},
     }
     for reason, inputs in refusals.items():
         output = client.runs.wait(None, "drpo", input=inputs, raise_error=False)
         error = output.get("__error__", {}) if isinstance(output, dict) else {}
         assert error.get("error") == "ConfigError" and reason in error.get("message", ""), (reason, output)
+    # A second run on a thread that holds one is refused, and the first run's state is kept.
+    thread_id = client.threads.create()["thread_id"]
+    first = client.runs.wait(thread_id, "drpo", input={"queries": QUERIES}, raise_error=False)
+    again = client.runs.wait(thread_id, "drpo", input={"queries": QUERIES}, raise_error=False)
+    assert "artifact" in first and "already holds run" in again["__error__"]["message"], again
+    assert client.threads.get_state(thread_id)["values"]["artifact"] == first["artifact"]
 
 
 def _wait_for_rounds(deploy_dir: Path, rounds: int, log: Path) -> None:

@@ -288,3 +288,17 @@ def test_a_round_refused_at_its_inputs_takes_the_next_ones_and_leaves_nothing_de
         "promoted",
         [str(tmp_path / "right.jsonl")],
     )
+
+
+def test_the_realign_graph_names_a_missing_or_wrong_input() -> None:
+    from drpo_agents.realign import create_realign_graph
+
+    graph = create_realign_graph(responder="sandbox", judge="sandbox", config=CONFIG).compile()
+    with pytest.raises(
+        ConfigError, match="a realign round needs 'deploy_dir': the path of the deployment folder"
+    ):
+        graph.invoke({"queries": "incoming"})
+    with pytest.raises(
+        ConfigError, match=r"needs 'queries': the path of a query file or folder \(got list\)"
+    ):
+        graph.invoke({"deploy_dir": "alignment", "queries": ["How do tides work?"]})

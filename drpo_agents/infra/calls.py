@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import merge_configs
 
+from drpo_agents.errors import DRPOError
 from drpo_agents.infra.call_identity import PlanPosition, calling, task_scope
 
 T = TypeVar("T")
@@ -241,6 +242,13 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         return future.result()
     except KeyboardInterrupt:
         future.cancel()  # stop the run (it stays resumable from its last checkpoint)
+        raise
+    except Exception as exc:
+        if type(exc).__name__ == "BlockingError":  # `langgraph dev`'s check flags every thread with a loop
+            raise DRPOError(
+                "langgraph dev's blocking-call check stopped drpo's own event loop (a sync node's "
+                "search runs there, in a thread of its own): start the server with --allow-blocking"
+            ) from exc
         raise
 
 

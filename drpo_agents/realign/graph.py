@@ -40,7 +40,7 @@ from drpo_agents.infra.run_files import (
 )
 from drpo_agents.json_types import JsonObject
 from drpo_agents.realign.deployment import Decision, Deployment, RoundRecord
-from drpo_agents.realign.inputs import new_queries, query_key, split_held_out
+from drpo_agents.realign.inputs import checked_input, new_queries, query_key, split_held_out
 from drpo_agents.run_spec import ChatModel, ResponderModel
 from drpo_agents.search.records import Query
 
@@ -176,9 +176,10 @@ class _Steps:
     def gather(self, state: RealignInput) -> RealignUpdate:
         """Read the new queries and split them; deploy the initial artifact first when nothing is
         deployed yet (not for a round that does not run)."""
-        deployment = Deployment(state["deploy_dir"])
+        deploy_dir, source = checked_input(state)
+        deployment = Deployment(deploy_dir)
         number = deployment.next_round()
-        fresh, files = new_queries(state["queries"], deployment.used_query_keys())
+        fresh, files = new_queries(source, deployment.used_query_keys())
         if len(fresh) < self.settings.min_new_queries:
             deployed = deployment.current_version() or "none"
             reason = f"{len(fresh)} new queries in {state['queries']} (a round needs {self.settings.min_new_queries})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from drpo_agents.datasets import load_queries
@@ -13,6 +13,22 @@ from drpo_agents.errors import ConfigError
 from drpo_agents.search.records import Query
 
 QUERY_SUFFIXES = (".jsonl", ".json", ".txt")
+
+
+def checked_input(state: Mapping[str, object]) -> tuple[str, str]:
+    """(deployment folder, query source) of a round's input, each a path.
+
+    Raises:
+        ConfigError: naming what is missing or not a path.
+    """
+    paths: list[str] = []
+    for key, what in (("deploy_dir", "the deployment folder"), ("queries", "a query file or folder")):
+        value = state.get(key)
+        if not isinstance(value, str | Path) or not str(value).strip():
+            got = "nothing" if value is None else type(value).__name__
+            raise ConfigError(f"a realign round needs {key!r}: the path of {what} (got {got})")
+        paths.append(str(value))
+    return paths[0], paths[1]
 
 
 def query_key(text: str) -> str:

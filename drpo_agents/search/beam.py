@@ -12,7 +12,7 @@ from langgraph.config import get_config
 from drpo_agents.config import DRPOConfig
 from drpo_agents.datasets import normalize_queries
 from drpo_agents.errors import ConfigError, DRPOError
-from drpo_agents.icl_sets import icl_example, seed_icl_examples_for
+from drpo_agents.icl_sets import parse_icl_examples, seed_icl_examples_for
 from drpo_agents.memory import RunLedger
 from drpo_agents.rewards import length_adjusted_rewards, length_slope, mean
 from drpo_agents.search.budget import BUDGET_STOPS, budget_stop
@@ -100,6 +100,11 @@ def run_owner() -> str:
 def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     """Validate the training queries, fix their order (seeded) and plant the initial prompt."""
     config = ctx.config
+    if state.get("candidates"):  # new input on a thread whose run began: that run's state is kept
+        raise ConfigError(
+            f"this thread already holds run {state.get('run_id')!r}: start each run on a new thread "
+            "(to continue an unfinished run, send it no input)"
+        )
     queries, validation_bank = split_queries(config, state.get("queries") or [])
     initial_prompt = state.get("initial_prompt") or config.initial_prompt
     update: DRPOUpdate = {
@@ -122,9 +127,7 @@ def prepare(ctx: SearchContext, state: DRPOState) -> DRPOUpdate:
     examples = state.get("icl_examples") or ctx.icl_examples
     if examples is None:
         examples = seed_icl_examples_for([*queries, *validation_bank])
-    update["icl_examples"] = [
-        icl_example(e, f"ICL example #{n}").model_dump() for n, e in enumerate(examples, 1)
-    ]
+    update["icl_examples"] = [e.model_dump() for e in parse_icl_examples(examples, "icl_examples")]
     return update
 
 
