@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from drpo_agents import DRPOConfig, load_training_queries, optimize
 from drpo_agents.infra.cache import SQLiteLLMCache
 from drpo_agents.infra.call_identity import current_call, task_scope
-from drpo_agents.infra.calls import ModelCall, ParallelPlans, arun_plan, plan_node, run_plan
+from drpo_agents.infra.calls import ModelCall, ParallelPlans, arun_plan, plan_node, run_plan, run_sync
 from drpo_agents.infra.journal import ResponseJournal, journaled_copies
 from drpo_agents.infra.run_files import CACHE_FILE, JOURNAL_FILE
 
@@ -260,3 +260,29 @@ def test_journal_cost_benchmark_smoke_runs() -> None:
     cost = measure(20)
     assert cost.calls == 20 and cost.response_chars > 0
     assert len(rows(cost)) == 5
+
+
+def test_on_an_apps_loop_the_journal_works_in_its_own_thread_and_replays_alike(tmp_path: Path) -> None:
+    """On drpo's own loop (the CLI, the blocking API) the journal's SQL runs inline; on another
+    loop (an app's, LangGraph Server's) it runs in the journal's thread, never holding that loop
+    up, with the call's identity, so the same task run again is replayed all the same."""
+    import threading
+
+    journal = ResponseJournal(tmp_path / JOURNAL_FILE)
+    threads: list[str] = []
+    replay = journal.replay
+
+    def recording_replay(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return replay(*args)
+
+    journal.replay = recording_replay  # type: ignore[method-assign]
+    copy = journaled(counting_model(), journal)
+    scope = task_scope("evaluate", {"query_id": "q1"})
+    first = asyncio.run(arun_plan(two_asks(copy, "Why?"), scope=scope))  # an app's own loop
+    again = asyncio.run(arun_plan(two_asks(copy, "Why?"), scope=scope))
+    assert first == again == ["answer 0", "answer 1"]
+    assert set(threads) == {"drpo-journal_0"}, threads
+    threads.clear()
+    assert run_sync(arun_plan(two_asks(copy, "Why?"), scope=scope)) == first  # drpo's own loop
+    assert set(threads) == {"drpo-event-loop"}, threads  # inline

@@ -223,6 +223,16 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def on_own_loop() -> bool:
+    """Whether the running event loop is :func:`run_sync`'s own (the CLI's and the blocking API's),
+    which runs nothing but drpo's work: a short blocking call there delays only our own calls,
+    while on anyone else's loop (an app's, LangGraph Server's) it holds up their work too."""
+    try:
+        return asyncio.get_running_loop() is _loop
+    except RuntimeError:
+        return False
+
+
 SIGNAL_CHECK_SECONDS = 0.2  # how often a blocked run_sync wakes to let a pending Ctrl-C through
 
 
