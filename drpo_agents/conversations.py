@@ -107,7 +107,7 @@ def read_conversation(item: object, where: str) -> Conversation:
 def read_example(item: object, where: str) -> tuple[list[Turn], str, str]:
     """(earlier turns, query, answer) of an ICL example given as a conversation that ends with
     the assistant's answer to the user's last turn. LangSmith-style rows may put the answer in
-    ``outputs.messages`` (or ``outputs.message``).
+    ``outputs`` (:func:`_output_messages`).
 
     Raises:
         ConfigError: as :func:`read_conversation`, or for a system message (an example is shown

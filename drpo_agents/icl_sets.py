@@ -6,7 +6,8 @@ user's last turn (the query) and the assistant's answer to it. Accepted forms of
 * ``{"query", "answer", "id"?, "history"?}`` (``history``: earlier ``{"role", "content"}`` turns);
 * a conversation ending with the assistant's answer, in the forms queries take
   (:mod:`drpo_agents.conversations`): OpenAI ``messages``, LangSmith-style ``inputs.messages``
-  (the answer may be in ``outputs.messages``), a list of LangChain messages;
+  (the answer may be in ``outputs``: ``messages``, ``message``, ``output`` or ``answer``), a
+  list of LangChain messages;
 * in a file, also the reference DRPO format: one JSON object mapping query to answer.
 """
 
